@@ -1,0 +1,1 @@
+"""MNIST-family image classification with PyTorch Lightning."""

@@ -1,0 +1,60 @@
+"""RunSummary: what a run achieved, written beside its logs (results.json) and into TensorBoard's HPARAMS tab."""
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+# Metrics shown against the hyper-parameters in TensorBoard, so runs can be compared and sorted there.
+HPARAM_METRICS = ("val/acc_best", "test/acc")
+
+
+class RunSummary(Callback):
+    """Writes `results.json` (metrics, best checkpoint, epochs, wall seconds) into the run folder."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.results: dict[str, Any] = {"metrics": {}}
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        checkpoint = trainer.checkpoint_callback
+        best = checkpoint.best_model_path if isinstance(checkpoint, ModelCheckpoint) else ""
+        self.results["best_checkpoint"] = best or None
+        self.results["epochs"] = trainer.current_epoch
+        self.results["global_step"] = trainer.global_step
+        self._record(trainer)
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.results.setdefault("tested_checkpoint", trainer.ckpt_path)
+        self._record(trainer)
+        metrics = {k: v for k, v in self.results["metrics"].items() if k in HPARAM_METRICS}
+        for logger in trainer.loggers:
+            logger.log_hyperparams(_hparams(trainer, pl_module), metrics)
+
+    def _record(self, trainer: L.Trainer) -> None:
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        self.results["metrics"].update(metrics)
+        self.results["wall_seconds"] = round(time.perf_counter() - self.started, 2)
+        if trainer.is_global_zero:
+            _write_json(Path(trainer.log_dir or trainer.default_root_dir) / "results.json", self.results)
+
+
+def _hparams(trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+    """The same merge of model and data hyper-parameters that Lightning logs at the start of a run."""
+    datamodule = trainer.datamodule
+    data_hparams = dict(datamodule.hparams_initial) if datamodule is not None else {}
+    hparams = {**data_hparams, **pl_module.hparams_initial}
+    hparams.pop("_instantiator", None)
+    return hparams
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    # Write then rename, so a reader never sees half a file.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)

@@ -1,0 +1,93 @@
+"""ImageClassifier: the LightningModule that wraps any nn.Module mapping images to class scores."""
+
+import torch
+from lightning import LightningModule
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+
+class ImageClassifier(LightningModule):
+    """Cross-entropy training of `net` with accuracy metrics and the optimizer and schedule the user chose."""
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        scheduler: LRSchedulerCallable | None = None,
+        num_classes: int = 10,
+    ) -> None:
+        """
+        Args:
+            net: the network, e.g. project.models.CNN or MLP (`--model.net MLP`).
+            optimizer: called with the parameters (`--model.optimizer SGD --model.optimizer.lr 0.1`).
+            scheduler: called with the optimizer; stepped once per epoch, or per step for OneCycleLR.
+            num_classes: number of classes the net predicts.
+        """
+        super().__init__()
+        # Under the CLI this stores the config (class paths and arguments), so load_from_checkpoint can
+        # rebuild the net without the CLI; see README "Checkpoints".
+        self.save_hyperparameters()
+        self.net = net
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.criterion = nn.CrossEntropyLoss()
+        # Separate metric objects per stage: each keeps its own running state on the device.
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+        self.val_acc_best = MaxMetric()
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.net(images)
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        images, labels = batch
+        logits = self(images)
+        loss = self.criterion(logits, labels)
+        self.train_acc(logits, labels)
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
+        return loss
+
+    def on_train_start(self) -> None:
+        # The sanity check before training must not count as the best validation epoch.
+        self.val_acc_best.reset()
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        images, labels = batch
+        logits = self(images)
+        self.val_loss(self.criterion(logits, labels))
+        self.val_acc(logits, labels)
+        self.log("val/loss", self.val_loss, prog_bar=True)
+        self.log("val/acc", self.val_acc, prog_bar=True)
+
+    def on_validation_epoch_end(self) -> None:
+        self.val_acc_best(self.val_acc.compute())
+        self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True)
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        images, labels = batch
+        logits = self(images)
+        self.test_loss(self.criterion(logits, labels))
+        self.test_acc(logits, labels)
+        self.log("test/loss", self.test_loss)
+        self.log("test/acc", self.test_acc)
+
+    def predict_step(self, batch: Tensor | tuple[Tensor, ...], batch_idx: int) -> Tensor:
+        """Class probabilities (N, classes) for a batch of normalized images (labels, if any, are ignored)."""
+        images = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self(images).softmax(dim=-1)
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer(self.parameters())
+        if self.scheduler is None:
+            return optimizer
+        if getattr(self.scheduler, "func", self.scheduler) is torch.optim.lr_scheduler.OneCycleLR:
+            # OneCycle needs the total number of optimizer steps, which only the Trainer knows (it counts
+            # gradient accumulation), and is stepped after every optimizer step.
+            scheduler = self.scheduler(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {"optimizer": optimizer, "lr_scheduler": self.scheduler(optimizer)}

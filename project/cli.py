@@ -1,0 +1,130 @@
+"""The command line: LightningCLI with flat Trainer flags, and `fit` then `test` when no subcommand is given."""
+
+import re
+import sys
+
+import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from project.callbacks import RunSummary
+from project.classifier import ImageClassifier
+from project.data import MNISTDataModule
+from project.errors import UserError
+
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
+
+# The recipe of a bare `python train.py`; configs/ and flags override any of it.
+DEFAULTS = {
+    "model.net": {"class_path": "project.models.CNN"},
+    "model.optimizer": {"class_path": "torch.optim.Adam", "init_args": {"lr": 1e-3}},
+    "trainer.max_epochs": 3,
+    "trainer.default_root_dir": "logs",
+    "checkpoint.monitor": "val/acc",
+    "checkpoint.mode": "max",
+    "checkpoint.save_last": True,
+    "checkpoint.filename": "epoch={epoch}-val_acc={val/acc:.4f}",
+    "checkpoint.auto_insert_metric_name": False,
+}
+
+
+class ClassifierCLI(LightningCLI):
+    """LightningCLI for ImageClassifier and MNISTDataModule, with the template's defaults."""
+
+    def __init__(self, args: list[str], test_after_fit: bool = False) -> None:
+        self.test_after_fit = test_after_fit
+        super().__init__(
+            ImageClassifier,
+            MNISTDataModule,
+            subclass_mode_data=True,  # a fork can point --data at its own LightningDataModule
+            trainer_defaults={"callbacks": [RunSummary()]},
+            auto_configure_optimizers=False,  # the model's own configure_optimizers uses the injected ones
+            save_config_kwargs={"overwrite": False},
+            parser_kwargs={"description": DESCRIPTION},
+            args=args,
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(DEFAULTS)
+        add_flat_trainer_flags(parser)
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: list[str]) -> None:
+        # Same as LightningCLI's, minus its warning about args given beside sys.argv: main() derives args
+        # from sys.argv on purpose (and does so again in every process DDP relaunches).
+        self.config = parser.parse_args(args)
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand]
+        if config.trainer.logger is None or config.trainer.logger is True:
+            # TensorBoard under default_root_dir/<data set>_<model>/version_N, without the -1 "hp_metric"
+            # placeholder (RunSummary logs real metrics against the hyper-parameters).
+            net = str(config.model.net.class_path).rsplit(".", 1)[-1].lower()
+            dataset = config.data.init_args.get("dataset", "data")
+            config.trainer.logger = {
+                "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                "init_args": {
+                    "save_dir": config.trainer.default_root_dir,
+                    "name": f"{dataset}_{net}",
+                    "default_hp_metric": False,
+                },
+            }
+
+    def after_fit(self) -> None:
+        if self.test_after_fit and not self.trainer.interrupted:
+            # Evaluate the checkpoint that validated best, not the weights of the last epoch.
+            ckpt = "best" if self.trainer.checkpoint_callback.best_model_path else None
+            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt)
+
+
+DESCRIPTION = """Train and test an MNIST-family image classifier.
+
+`python train.py [options]` fits, then tests the best checkpoint on the official test set.
+`python train.py fit|validate|test|predict [options]` runs one Lightning stage.
+Trainer options work flat (--max_epochs 3) and prefixed (--trainer.max_epochs 3).
+"""
+
+
+def add_flat_trainer_flags(parser: LightningArgumentParser) -> None:
+    """Give every `--trainer.x` option the flat alias `--x`, so `--accelerator gpu` works and shows in --help."""
+    taken = set(parser._option_string_actions)
+    for action in list(parser._actions):
+        for option in list(action.option_strings):
+            match = re.fullmatch(r"--trainer\.(\w+)", option)
+            if match and f"--{match[1]}" not in taken:
+                flat = f"--{match[1]}"
+                action.option_strings.append(flat)
+                parser._option_string_actions[flat] = action
+                taken.add(flat)
+
+
+def split_command(argv: list[str]) -> tuple[list[str], bool]:
+    """Arguments for LightningCLI, and whether to test after fitting (only when no subcommand was named)."""
+    if any(word in SUBCOMMANDS for word in argv):
+        return argv, False
+    return ["fit", *argv], True
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; a mistake the user can fix ends with one line on stderr and exit status 2."""
+    args, test_after_fit = split_command(sys.argv[1:] if argv is None else argv)
+    try:
+        ClassifierCLI(args, test_after_fit=test_after_fit)
+    except UserError as error:
+        return fail(str(error))
+    except MisconfigurationException as error:
+        message = " ".join(str(error).split())
+        if "gpu" in message.lower() and not torch.cuda.is_available():
+            message = (
+                "--accelerator gpu needs a GPU, but PyTorch sees none on this machine "
+                f"(torch.cuda.is_available() is False; Lightning said: {message}). "
+                "Leave out --accelerator gpu to train on the CPU."
+            )
+        return fail(message)
+    return 0
+
+
+def fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2

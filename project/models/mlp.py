@@ -1,0 +1,33 @@
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+
+class MLP(nn.Module):
+    """Multi-layer perceptron on the flattened image: 784-512-10 by default, as in the articles."""
+
+    def __init__(
+        self,
+        hidden_sizes: Sequence[int] = (512,),
+        dropout: float = 0.0,
+        batch_norm: bool = False,
+        in_features: int = 28 * 28,
+        num_classes: int = 10,
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = in_features
+        for hidden in hidden_sizes:
+            # Linear -> BatchNorm -> ReLU -> Dropout; the norm's own shift makes the linear bias redundant.
+            layers.append(nn.Linear(width, hidden, bias=not batch_norm))
+            if batch_norm:
+                layers.append(nn.BatchNorm1d(hidden))
+            layers.append(nn.ReLU())
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            width = hidden
+        layers.append(nn.Linear(width, num_classes))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.layers(images)
