@@ -1,5 +1,7 @@
 """ImageClassifier: the LightningModule that wraps any nn.Module mapping images to class scores."""
 
+import inspect
+
 import torch
 from lightning import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
@@ -7,13 +9,15 @@ from torch import Tensor, nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from project.models import CNN, MLP
+
 
 class ImageClassifier(LightningModule):
     """Cross-entropy training of `net` with accuracy metrics and the optimizer and schedule the user chose."""
 
     def __init__(
         self,
-        net: nn.Module,
+        net: CNN | MLP | nn.Module,
         optimizer: OptimizerCallable = torch.optim.Adam,
         scheduler: LRSchedulerCallable | None = None,
         num_classes: int = 10,
@@ -85,9 +89,19 @@ class ImageClassifier(LightningModule):
         optimizer = self.optimizer(self.parameters())
         if self.scheduler is None:
             return optimizer
-        if getattr(self.scheduler, "func", self.scheduler) is torch.optim.lr_scheduler.OneCycleLR:
-            # OneCycle needs the total number of optimizer steps, which only the Trainer knows (it counts
-            # gradient accumulation), and is stepped after every optimizer step.
+        if takes_total_steps(self.scheduler):
+            # OneCycleLR (and any schedule with a `total_steps` argument) needs the number of optimizer steps,
+            # which only the Trainer knows (it counts gradient accumulation), and steps after each of them.
             scheduler = self.scheduler(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
         return {"optimizer": optimizer, "lr_scheduler": self.scheduler(optimizer)}
+
+
+def takes_total_steps(scheduler: LRSchedulerCallable) -> bool:
+    """Whether the schedule has a `total_steps` argument (the CLI passes a partial with it as a keyword)."""
+    if "total_steps" in getattr(scheduler, "keywords", {}):
+        return True
+    try:
+        return "total_steps" in inspect.signature(scheduler).parameters
+    except (TypeError, ValueError):
+        return False

@@ -2,6 +2,7 @@
 
 import re
 import sys
+from pathlib import Path
 
 import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
@@ -15,11 +16,11 @@ from project.errors import UserError
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
-# The recipe of a bare `python train.py`; configs/ and flags override any of it.
+# The recipe of a bare `python train.py` (net, optimizer, schedule, epochs) lives in configs/cnn.yaml, which
+# main() passes as the first --config, so that later --config files and flags override it. DEFAULTS are the
+# parts of every run that no recipe needs to repeat.
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "cnn.yaml"
 DEFAULTS = {
-    "model.net": {"class_path": "project.models.CNN"},
-    "model.optimizer": {"class_path": "torch.optim.Adam", "init_args": {"lr": 1e-3}},
-    "trainer.max_epochs": 3,
     "trainer.default_root_dir": "logs",
     "checkpoint.monitor": "val/acc",
     "checkpoint.mode": "max",
@@ -81,6 +82,7 @@ class ClassifierCLI(LightningCLI):
 DESCRIPTION = """Train and test an MNIST-family image classifier.
 
 `python train.py [options]` fits, then tests the best checkpoint on the official test set.
+The default recipe, configs/cnn.yaml, is read first; --config files and flags given after it override it.
 `python train.py fit|validate|test|predict [options]` runs one Lightning stage.
 Trainer options work flat (--max_epochs 3) and prefixed (--trainer.max_epochs 3).
 """
@@ -101,9 +103,11 @@ def add_flat_trainer_flags(parser: LightningArgumentParser) -> None:
 
 def split_command(argv: list[str]) -> tuple[list[str], bool]:
     """Arguments for LightningCLI, and whether to test after fitting (only when no subcommand was named)."""
-    if any(word in SUBCOMMANDS for word in argv):
-        return argv, False
-    return ["fit", *argv], True
+    test_after_fit = not any(word in SUBCOMMANDS for word in argv)
+    if test_after_fit:
+        argv = ["fit", *argv]
+    where = next(i for i, word in enumerate(argv) if word in SUBCOMMANDS) + 1
+    return [*argv[:where], "--config", str(DEFAULT_CONFIG), *argv[where:]], test_after_fit
 
 
 def main(argv: list[str] | None = None) -> int:

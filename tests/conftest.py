@@ -1,0 +1,47 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.idx_files import write_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+FAST_TRAINER = [
+    "--max_epochs", "1", "--limit_train_batches", "3", "--limit_val_batches", "1", "--limit_test_batches", "2",
+    "--log_every_n_steps", "1", "--enable_progress_bar", "false", "--enable_model_summary", "false",
+    "--data.batch_size", "32", "--data.val_size", "100",
+]  # fmt: skip
+
+
+@pytest.fixture
+def mnist_dir(tmp_path: Path) -> Path:
+    """A data folder in torchvision's layout (data/MNIST/raw) holding 600 training and 200 test images."""
+    data = tmp_path / "data"
+    write_dataset(data / "MNIST" / "raw")
+    return data
+
+
+def run_cli(*args: str, cwd: Path = REPO, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python train.py ARGS` in a subprocess, as a user would type it."""
+    return subprocess.run(
+        [sys.executable, str(REPO / "train.py"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def run_folder(root: Path) -> Path:
+    """The single run folder (logs/<name>/version_N) under root."""
+    folders = [p.parent for p in root.rglob("config.yaml")]
+    assert len(folders) == 1, f"expected one run folder under {root}, found {folders}"
+    return folders[0]
+
+
+def results(root: Path) -> dict:
+    return json.loads((run_folder(root) / "results.json").read_text())

@@ -1,0 +1,162 @@
+import gzip
+from pathlib import Path
+
+import pytest
+import torch
+from torchvision.datasets import MNIST
+
+from project.data import DATASETS, MNISTDataModule
+from project.data.idx import read_idx
+from project.errors import UserError
+from tests.idx_files import idx_bytes, synthetic_split, write_dataset, write_idx
+
+
+def setup_module_for(data_dir: Path, **kwargs) -> MNISTDataModule:
+    dm = MNISTDataModule(data_dir=str(data_dir), val_size=100, batch_size=32, **kwargs)
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm
+
+
+def rows(images: torch.Tensor) -> set[bytes]:
+    return {image.numpy().tobytes() for image in images}
+
+
+def test_split_sizes_and_disjoint(mnist_dir):
+    dm = setup_module_for(mnist_dir)
+    train, val, test = dm.train_set.tensors, dm.val_set.tensors, dm.test_set.tensors
+    assert (len(train[0]), len(val[0]), len(test[0])) == (500, 100, 200)
+    # Train and val together are exactly the official training file; test is the official test file.
+    official_train, _ = synthetic_split(600, seed=0)
+    official_test, official_test_labels = synthetic_split(200, seed=1)
+    assert rows(train[0]) | rows(val[0]) == rows(official_train)
+    assert not rows(train[0]) & rows(val[0])
+    assert torch.equal(test[0], official_test) and torch.equal(test[1], official_test_labels.long())
+
+
+def test_split_is_seeded(mnist_dir):
+    first, again = setup_module_for(mnist_dir), setup_module_for(mnist_dir)
+    other = setup_module_for(mnist_dir, split_seed=1)
+    assert torch.equal(first.val_set.tensors[0], again.val_set.tensors[0])
+    assert not torch.equal(first.val_set.tensors[0], other.val_set.tensors[0])
+
+
+def test_batches_are_normalized_on_transfer(mnist_dir):
+    dm = setup_module_for(mnist_dir)
+    images, labels = next(iter(dm.train_dataloader()))
+    assert images.dtype == torch.uint8 and images.shape == (32, 28, 28)  # the loader only slices
+    x, y = dm.on_after_batch_transfer((images, labels), 0)
+    assert x.dtype == torch.float32 and x.shape == (32, 1, 28, 28)
+    mean, std = DATASETS["mnist"].mean, DATASETS["mnist"].std
+    expected = (images.double() / 255 - mean) / std
+    torch.testing.assert_close(x.squeeze(1).double(), expected, rtol=0, atol=1e-5)
+    assert torch.equal(y, labels)
+
+
+def test_every_training_image_once_per_epoch(mnist_dir):
+    dm = setup_module_for(mnist_dir)
+    batches = list(dm.train_dataloader())
+    assert [len(b[0]) for b in batches] == [32] * 15 + [20]
+    seen = torch.cat([b[0] for b in batches])
+    assert rows(seen) == rows(dm.train_set.tensors[0])
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_flat_folder_with_plain_or_gz_files(tmp_path, compress):
+    folder = write_dataset(tmp_path / "flat", compress=compress)
+    assert all(p.name.endswith(".gz") == compress for p in folder.iterdir())
+    dm = setup_module_for(folder)
+    assert len(dm.train_set) == 500 and len(dm.test_set) == 200
+
+
+def test_torchvision_layout_is_searched_first(tmp_path):
+    write_dataset(tmp_path / "FashionMNIST" / "raw", train=300)
+    write_dataset(tmp_path, train=400)
+    dm = setup_module_for(tmp_path, dataset="fashion_mnist")
+    assert len(dm.train_set) + len(dm.val_set) == 300
+    assert dm.classes[0] == "T-shirt/top"
+
+
+def test_missing_files_download_fails_cleanly(tmp_path, monkeypatch):
+    """No network: one clear error naming the files and folders, and no folders or partial files left."""
+
+    def offline_download(self):
+        raw = Path(self.raw_folder)
+        raw.mkdir(parents=True, exist_ok=True)
+        (raw / "train-images-idx3-ubyte.gz").write_bytes(b"partial")
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\n<urlopen error Name not known>\n")
+
+    monkeypatch.setattr(MNIST, "download", offline_download)
+    data_dir = tmp_path / "data"
+    dm = MNISTDataModule(data_dir=str(data_dir))
+    with pytest.raises(UserError) as error:
+        dm.prepare_data()
+    message = str(error.value)
+    assert "\n" not in message
+    for expected in ("train-images-idx3-ubyte", "t10k-labels-idx1-ubyte", str(data_dir / "MNIST" / "raw"),
+                     "Name not known", "--data.data_dir"):  # fmt: skip
+        assert expected in message
+    assert not data_dir.exists()
+
+
+def test_missing_files_without_download(tmp_path):
+    dm = MNISTDataModule(data_dir=str(tmp_path), dataset="kmnist", download=False)
+    with pytest.raises(UserError, match=r"KMNIST files not found.*download switched off"):
+        dm.prepare_data()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_read_idx_round_trip(tmp_path):
+    array = torch.randint(0, 256, (5, 3, 4), dtype=torch.uint8)
+    assert torch.equal(read_idx(write_idx(tmp_path / "a", array)), array)
+    assert torch.equal(read_idx(write_idx(tmp_path / "b", array, compress=True)), array)
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "message"),
+    [
+        (lambda data: data[:-10], "truncated or corrupt"),
+        (lambda data: b"\x00\x00\x09\x03" + data[4:], "not an IDX file of unsigned bytes"),
+        (lambda data: b"PK\x03\x04" + data[4:], "magic number 0x504b0304"),
+        (lambda data: data[:6], "truncated or corrupt"),
+    ],
+)
+def test_broken_idx_files_are_named(tmp_path, corrupt, message):
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(corrupt(idx_bytes(torch.zeros(3, 28, 28, dtype=torch.uint8))))
+    with pytest.raises(UserError, match=message) as error:
+        read_idx(path)
+    assert str(path) in str(error.value)
+
+
+def test_broken_gzip_is_named(tmp_path):
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(b"x" * 100)[:20])
+    with pytest.raises(UserError, match="cannot read"):
+        read_idx(path)
+
+
+def test_image_and_label_counts_must_agree(mnist_dir):
+    raw = mnist_dir / "MNIST" / "raw"
+    write_idx(raw / "train-labels-idx1-ubyte", torch.zeros(599, dtype=torch.uint8))
+    with pytest.raises(UserError, match="600 images but .* 599 labels"):
+        setup_module_for(mnist_dir)
+
+
+def test_labels_must_be_in_range(mnist_dir):
+    labels = torch.full((200,), 12, dtype=torch.uint8)
+    write_idx(mnist_dir / "MNIST" / "raw" / "t10k-labels-idx1-ubyte", labels)
+    with pytest.raises(UserError, match=r"label 12, outside 0\.\.9"):
+        setup_module_for(mnist_dir)
+
+
+def test_val_size_must_leave_training_images(mnist_dir):
+    dm = MNISTDataModule(data_dir=str(mnist_dir), val_size=600)
+    with pytest.raises(UserError, match="val_size 600 leaves no training images"):
+        dm.setup("fit")
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [({"batch_size": 0}, "batch_size"), ({"val_size": 0}, "val_size")])
+def test_bad_sizes(kwargs, message):
+    with pytest.raises(UserError, match=message):
+        MNISTDataModule(**kwargs)

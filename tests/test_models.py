@@ -1,0 +1,59 @@
+import pytest
+import torch
+from torch import nn
+
+from project.models import CNN, MLP
+
+IMAGES = torch.randn(4, 1, 28, 28)
+
+
+def linear_shapes(net: nn.Module) -> list[tuple[int, int]]:
+    return [(m.in_features, m.out_features) for m in net.modules() if isinstance(m, nn.Linear)]
+
+
+def test_mlp_default_is_784_512_10():
+    net = MLP()
+    assert linear_shapes(net) == [(784, 512), (512, 10)]
+    assert sum(p.numel() for p in net.parameters()) == 784 * 512 + 512 + 512 * 10 + 10
+    assert net(IMAGES).shape == (4, 10)
+
+
+def test_mlp_hidden_sizes_dropout_and_batch_norm():
+    net = MLP(hidden_sizes=[256, 128], dropout=0.3, batch_norm=True)
+    assert linear_shapes(net) == [(784, 256), (256, 128), (128, 10)]
+    assert [m.num_features for m in net.modules() if isinstance(m, nn.BatchNorm1d)] == [256, 128]
+    assert [m.p for m in net.modules() if isinstance(m, nn.Dropout)] == [0.3, 0.3]
+    assert net(IMAGES).shape == (4, 10)
+
+
+def test_cnn_default_is_conv32_conv64_fc128_fc10():
+    net = CNN()
+    convs = [(m.in_channels, m.out_channels) for m in net.modules() if isinstance(m, nn.Conv2d)]
+    assert convs == [(1, 32), (32, 64)]
+    # Two 2x2 poolings: 28 -> 14 -> 7, so the first fully connected layer sees 64 * 7 * 7 features.
+    assert linear_shapes(net) == [(64 * 7 * 7, 128), (128, 10)]
+    assert net(IMAGES).shape == (4, 10)
+
+
+@pytest.mark.parametrize("batch_norm", [True, False])
+def test_cnn_channels_and_options(batch_norm):
+    net = CNN(channels=[8, 16, 32], hidden=64, dropout=0.0, batch_norm=batch_norm)
+    assert [m.out_channels for m in net.modules() if isinstance(m, nn.Conv2d)] == [8, 16, 32]
+    assert any(isinstance(m, nn.BatchNorm2d) for m in net.modules()) == batch_norm
+    assert linear_shapes(net) == [(32 * 3 * 3, 64), (64, 10)]
+    assert net(IMAGES).shape == (4, 10)
+
+
+def test_models_learn_a_batch():
+    """Both nets can fit a fixed batch: the loss falls well below chance (ln 10 = 2.3)."""
+    torch.manual_seed(0)
+    labels = torch.arange(8) % 10
+    images = torch.randn(8, 1, 28, 28)
+    for net in (MLP(), CNN(dropout=0.0)):
+        optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+        for _ in range(30):
+            loss = nn.functional.cross_entropy(net(images), labels)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        assert loss.item() < 0.1, type(net).__name__
