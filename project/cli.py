@@ -42,7 +42,7 @@ class ClassifierCLI(LightningCLI):
             trainer_defaults={"callbacks": [RunSummary()]},
             auto_configure_optimizers=False,  # the model's own configure_optimizers uses the injected ones
             save_config_kwargs={"overwrite": False},
-            parser_kwargs={"description": DESCRIPTION},
+            parser_kwargs={"description": DESCRIPTION, "fit": {"description": DESCRIPTION}},
             args=args,
         )
 
@@ -85,6 +85,7 @@ DESCRIPTION = """Train and test an MNIST-family image classifier.
 The default recipe, configs/cnn.yaml, is read first; --config files and flags given after it override it.
 `python train.py fit|validate|test|predict [options]` runs one Lightning stage.
 Trainer options work flat (--max_epochs 3) and prefixed (--trainer.max_epochs 3).
+Options of the data module: `python train.py --data.help MNISTDataModule`; of a net: `--model.net.help MLP`.
 """
 
 

@@ -5,6 +5,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from tests.idx_files import write_dataset
 
@@ -45,3 +47,21 @@ def run_folder(root: Path) -> Path:
 
 def results(root: Path) -> dict:
     return json.loads((run_folder(root) / "results.json").read_text())
+
+
+def read_events(folder: Path) -> tuple[dict[str, list[float]], object]:
+    """Scalars (tag -> values in step order) and the HPARAMS experiment, read back with TensorBoard's reader."""
+    scalars: dict[str, list[float]] = {}
+    experiment = HParamsPluginData().experiment
+    for events in sorted(folder.glob("events.out.tfevents.*")):
+        accumulator = EventAccumulator(str(events))
+        accumulator.Reload()
+        for tag in accumulator.Tags()["scalars"]:
+            scalars.setdefault(tag, []).extend(e.value for e in accumulator.Scalars(tag))
+        try:
+            content = accumulator.PluginTagToContent("hparams").get("_hparams_/experiment")
+        except KeyError:  # this file holds no hparams
+            content = None
+        if content:
+            experiment = HParamsPluginData.FromString(content).experiment
+    return scalars, experiment

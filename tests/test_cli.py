@@ -1,0 +1,163 @@
+"""The command line end to end, in subprocesses, as a user types it."""
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from tests.conftest import FAST_TRAINER, read_events, results, run_cli, run_folder
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One default `python train.py` run (fit, then test) on synthetic data, shared by the tests below."""
+    from tests.idx_files import write_dataset
+
+    root = tmp_path_factory.mktemp("run")
+    write_dataset(root / "data" / "MNIST" / "raw")
+    done = run_cli("--data.data_dir", str(root / "data"), "--default_root_dir", str(root / "logs"), *FAST_TRAINER)
+    assert done.returncode == 0, done.stderr
+    return root, done
+
+
+def test_fit_then_test_leaves_a_complete_run_folder(trained):
+    root, done = trained
+    folder = run_folder(root / "logs")
+    assert folder.parent.name == "mnist_cnn" and folder.name == "version_0"
+    assert list(folder.glob("events.out.tfevents.*"))
+    checkpoints = sorted(p.name for p in (folder / "checkpoints").iterdir())
+    assert "last.ckpt" in checkpoints and any(name.startswith("epoch=0-val_acc=") for name in checkpoints)
+    summary = json.loads((folder / "results.json").read_text())
+    assert 0 <= summary["metrics"]["test/acc"] <= 1 and summary["metrics"]["test/loss"] > 0
+    assert summary["epochs"] == 1 and summary["global_step"] == 3 and summary["wall_seconds"] > 0
+    assert summary["best_checkpoint"] == summary["tested_checkpoint"]
+    assert (folder / "checkpoints").samefile(summary["best_checkpoint"].rsplit("/", 1)[0])
+    # The table of test metrics is printed, and the resolved config is the default recipe.
+    assert "test/acc" in done.stdout
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    assert config["model"]["net"]["class_path"] == "project.models.CNN"
+    assert config["model"]["scheduler"]["class_path"] == "torch.optim.lr_scheduler.OneCycleLR"
+    assert config["trainer"]["max_epochs"] == 1
+
+
+def test_tensorboard_has_the_metrics_and_real_hparams(trained):
+    root, _ = trained
+    folder = run_folder(root / "logs")
+    scalars, hparams = read_events(folder)
+    assert {"train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best", "test/loss", "test/acc"} <= set(scalars)
+    assert "hp_metric" not in scalars  # no -1 placeholder
+    assert len(scalars["train/loss"]) == 3  # one point per step
+    summary = json.loads((folder / "results.json").read_text())
+    assert summary["metrics"]["test/acc"] == pytest.approx(scalars["test/acc"][-1])
+    # The HPARAMS tab: the run's hyper-parameters against real metrics.
+    assert {m.name.tag for m in hparams.metric_infos} == {"val/acc_best", "test/acc"}
+    assert {"batch_size", "dataset", "net/class_path"} <= {h.name for h in hparams.hparam_infos}
+
+
+def test_test_subcommand_reproduces_the_test_metrics(trained):
+    root, _ = trained
+    summary = results(root / "logs")
+    again = root / "again"
+    done = run_cli("test", "--ckpt_path", summary["best_checkpoint"], "--data.data_dir", str(root / "data"),
+                   "--default_root_dir", str(again), "--limit_test_batches", "2", "--data.batch_size", "32",
+                   "--data.val_size", "100")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert results(again)["metrics"]["test/acc"] == pytest.approx(summary["metrics"]["test/acc"])
+
+
+@pytest.mark.parametrize("subcommand", ["validate", "predict"])
+def test_other_subcommands_run(trained, subcommand):
+    root, _ = trained
+    ckpt = results(root / "logs")["best_checkpoint"]
+    done = run_cli(subcommand, "--ckpt_path", ckpt, "--data.data_dir", str(root / "data"),
+                   "--default_root_dir", str(root / subcommand), "--limit_val_batches", "1",
+                   "--limit_predict_batches", "1", "--enable_progress_bar", "false", "--data.val_size", "100")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("prefix", ["", "trainer."])
+def test_trainer_flags_flat_and_prefixed(mnist_dir, tmp_path, prefix):
+    done = run_cli(
+        "--data.data_dir", str(mnist_dir), f"--{prefix}default_root_dir", str(tmp_path / "logs"),
+        *FAST_TRAINER, f"--{prefix}max_epochs", "2", f"--{prefix}accumulate_grad_batches", "3",
+        f"--{prefix}precision", "bf16-mixed", f"--{prefix}devices", "1",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    config = yaml.safe_load((run_folder(tmp_path / "logs") / "config.yaml").read_text())["trainer"]
+    assert (config["max_epochs"], config["accumulate_grad_batches"]) == (2, 3)
+    assert (config["precision"], str(config["devices"])) == ("bf16-mixed", "1")
+    summary = results(tmp_path / "logs")
+    assert summary["epochs"] == 2 and summary["global_step"] == 2  # 3 batches per epoch, one step per 3
+
+
+def test_print_config_with_accelerator_gpu_needs_no_gpu():
+    done = run_cli("--accelerator", "gpu", "--max_epochs", "3", "--print_config")
+    assert done.returncode == 0, done.stderr
+    config = yaml.safe_load(done.stdout)
+    assert config["trainer"]["accelerator"] == "gpu" and config["trainer"]["max_epochs"] == 3
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
+def test_accelerator_gpu_without_gpu_is_one_clear_line(tmp_path):
+    done = run_cli("--accelerator", "gpu", "--default_root_dir", str(tmp_path / "logs"))
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: --accelerator gpu needs a GPU") and "Leave out --accelerator gpu" in last
+    assert not (tmp_path / "logs").exists()
+
+
+def test_help_shows_flat_trainer_flags():
+    done = run_cli("--help")
+    assert done.returncode == 0
+    for flag in ("--accelerator ACCELERATOR", "--max_epochs MAX_EPOCHS", "--trainer.max_epochs MAX_EPOCHS",
+                 "--model.net", "--data.help MNISTDataModule"):  # fmt: skip
+        assert flag in done.stdout, flag
+
+
+def test_mlp_config_and_optimizer_injection(mnist_dir, tmp_path):
+    done = run_cli(
+        "--config", "configs/mlp.yaml", "--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path),
+        *FAST_TRAINER, "--model.optimizer", "SGD", "--model.optimizer.lr", "0.05",
+        "--model.optimizer.momentum", "0.9", "--model.scheduler", "StepLR", "--model.scheduler.step_size", "1",
+        "--model.scheduler.gamma", "0.5",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert run_folder(tmp_path).parent.name == "mnist_mlp"
+    # Read back what the run used from its last checkpoint: the optimizer's and the scheduler's own state.
+    ckpt = torch.load(run_folder(tmp_path) / "checkpoints" / "last.ckpt", weights_only=True)
+    group = ckpt["optimizer_states"][0]["param_groups"][0]
+    assert group["momentum"] == 0.9 and "nesterov" in group  # an SGD state
+    assert group["lr"] == pytest.approx(0.025)  # 0.05 halved after the one epoch
+    assert ckpt["lr_schedulers"][0]["step_size"] == 1
+    assert ckpt["hyper_parameters"]["net"]["class_path"] == "project.models.MLP"
+
+
+def test_model_net_by_name(mnist_dir, tmp_path):
+    done = run_cli("--model.net", "MLP", "--model.net.hidden_sizes", "[32]", "--print_config")
+    assert done.returncode == 0, done.stderr
+    net = yaml.safe_load(done.stdout)["model"]["net"]
+    assert net["class_path"] == "project.models.MLP" and net["init_args"]["hidden_sizes"] == [32]
+
+
+def test_missing_data_is_one_clear_line_and_leaves_nothing(tmp_path):
+    done = run_cli("--data.data_dir", str(tmp_path / "nothing"), "--data.download", "false",
+                   "--default_root_dir", str(tmp_path / "logs"))  # fmt: skip
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: MNIST files not found: expected train-images-idx3-ubyte")
+    assert str(tmp_path / "nothing" / "MNIST" / "raw") in last
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_same_seed_same_metrics(mnist_dir, tmp_path):
+    runs = []
+    for name in ("a", "b"):
+        done = run_cli("--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path / name),
+                       *FAST_TRAINER, "--seed_everything", "7")  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        runs.append(results(tmp_path / name)["metrics"])
+    assert runs[0] == runs[1]
+    assert set(runs[0]) >= {"train/loss", "val/acc", "test/acc"}
