@@ -1,6 +1,7 @@
 """ImageClassifier: the LightningModule that wraps any nn.Module mapping images to class scores."""
 
 import inspect
+import warnings
 
 import torch
 from lightning import LightningModule
@@ -30,9 +31,15 @@ class ImageClassifier(LightningModule):
             num_classes: number of classes the net predicts.
         """
         super().__init__()
-        # Under the CLI this stores the config (class paths and arguments), so load_from_checkpoint can
-        # rebuild the net without the CLI; see README "Checkpoints".
-        self.save_hyperparameters()
+        # Under the CLI the hyper-parameters are the config (class paths and arguments), so load_from_checkpoint
+        # rebuilds the net without the CLI. Built in Python they are the objects themselves, which a
+        # weights-only checkpoint cannot hold: those are left out and passed again when loading.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Attribute 'net' is an instance of `nn.Module`")
+            self.save_hyperparameters()
+        for name in ("net", "optimizer", "scheduler"):
+            if not isinstance(self.hparams[name], dict | None):
+                del self.hparams[name]
         self.net = net
         self.optimizer = optimizer
         self.scheduler = scheduler

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning import LightningDataModule
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from project.callbacks import RunSummary
 from project.classifier import ImageClassifier
-from project.data import MNISTDataModule
 from project.errors import UserError
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
@@ -21,6 +21,7 @@ SUBCOMMANDS = ("fit", "validate", "test", "predict")
 # parts of every run that no recipe needs to repeat.
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "cnn.yaml"
 DEFAULTS = {
+    "data": {"class_path": "project.data.MNISTDataModule"},
     "trainer.default_root_dir": "logs",
     "checkpoint.monitor": "val/acc",
     "checkpoint.mode": "max",
@@ -37,8 +38,8 @@ class ClassifierCLI(LightningCLI):
         self.test_after_fit = test_after_fit
         super().__init__(
             ImageClassifier,
-            MNISTDataModule,
-            subclass_mode_data=True,  # a fork can point --data at its own LightningDataModule
+            LightningDataModule,
+            subclass_mode_data=True,  # any LightningDataModule, MNISTDataModule unless a config names another
             trainer_defaults={"callbacks": [RunSummary()]},
             auto_configure_optimizers=False,  # the model's own configure_optimizers uses the injected ones
             save_config_kwargs={"overwrite": False},
