@@ -5,8 +5,8 @@ import sys
 from pathlib import Path
 
 import torch
-from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning import LightningDataModule
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 

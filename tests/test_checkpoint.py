@@ -22,8 +22,19 @@ def accuracy(model: ImageClassifier, data_dir) -> float:
 
 def test_load_from_checkpoint_without_cli(mnist_dir, tmp_path):
     # A width other than the default: the checkpoint must carry the net's configuration, not only weights.
-    done = run_cli("--model.net", "MLP", "--model.net.hidden_sizes", "[48]", "--data.data_dir", str(mnist_dir),
-                   "--default_root_dir", str(tmp_path / "logs"), *FAST_TRAINER, "--limit_test_batches", "1.0")  # fmt: skip
+    done = run_cli(
+        "--model.net",
+        "MLP",
+        "--model.net.hidden_sizes",
+        "[48]",
+        "--data.data_dir",
+        str(mnist_dir),
+        "--default_root_dir",
+        str(tmp_path / "logs"),
+        *FAST_TRAINER,
+        "--limit_test_batches",
+        "1.0",
+    )
     assert done.returncode == 0, done.stderr
     summary = results(tmp_path / "logs")
 

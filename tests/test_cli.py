@@ -59,9 +59,21 @@ def test_test_subcommand_reproduces_the_test_metrics(trained):
     root, _ = trained
     summary = results(root / "logs")
     again = root / "again"
-    done = run_cli("test", "--ckpt_path", summary["best_checkpoint"], "--data.data_dir", str(root / "data"),
-                   "--default_root_dir", str(again), "--limit_test_batches", "2", "--data.batch_size", "32",
-                   "--data.val_size", "100")  # fmt: skip
+    done = run_cli(
+        "test",
+        "--ckpt_path",
+        summary["best_checkpoint"],
+        "--data.data_dir",
+        str(root / "data"),
+        "--default_root_dir",
+        str(again),
+        "--limit_test_batches",
+        "2",
+        "--data.batch_size",
+        "32",
+        "--data.val_size",
+        "100",
+    )
     assert done.returncode == 0, done.stderr
     assert results(again)["metrics"]["test/acc"] == pytest.approx(summary["metrics"]["test/acc"])
 
@@ -70,19 +82,43 @@ def test_test_subcommand_reproduces_the_test_metrics(trained):
 def test_other_subcommands_run(trained, subcommand):
     root, _ = trained
     ckpt = results(root / "logs")["best_checkpoint"]
-    done = run_cli(subcommand, "--ckpt_path", ckpt, "--data.data_dir", str(root / "data"),
-                   "--default_root_dir", str(root / subcommand), "--limit_val_batches", "1",
-                   "--limit_predict_batches", "1", "--enable_progress_bar", "false", "--data.val_size", "100")  # fmt: skip
+    done = run_cli(
+        subcommand,
+        "--ckpt_path",
+        ckpt,
+        "--data.data_dir",
+        str(root / "data"),
+        "--default_root_dir",
+        str(root / subcommand),
+        "--limit_val_batches",
+        "1",
+        "--limit_predict_batches",
+        "1",
+        "--enable_progress_bar",
+        "false",
+        "--data.val_size",
+        "100",
+    )
     assert done.returncode == 0, done.stderr
 
 
 @pytest.mark.parametrize("prefix", ["", "trainer."])
 def test_trainer_flags_flat_and_prefixed(mnist_dir, tmp_path, prefix):
     done = run_cli(
-        "--data.data_dir", str(mnist_dir), f"--{prefix}default_root_dir", str(tmp_path / "logs"),
-        *FAST_TRAINER, f"--{prefix}max_epochs", "2", f"--{prefix}accumulate_grad_batches", "3",
-        f"--{prefix}precision", "bf16-mixed", f"--{prefix}devices", "1",
-    )  # fmt: skip
+        "--data.data_dir",
+        str(mnist_dir),
+        f"--{prefix}default_root_dir",
+        str(tmp_path / "logs"),
+        *FAST_TRAINER,
+        f"--{prefix}max_epochs",
+        "2",
+        f"--{prefix}accumulate_grad_batches",
+        "3",
+        f"--{prefix}precision",
+        "bf16-mixed",
+        f"--{prefix}devices",
+        "1",
+    )
     assert done.returncode == 0, done.stderr
     config = yaml.safe_load((run_folder(tmp_path / "logs") / "config.yaml").read_text())["trainer"]
     assert (config["max_epochs"], config["accumulate_grad_batches"]) == (2, 3)
@@ -111,18 +147,38 @@ def test_accelerator_gpu_without_gpu_is_one_clear_line(tmp_path):
 def test_help_shows_flat_trainer_flags():
     done = run_cli("--help")
     assert done.returncode == 0
-    for flag in ("--accelerator ACCELERATOR", "--max_epochs MAX_EPOCHS", "--trainer.max_epochs MAX_EPOCHS",
-                 "--model.net", "--data.help MNISTDataModule"):  # fmt: skip
+    for flag in (
+        "--accelerator ACCELERATOR",
+        "--max_epochs MAX_EPOCHS",
+        "--trainer.max_epochs MAX_EPOCHS",
+        "--model.net",
+        "--data.help MNISTDataModule",
+    ):
         assert flag in done.stdout, flag
 
 
 def test_mlp_config_and_optimizer_injection(mnist_dir, tmp_path):
     done = run_cli(
-        "--config", "configs/mlp.yaml", "--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path),
-        *FAST_TRAINER, "--model.optimizer", "SGD", "--model.optimizer.lr", "0.05",
-        "--model.optimizer.momentum", "0.9", "--model.scheduler", "StepLR", "--model.scheduler.step_size", "1",
-        "--model.scheduler.gamma", "0.5",
-    )  # fmt: skip
+        "--config",
+        "configs/mlp.yaml",
+        "--data.data_dir",
+        str(mnist_dir),
+        "--default_root_dir",
+        str(tmp_path),
+        *FAST_TRAINER,
+        "--model.optimizer",
+        "SGD",
+        "--model.optimizer.lr",
+        "0.05",
+        "--model.optimizer.momentum",
+        "0.9",
+        "--model.scheduler",
+        "StepLR",
+        "--model.scheduler.step_size",
+        "1",
+        "--model.scheduler.gamma",
+        "0.5",
+    )
     assert done.returncode == 0, done.stderr
     assert run_folder(tmp_path).parent.name == "mnist_mlp"
     # Read back what the run used from its last checkpoint: the optimizer's and the scheduler's own state.
@@ -142,8 +198,14 @@ def test_model_net_by_name(mnist_dir, tmp_path):
 
 
 def test_missing_data_is_one_clear_line_and_leaves_nothing(tmp_path):
-    done = run_cli("--data.data_dir", str(tmp_path / "nothing"), "--data.download", "false",
-                   "--default_root_dir", str(tmp_path / "logs"))  # fmt: skip
+    done = run_cli(
+        "--data.data_dir",
+        str(tmp_path / "nothing"),
+        "--data.download",
+        "false",
+        "--default_root_dir",
+        str(tmp_path / "logs"),
+    )
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     last = done.stderr.strip().splitlines()[-1]
@@ -155,8 +217,15 @@ def test_missing_data_is_one_clear_line_and_leaves_nothing(tmp_path):
 def test_same_seed_same_metrics(mnist_dir, tmp_path):
     runs = []
     for name in ("a", "b"):
-        done = run_cli("--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path / name),
-                       *FAST_TRAINER, "--seed_everything", "7")  # fmt: skip
+        done = run_cli(
+            "--data.data_dir",
+            str(mnist_dir),
+            "--default_root_dir",
+            str(tmp_path / name),
+            *FAST_TRAINER,
+            "--seed_everything",
+            "7",
+        )
         assert done.returncode == 0, done.stderr
         runs.append(results(tmp_path / name)["metrics"])
     assert runs[0] == runs[1]

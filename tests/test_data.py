@@ -93,8 +93,13 @@ def test_missing_files_download_fails_cleanly(tmp_path, monkeypatch):
         dm.prepare_data()
     message = str(error.value)
     assert "\n" not in message
-    for expected in ("train-images-idx3-ubyte", "t10k-labels-idx1-ubyte", str(data_dir / "MNIST" / "raw"),
-                     "Name not known", "--data.data_dir"):  # fmt: skip
+    for expected in (
+        "train-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+        str(data_dir / "MNIST" / "raw"),
+        "Name not known",
+        "--data.data_dir",
+    ):
         assert expected in message
     assert not data_dir.exists()
 

@@ -58,12 +58,23 @@ def test_own_net_trains_by_config_alone(mnist_dir, tmp_path, monkeypatch):
     write_package(tmp_path)
     config = tmp_path / "tiny.yaml"
     config.write_text("model:\n  net:\n    class_path: my_project.nets.TinyNet\n    init_args:\n      width: 24\n")
-    done = run_cli("--config", str(config), "--data.data_dir", str(mnist_dir),
-                   "--default_root_dir", str(tmp_path / "logs"), *FAST_TRAINER, env={"PYTHONPATH": str(tmp_path)})  # fmt: skip
+    done = run_cli(
+        "--config",
+        str(config),
+        "--data.data_dir",
+        str(mnist_dir),
+        "--default_root_dir",
+        str(tmp_path / "logs"),
+        *FAST_TRAINER,
+        env={"PYTHONPATH": str(tmp_path)},
+    )
     assert done.returncode == 0, done.stderr
     assert run_folder(tmp_path / "logs").parent.name == "mnist_tinynet"
     saved = yaml.safe_load((run_folder(tmp_path / "logs") / "config.yaml").read_text())
-    assert saved["model"]["net"] == {"class_path": "my_project.nets.TinyNet", "init_args": {"width": 24, "num_classes": 10}}
+    assert saved["model"]["net"] == {
+        "class_path": "my_project.nets.TinyNet",
+        "init_args": {"width": 24, "num_classes": 10},
+    }
     # ... and its checkpoint loads back without the CLI.
     monkeypatch.syspath_prepend(str(tmp_path))
     model = ImageClassifier.load_from_checkpoint(results(tmp_path / "logs")["best_checkpoint"])
@@ -73,9 +84,22 @@ def test_own_net_trains_by_config_alone(mnist_dir, tmp_path, monkeypatch):
 def test_own_data_module_by_config_alone(tmp_path):
     write_package(tmp_path)
     config = tmp_path / "noise.yaml"
-    config.write_text("data:\n  class_path: my_project.data.NoiseDigits\n  init_args:\n    count: 128\n    batch_size: 32\n")
-    done = run_cli("--config", str(config), "--model.net", "MLP", "--default_root_dir", str(tmp_path / "logs"),
-                   "--max_epochs", "1", "--enable_progress_bar", "false", env={"PYTHONPATH": str(tmp_path)})  # fmt: skip
+    config.write_text(
+        "data:\n  class_path: my_project.data.NoiseDigits\n  init_args:\n    count: 128\n    batch_size: 32\n"
+    )
+    done = run_cli(
+        "--config",
+        str(config),
+        "--model.net",
+        "MLP",
+        "--default_root_dir",
+        str(tmp_path / "logs"),
+        "--max_epochs",
+        "1",
+        "--enable_progress_bar",
+        "false",
+        env={"PYTHONPATH": str(tmp_path)},
+    )
     assert done.returncode == 0, done.stderr
     summary = results(tmp_path / "logs")
     assert summary["global_step"] == 4  # 128 images in batches of 32
