@@ -59,6 +59,9 @@ class ClassifierCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
+        if config.get("weights_only") is None:
+            # Checkpoints hold tensors and plain data only: load them without running code from the file.
+            config.weights_only = True
         if config.trainer.logger is None or config.trainer.logger is True:
             # TensorBoard under default_root_dir/<data set>_<model>/version_N, without the -1 "hp_metric"
             # placeholder (RunSummary logs real metrics against the hyper-parameters).
@@ -77,7 +80,7 @@ class ClassifierCLI(LightningCLI):
         if self.test_after_fit and not self.trainer.interrupted:
             # Evaluate the checkpoint that validated best, not the weights of the last epoch.
             ckpt = "best" if self.trainer.checkpoint_callback.best_model_path else None
-            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt)
+            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt, weights_only=True)
 
 
 DESCRIPTION = """Train and test an MNIST-family image classifier.

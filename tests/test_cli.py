@@ -230,3 +230,14 @@ def test_same_seed_same_metrics(mnist_dir, tmp_path):
         runs.append(results(tmp_path / name)["metrics"])
     assert runs[0] == runs[1]
     assert set(runs[0]) >= {"train/loss", "val/acc", "test/acc"}
+
+
+def test_two_cpu_processes_make_one_run(mnist_dir, tmp_path):
+    """`--devices 2` on the CPU (DDP, gloo): one run folder, one results.json with test metrics, no hang."""
+    done = run_cli("--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path), *FAST_TRAINER,
+                   "--devices", "2", "--accelerator", "cpu")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    folder = run_folder(tmp_path)
+    assert "test/acc" in results(tmp_path)["metrics"]
+    assert len(list(folder.parent.iterdir())) == 1
+    assert len([p for p in (folder / "checkpoints").iterdir() if p.name != "last.ckpt"]) == 1

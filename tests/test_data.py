@@ -165,3 +165,12 @@ def test_val_size_must_leave_training_images(mnist_dir):
 def test_bad_sizes(kwargs, message):
     with pytest.raises(UserError, match=message):
         MNISTDataModule(**kwargs)
+
+
+def test_worker_processes_give_the_same_batches(mnist_dir):
+    torch.manual_seed(3)
+    in_process = [b[0] for b in setup_module_for(mnist_dir).train_dataloader()]
+    torch.manual_seed(3)
+    with_workers = [b[0] for b in setup_module_for(mnist_dir, num_workers=2).train_dataloader()]
+    assert len(in_process) == len(with_workers)
+    assert all(torch.equal(a, b) for a, b in zip(in_process, with_workers, strict=True))

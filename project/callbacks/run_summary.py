@@ -39,8 +39,9 @@ class RunSummary(Callback):
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         self.results["metrics"].update(metrics)
         self.results["wall_seconds"] = round(time.perf_counter() - self.started, 2)
+        folder = trainer.log_dir or trainer.default_root_dir  # on every process: log_dir is a collective call
         if trainer.is_global_zero:
-            _write_json(Path(trainer.log_dir or trainer.default_root_dir) / "results.json", self.results)
+            _write_json(Path(folder) / "results.json", self.results)
 
 
 def _hparams(trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
