@@ -1,0 +1,153 @@
+"""MNISTDataModule: MNIST, Fashion-MNIST or KMNIST held in memory as uint8 tensors, served in index batches."""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+import torch
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler, TensorDataset
+from torchvision.datasets import KMNIST, MNIST, FashionMNIST
+
+from project.data.idx import IDX_FILES, find_idx_files, read_split
+from project.errors import UserError
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Where torchvision keeps a data set, and the mean/std of its 60k training pixels (scaled to 0..1)."""
+
+    torchvision_class: type[MNIST]
+    mean: float
+    std: float
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.torchvision_class.classes)
+
+
+DATASETS = {
+    "mnist": DatasetInfo(MNIST, mean=0.1307, std=0.3081),
+    "fashion_mnist": DatasetInfo(FashionMNIST, mean=0.2860, std=0.3530),
+    "kmnist": DatasetInfo(KMNIST, mean=0.1918, std=0.3483),
+}
+
+
+class MNISTDataModule(L.LightningDataModule):
+    """An MNIST-family data set: a seeded validation slice of the 60k training images, the official 10k test set."""
+
+    def __init__(
+        self,
+        dataset: Literal["mnist", "fashion_mnist", "kmnist"] = "mnist",
+        data_dir: str = "data",
+        batch_size: int = 128,
+        val_size: int = 5000,
+        num_workers: int = 0,
+        split_seed: int = 0,
+        download: bool = True,
+    ) -> None:
+        """
+        Args:
+            dataset: which data set of the MNIST family.
+            data_dir: torchvision's layout (DIR/MNIST/raw/...) or a folder with the four IDX files, plain or .gz.
+            batch_size: images per batch, for training and evaluation.
+            val_size: training images held out for validation; the official test set stays the test set.
+            num_workers: DataLoader worker processes; 0 loads in the main process (fast: batches are slices).
+            split_seed: seed of the train/validation split, fixed apart from the training seed so that runs
+                with different seeds are validated on the same images.
+            download: download missing files with torchvision when the network allows.
+        """
+        super().__init__()
+        if batch_size < 1:
+            raise UserError(f"--data.batch_size must be at least 1, got {batch_size}")
+        if val_size < 1:
+            raise UserError(f"--data.val_size must be at least 1 (validation picks the best checkpoint), got {val_size}")
+        self.save_hyperparameters()
+        self.info = DATASETS[dataset]
+        self.classes = self.info.classes
+
+    def search_folders(self) -> list[Path]:
+        """Folders searched for the IDX files, in order: torchvision's layout first, then the folder itself."""
+        root = Path(self.hparams.data_dir)
+        return [root / self.info.torchvision_class.__name__ / "raw", root]
+
+    def prepare_data(self) -> None:
+        """Download the files with torchvision if they are not on disk (runs on one process only)."""
+        if find_idx_files(self.search_folders()) is None:
+            self._download()
+
+    def _download(self) -> None:
+        raw = self.search_folders()[0]
+        reason = "download switched off (--data.download false)"
+        if self.hparams.download:
+            created = [p for p in (raw.parent.parent, raw.parent, raw) if not p.exists()]
+            before = set(raw.iterdir()) if raw.exists() else set()
+            try:
+                self.info.torchvision_class(self.hparams.data_dir, train=False, download=True)
+                return
+            except (RuntimeError, OSError) as error:
+                reason = f"the download failed: {str(error).strip().splitlines()[-1]}"
+            # Leave nothing half-written: partial downloads and the folders made for them go.
+            for path in set(raw.iterdir()) - before if raw.exists() else ():
+                path.unlink()
+            for folder in reversed(created):
+                if folder.exists() and not any(folder.iterdir()):
+                    folder.rmdir()
+        name = self.info.torchvision_class.__name__
+        raise UserError(
+            f"{name} files not found: expected {', '.join(IDX_FILES.values())} (plain or .gz) in "
+            f"{' or '.join(str(p) for p in self.search_folders())}; {reason}. "
+            "Put the four files in one of these folders or point --data.data_dir at them."
+        )
+
+    def setup(self, stage: str) -> None:
+        """Read the IDX files into uint8 tensors and split off the validation images."""
+        if hasattr(self, "test_set"):
+            return  # already set up for another stage
+        files = find_idx_files(self.search_folders())
+        if files is None:
+            self._download()  # not reached after prepare_data, but a direct setup() call gets the same error
+            files = find_idx_files(self.search_folders())
+        num_classes = len(self.classes)
+        images, labels = read_split(files["train_images"], files["train_labels"], num_classes)
+        test_images, test_labels = read_split(files["test_images"], files["test_labels"], num_classes)
+        val_size = self.hparams.val_size
+        if val_size >= len(images):
+            raise UserError(
+                f"--data.val_size {val_size} leaves no training images: the training set has {len(images)}; "
+                "choose a smaller value"
+            )
+        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.hparams.split_seed))
+        val_idx, train_idx = order[:val_size], order[val_size:]
+        self.train_set = TensorDataset(images[train_idx], labels[train_idx])
+        self.val_set = TensorDataset(images[val_idx], labels[val_idx])
+        self.test_set = TensorDataset(test_images, test_labels)
+
+    def _loader(self, dataset: TensorDataset, shuffle: bool) -> DataLoader:
+        order = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
+        # The sampler yields a list of indices per batch and batch_size=None turns off collation, so the
+        # dataset is indexed once per batch (one tensor slice), never once per image.
+        batches = BatchSampler(order, self.hparams.batch_size, drop_last=False)
+        workers = self.hparams.num_workers
+        return DataLoader(dataset, sampler=batches, batch_size=None, num_workers=workers, persistent_workers=workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, shuffle=False)
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, H, W) -> float (N, 1, H, W) with the data set's mean 0 and std 1."""
+        return images.unsqueeze(1).float().div_(255).sub_(self.info.mean).div_(self.info.std)
+
+    def on_after_batch_transfer(self, batch: tuple[torch.Tensor, torch.Tensor], dataloader_idx: int):
+        # Runs on the batch once it is on the device: one vectorized conversion instead of one per image.
+        images, labels = batch
+        return self.normalize(images), labels
