@@ -174,3 +174,42 @@ def test_worker_processes_give_the_same_batches(mnist_dir):
     with_workers = [b[0] for b in setup_module_for(mnist_dir, num_workers=2).train_dataloader()]
     assert len(in_process) == len(with_workers)
     assert all(torch.equal(a, b) for a, b in zip(in_process, with_workers, strict=True))
+
+
+def test_torchvision_pipeline_gives_the_same_values(mnist_dir):
+    """Per-image PIL + ToTensor + Normalize and the batch-level path agree on every pixel of the same image."""
+    tensor = setup_module_for(mnist_dir)
+    classic = setup_module_for(mnist_dir, pipeline="torchvision")
+    x_tensor, y_tensor = tensor.on_after_batch_transfer(next(iter(tensor.val_dataloader())), 0)
+    x_classic, y_classic = classic.on_after_batch_transfer(next(iter(classic.val_dataloader())), 0)
+    assert x_classic.shape == x_tensor.shape == (32, 1, 28, 28)
+    torch.testing.assert_close(x_classic, x_tensor, rtol=0, atol=1e-5)
+    assert torch.equal(y_classic, y_tensor)
+
+
+def test_on_device_batches_cover_the_epoch_without_a_dataloader(mnist_dir):
+    dm = setup_module_for(mnist_dir, on_device=True)
+    loader = dm.train_dataloader()
+    assert not isinstance(loader, torch.utils.data.DataLoader)
+    batches = list(loader)
+    assert len(loader) == len(batches) == 16
+    assert rows(torch.cat([b[0] for b in batches])) == rows(dm.train_set.tensors[0])
+    again = torch.cat([b[0] for b in loader])
+    assert not torch.equal(again, torch.cat([b[0] for b in batches]))  # a new permutation every epoch
+
+
+def test_on_device_batches_split_between_processes(mnist_dir):
+    from project.data.loaders import DeviceBatches
+
+    dataset = setup_module_for(mnist_dir).train_set
+    torch.manual_seed(5)
+    first = torch.cat([b[0] for b in DeviceBatches(dataset, 32, shuffle=True, rank=0, world_size=2)])
+    torch.manual_seed(5)
+    second = torch.cat([b[0] for b in DeviceBatches(dataset, 32, shuffle=True, rank=1, world_size=2)])
+    assert len(first) == len(second) == 250
+    assert rows(first) | rows(second) == rows(dataset.tensors[0]) and not rows(first) & rows(second)
+
+
+def test_on_device_needs_the_tensor_pipeline():
+    with pytest.raises(UserError, match="on_device true needs --data.pipeline tensor"):
+        MNISTDataModule(on_device=True, pipeline="torchvision")

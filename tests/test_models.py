@@ -57,3 +57,18 @@ def test_models_learn_a_batch():
             loss.backward()
             optimizer.step()
         assert loss.item() < 0.1, type(net).__name__
+
+
+def test_compile_and_channels_last_keep_outputs_and_checkpoint_keys():
+    from project.classifier import ImageClassifier
+
+    torch.manual_seed(0)
+    plain = ImageClassifier(net=CNN())
+    fast = ImageClassifier(net=CNN(), compile=True, channels_last=True)
+    fast.load_state_dict(plain.state_dict())
+    fast.configure_model()
+    plain.eval(), fast.eval()
+    assert fast.net.features[0].weight.is_contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(IMAGES), plain(IMAGES), rtol=1e-4, atol=1e-4)
+    assert fast.state_dict().keys() == plain.state_dict().keys()  # no "_orig_mod." prefix

@@ -40,7 +40,7 @@ def find_idx_files(folders: list[Path]) -> dict[str, Path] | None:
 def read_idx(path: Path) -> torch.Tensor:
     """An IDX file of unsigned bytes as a uint8 tensor of the shape its header declares."""
     try:
-        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
+        with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as f:
             data = f.read()
     except (OSError, EOFError) as error:
         raise UserError(f"cannot read {path}: {error}; download the file again") from None

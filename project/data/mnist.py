@@ -1,15 +1,17 @@
 """MNISTDataModule: MNIST, Fashion-MNIST or KMNIST held in memory as uint8 tensors, served in index batches."""
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import lightning as L
 import torch
-from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler, TensorDataset
+from torch.utils.data import TensorDataset
 from torchvision.datasets import KMNIST, MNIST, FashionMNIST
 
 from project.data.idx import IDX_FILES, find_idx_files, read_split
+from project.data.loaders import DeviceBatches, index_batches, per_sample_batches
 from project.errors import UserError
 
 
@@ -45,6 +47,8 @@ class MNISTDataModule(L.LightningDataModule):
         num_workers: int = 0,
         split_seed: int = 0,
         download: bool = True,
+        pipeline: Literal["tensor", "torchvision"] = "tensor",
+        on_device: bool = False,
     ) -> None:
         """
         Args:
@@ -56,12 +60,19 @@ class MNISTDataModule(L.LightningDataModule):
             split_seed: seed of the train/validation split, fixed apart from the training seed so that runs
                 with different seeds are validated on the same images.
             download: download missing files with torchvision when the network allows.
+            pipeline: "tensor" slices whole batches from the uint8 tensor and normalizes them on the device;
+                "torchvision" is the classic per-image PIL + ToTensor + Normalize DataLoader, for comparison
+                or for transforms of your own (edit loaders.PerSampleImages).
+            on_device: keep the whole data set on the training device (MNIST is 47 MB as uint8) and shuffle
+                it there: no DataLoader, no workers. Meant for GPUs; on the CPU it only skips the DataLoader.
         """
         super().__init__()
         if batch_size < 1:
             raise UserError(f"--data.batch_size must be at least 1, got {batch_size}")
+        if on_device and pipeline != "tensor":
+            raise UserError("--data.on_device true needs --data.pipeline tensor (per-image transforms run on the CPU)")
         if val_size < 1:
-            raise UserError(f"--data.val_size must be at least 1 (validation picks the best checkpoint), got {val_size}")
+            raise UserError(f"--data.val_size must be at least 1 (validation picks the best epoch), got {val_size}")
         self.save_hyperparameters()
         self.info = DATASETS[dataset]
         self.classes = self.info.classes
@@ -123,24 +134,27 @@ class MNISTDataModule(L.LightningDataModule):
         self.val_set = TensorDataset(images[val_idx], labels[val_idx])
         self.test_set = TensorDataset(test_images, test_labels)
 
-    def _loader(self, dataset: TensorDataset, shuffle: bool) -> DataLoader:
-        order = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
-        # The sampler yields a list of indices per batch and batch_size=None turns off collation, so the
-        # dataset is indexed once per batch (one tensor slice), never once per image.
-        batches = BatchSampler(order, self.hparams.batch_size, drop_last=False)
-        workers = self.hparams.num_workers
-        return DataLoader(dataset, sampler=batches, batch_size=None, num_workers=workers, persistent_workers=workers > 0)
+    def _loader(self, dataset: TensorDataset, shuffle: bool) -> Iterable:
+        batch_size, workers = self.hparams.batch_size, self.hparams.num_workers
+        if self.hparams.on_device:
+            device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
+            on_device = TensorDataset(*(t.to(device) for t in dataset.tensors))
+            rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+            return DeviceBatches(on_device, batch_size, shuffle, rank, world)
+        if self.hparams.pipeline == "torchvision":
+            return per_sample_batches(dataset, self.info.mean, self.info.std, batch_size, shuffle, workers)
+        return index_batches(dataset, batch_size, shuffle, workers)
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> Iterable:
         return self._loader(self.train_set, shuffle=True)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> Iterable:
         return self._loader(self.val_set, shuffle=False)
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> Iterable:
         return self._loader(self.test_set, shuffle=False)
 
-    def predict_dataloader(self) -> DataLoader:
+    def predict_dataloader(self) -> Iterable:
         return self._loader(self.test_set, shuffle=False)
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
@@ -149,5 +163,6 @@ class MNISTDataModule(L.LightningDataModule):
 
     def on_after_batch_transfer(self, batch: tuple[torch.Tensor, torch.Tensor], dataloader_idx: int):
         # Runs on the batch once it is on the device: one vectorized conversion instead of one per image.
+        # (Batches of the torchvision pipeline arrive as float, normalized image by image on the CPU.)
         images, labels = batch
-        return self.normalize(images), labels
+        return (self.normalize(images) if images.dtype == torch.uint8 else images), labels

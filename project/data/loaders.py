@@ -1,0 +1,71 @@
+"""Three ways to serve batches of in-memory images; MNISTDataModule picks one with `pipeline` and `on_device`."""
+
+import math
+
+import torch
+from PIL import Image
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler, TensorDataset
+from torchvision import transforms
+
+
+def index_batches(dataset: TensorDataset, batch_size: int, shuffle: bool, num_workers: int) -> DataLoader:
+    """The default: a DataLoader whose every item is a whole batch, sliced from the uint8 tensors at once."""
+    order = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
+    # The sampler yields a list of indices per batch and batch_size=None turns off collation, so the
+    # dataset is indexed once per batch (one tensor slice), never once per image.
+    batches = BatchSampler(order, batch_size, drop_last=False)
+    return DataLoader(
+        dataset, sampler=batches, batch_size=None, num_workers=num_workers, persistent_workers=num_workers > 0
+    )
+
+
+class PerSampleImages(Dataset):
+    """The articles' pipeline, as torchvision's MNIST class does it: each image becomes a PIL image and goes
+    through the transforms on its own (ToTensor, Normalize), then the DataLoader collates the batch."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean: float, std: float) -> None:
+        self.images, self.labels = images, labels
+        self.transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((mean,), (std,))])
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image = Image.fromarray(self.images[index].numpy(), mode="L")
+        return self.transform(image), int(self.labels[index])
+
+
+def per_sample_batches(
+    dataset: TensorDataset, mean: float, std: float, batch_size: int, shuffle: bool, num_workers: int
+) -> DataLoader:
+    """The classic DataLoader over per-sample transforms, for comparison and for transforms of your own."""
+    images, labels = dataset.tensors
+    return DataLoader(
+        PerSampleImages(images, labels, mean, std),
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+    )
+
+
+class DeviceBatches:
+    """Batches sliced from tensors that already live on the training device, shuffled there by a permutation:
+    no DataLoader, no worker, no host-to-device copy. With several processes each takes every world_size-th
+    image of the same permutation (every process draws the same one, from the same seed)."""
+
+    def __init__(self, dataset: TensorDataset, batch_size: int, shuffle: bool, rank: int = 0, world_size: int = 1):
+        self.images, self.labels = dataset.tensors
+        self.batch_size, self.shuffle = batch_size, shuffle
+        self.rank, self.world_size = rank, world_size
+
+    def __len__(self) -> int:
+        return math.ceil(len(range(self.rank, len(self.images), self.world_size)) / self.batch_size)
+
+    def __iter__(self):
+        count, device = len(self.images), self.images.device
+        order = torch.randperm(count, device=device) if self.shuffle else torch.arange(count, device=device)
+        order = order[self.rank :: self.world_size]
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start : start + self.batch_size]
+            yield self.images[batch], self.labels[batch]
