@@ -230,8 +230,8 @@ def main() -> None:
         for model in args.models:
             runs = {}
             for approach in APPROACHES:
-                command = [sys.executable, __file__, "--worker", approach, "--model", model,
-                           "--torchvision-root", str(root)] + sys.argv[1:]  # fmt: skip
+                command = [sys.executable, __file__, *sys.argv[1:], "--worker", approach, "--model", model,
+                           "--data-dir", args.data_dir, "--torchvision-root", str(root)]  # fmt: skip
                 done = subprocess.run(command, capture_output=True, text=True)
                 result = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
                 if done.returncode != 0 or not result:
@@ -250,9 +250,9 @@ def main() -> None:
             print(f"{row['model']}: project {row['speedup_over_articles']}x faster than the articles' loop (b/a); "
                   f"Lightning overhead {row['overhead_over_tensors']}x of the plain tensor loop (a/c)")  # fmt: skip
     report = {"device": device_name(args.accelerator), "torch": torch.__version__, "args": vars(args), "rows": rows}
-    print(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2, default=str))
     if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
 
 
 def device_name(accelerator: str) -> str:

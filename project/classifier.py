@@ -76,10 +76,14 @@ class ImageClassifier(LightningModule):
         images, labels = batch
         logits = self(images)
         loss = self.criterion(logits, labels)
-        self.train_acc(logits, labels)
+        # update(), not forward(): forward would also compute the accuracy of this batch alone, every step.
+        self.train_acc.update(logits, labels)
         self.log("train/loss", loss, prog_bar=True)
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        # Logged once per epoch rather than from every step: each self.log call costs Python time per step.
+        self.log("train/acc", self.train_acc)
 
     def on_train_start(self) -> None:
         # The sanity check before training must not count as the best validation epoch.
