@@ -241,3 +241,14 @@ def test_two_cpu_processes_make_one_run(mnist_dir, tmp_path):
     assert "test/acc" in results(tmp_path)["metrics"]
     assert len(list(folder.parent.iterdir())) == 1
     assert len([p for p in (folder / "checkpoints").iterdir() if p.name != "last.ckpt"]) == 1
+
+
+def test_fast_recipe_runs_on_the_cpu(mnist_dir, tmp_path):
+    """configs/fast.yaml is meant for a GPU; with compilation and bf16 off it runs anywhere, data on the device."""
+    done = run_cli("--config", "configs/fast.yaml", "--model.compile", "false", "--precision", "32",
+                   "--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path), *FAST_TRAINER)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    config = yaml.safe_load((run_folder(tmp_path) / "config.yaml").read_text())
+    assert config["data"]["init_args"]["on_device"] is True and config["model"]["channels_last"] is True
+    assert config["model"]["scheduler"]["init_args"]["max_lr"] == 0.01
+    assert "test/acc" in results(tmp_path)["metrics"]

@@ -8,14 +8,21 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 from torchvision import transforms
 
 
-def index_batches(dataset: TensorDataset, batch_size: int, shuffle: bool, num_workers: int) -> DataLoader:
+def index_batches(
+    dataset: TensorDataset, batch_size: int, shuffle: bool, num_workers: int, pin_memory: bool = False
+) -> DataLoader:
     """The default: a DataLoader whose every item is a whole batch, sliced from the uint8 tensors at once."""
     order = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
     # The sampler yields a list of indices per batch and batch_size=None turns off collation, so the
     # dataset is indexed once per batch (one tensor slice), never once per image.
     batches = BatchSampler(order, batch_size, drop_last=False)
     return DataLoader(
-        dataset, sampler=batches, batch_size=None, num_workers=num_workers, persistent_workers=num_workers > 0
+        dataset,
+        sampler=batches,
+        batch_size=None,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+        pin_memory=pin_memory,  # page-locked host memory: faster, asynchronous copies to a GPU
     )
 
 

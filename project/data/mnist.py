@@ -143,7 +143,8 @@ class MNISTDataModule(L.LightningDataModule):
             return DeviceBatches(on_device, batch_size, shuffle, rank, world)
         if self.hparams.pipeline == "torchvision":
             return per_sample_batches(dataset, self.info.mean, self.info.std, batch_size, shuffle, workers)
-        return index_batches(dataset, batch_size, shuffle, workers)
+        to_gpu = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
+        return index_batches(dataset, batch_size, shuffle, workers, pin_memory=to_gpu)
 
     def train_dataloader(self) -> Iterable:
         return self._loader(self.train_set, shuffle=True)

@@ -1,0 +1,32 @@
+"""The benchmark runs end to end (on a small synthetic set here; its numbers are measured on 60k, see README)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+from tests.idx_files import write_dataset
+
+
+@pytest.mark.slow
+def test_benchmark_reports_all_three_approaches(tmp_path):
+    data = write_dataset(tmp_path / "data", train=700, test=100)
+    report = tmp_path / "report.json"
+    done = subprocess.run(
+        [sys.executable, "benchmarks/benchmark.py", "--models", "mlp", "--epochs", "2", "--data-dir", str(data),
+         "--val-size", "100", "--batch-size", "50", "--target-acc", "0.5", "--json", str(report)],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(report.read_text())["rows"]
+    assert [row["approach"] for row in rows] == ["lightning", "articles", "tensors"]
+    for row in rows:
+        assert len(row["all_epoch_seconds"]) == 2 and row["epoch_seconds"] > 0
+        assert row["samples_per_second"] > 0
+        assert 0 <= row["final_val_acc"] <= 1
+    lightning = rows[0]
+    by = {row["approach"]: row["epoch_seconds"] for row in rows}
+    assert lightning["speedup_over_articles"] == round(by["articles"] / by["lightning"], 2)
+    assert "project" in done.stdout and "x faster than the articles' loop" in done.stdout
