@@ -5,12 +5,12 @@ import sys
 from pathlib import Path
 
 import torch
-from lightning import LightningDataModule
+from lightning import LightningDataModule, Trainer
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from project.callbacks import RunSummary
+from project.callbacks import PredictionTable, RunSummary
 from project.classifier import ImageClassifier
 from project.errors import UserError
 
@@ -36,11 +36,12 @@ class ClassifierCLI(LightningCLI):
 
     def __init__(self, args: list[str], test_after_fit: bool = False) -> None:
         self.test_after_fit = test_after_fit
+        self.dataset_given = any(a.startswith("--data.dataset") for a in args)
         super().__init__(
             ImageClassifier,
             LightningDataModule,
             subclass_mode_data=True,  # any LightningDataModule, MNISTDataModule unless a config names another
-            trainer_defaults={"callbacks": [RunSummary()]},
+            trainer_defaults={"callbacks": [RunSummary(), PredictionTable(), LearningRateMonitor("step")]},
             auto_configure_optimizers=False,  # the model's own configure_optimizers uses the injected ones
             save_config_kwargs={"overwrite": False},
             parser_kwargs={"description": DESCRIPTION, "fit": {"description": DESCRIPTION}},
@@ -59,6 +60,13 @@ class ClassifierCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
+        ckpt_path = config.get("ckpt_path")
+        if ckpt_path and Path(ckpt_path).is_file() and not self.dataset_given and "dataset" in config.data.init_args:
+            # A checkpoint is evaluated on the data set it was trained on (its class names, its normalization),
+            # unless --data.dataset says otherwise.
+            data = torch.load(ckpt_path, weights_only=True, map_location="cpu").get("datamodule_hyper_parameters")
+            if data and "dataset" in data:
+                config.data.init_args.dataset = data["dataset"]
         if config.get("weights_only") is None:
             # Checkpoints hold tensors and plain data only: load them without running code from the file.
             config.weights_only = True
@@ -75,6 +83,12 @@ class ClassifierCLI(LightningCLI):
                     "default_hp_metric": False,
                 },
             }
+
+    def instantiate_trainer(self, **kwargs) -> Trainer:
+        trainer = super().instantiate_trainer(**kwargs)
+        if not trainer.loggers:  # `--logger false`: no learning rates to log, and the monitor would refuse to run
+            trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, LearningRateMonitor)]
+        return trainer
 
     def after_fit(self) -> None:
         if self.test_after_fit and not self.trainer.interrupted:

@@ -1,5 +1,6 @@
 """MNISTDataModule: MNIST, Fashion-MNIST or KMNIST held in memory as uint8 tensors, served in index batches."""
 
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +12,7 @@ from torch.utils.data import TensorDataset
 from torchvision.datasets import KMNIST, MNIST, FashionMNIST
 
 from project.data.idx import IDX_FILES, find_idx_files, read_split
+from project.data.images import list_images, load_image
 from project.data.loaders import DeviceBatches, index_batches, per_sample_batches
 from project.errors import UserError
 
@@ -49,6 +51,7 @@ class MNISTDataModule(L.LightningDataModule):
         download: bool = True,
         pipeline: Literal["tensor", "torchvision"] = "tensor",
         on_device: bool = False,
+        predict_path: str | None = None,
     ) -> None:
         """
         Args:
@@ -65,6 +68,9 @@ class MNISTDataModule(L.LightningDataModule):
                 or for transforms of your own (edit loaders.PerSampleImages).
             on_device: keep the whole data set on the training device (MNIST is 47 MB as uint8) and shuffle
                 it there: no DataLoader, no workers. Meant for GPUs; on the CPU it only skips the DataLoader.
+            predict_path: an image file or a folder of them (PNG, JPG, any size, colour or grey, either
+                polarity) for `predict`; brought to the data set's format as project/data/images.py says.
+                Without it, `predict` runs on the official test set.
         """
         super().__init__()
         if batch_size < 1:
@@ -84,6 +90,8 @@ class MNISTDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         """Download the files with torchvision if they are not on disk (runs on one process only)."""
+        if self.hparams.predict_path and self.trainer and self.trainer.predicting:
+            return  # predicting own images needs no data set files
         if find_idx_files(self.search_folders()) is None:
             self._download()
 
@@ -113,6 +121,8 @@ class MNISTDataModule(L.LightningDataModule):
 
     def setup(self, stage: str) -> None:
         """Read the IDX files into uint8 tensors and split off the validation images."""
+        if stage == "predict" and self.hparams.predict_path:
+            return self._setup_own_images(Path(self.hparams.predict_path))
         if hasattr(self, "test_set"):
             return  # already set up for another stage
         files = find_idx_files(self.search_folders())
@@ -133,6 +143,25 @@ class MNISTDataModule(L.LightningDataModule):
         self.train_set = TensorDataset(images[train_idx], labels[train_idx])
         self.val_set = TensorDataset(images[val_idx], labels[val_idx])
         self.test_set = TensorDataset(test_images, test_labels)
+        self.predict_set = self.test_set
+        self.predict_names = [f"test[{i}]" for i in range(len(test_images))]
+
+    def _setup_own_images(self, path: Path) -> None:
+        if not path.exists():
+            raise UserError(f"--data.predict_path {path} does not exist; give an image file or a folder of images")
+        digits = self.hparams.dataset != "fashion_mnist"  # clothes fill their box; digits sit in a 20 px box
+        images, names = [], []
+        for file in list_images(path):
+            try:
+                images.append(load_image(file, box=20 if digits else 28, center_of_mass=digits))
+                names.append(str(file))
+            except ValueError as error:
+                print(f"skipped {error}", file=sys.stderr)  # reported by name, the other files go on
+        if not images:
+            raise UserError(f"no readable image in {path}; give PNG or JPG files")
+        # Unknown true classes are -1; batches keep the (images, labels) shape of every other stage.
+        self.predict_set = TensorDataset(torch.stack(images), torch.full((len(images),), -1))
+        self.predict_names = names
 
     def _loader(self, dataset: TensorDataset, shuffle: bool) -> Iterable:
         batch_size, workers = self.hparams.batch_size, self.hparams.num_workers
@@ -156,7 +185,7 @@ class MNISTDataModule(L.LightningDataModule):
         return self._loader(self.test_set, shuffle=False)
 
     def predict_dataloader(self) -> Iterable:
-        return self._loader(self.test_set, shuffle=False)
+        return self._loader(self.predict_set, shuffle=False)
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (N, H, W) -> float (N, 1, H, W) with the data set's mean 0 and std 1."""

@@ -1,0 +1,66 @@
+"""PredictionTable: `predict` results as a table on the terminal and as predictions.csv in the run folder."""
+
+import csv
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
+
+COLUMNS = ("file", "predicted", "class", "confidence", "top3", "true")
+
+
+class PredictionTable(BasePredictionWriter):
+    """Prints file, predicted class, confidence and top-3 for every image, and writes predictions.csv."""
+
+    def __init__(self) -> None:
+        super().__init__(write_interval="epoch")
+        # Rows are matched to files by order (the predict loader does not shuffle), not by the batch indices
+        # that Lightning tries, and fails, to read from our batch-of-indices sampler.
+        warnings.filterwarnings("ignore", message="Couldn't infer the batch indices")
+
+    def write_on_epoch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, predictions: list[Any], batch_indices: Any
+    ) -> None:
+        datamodule = trainer.datamodule
+        probabilities = torch.cat(predictions).float().cpu()
+        names = getattr(datamodule, "predict_names", None) or [str(i) for i in range(len(probabilities))]
+        classes = getattr(datamodule, "classes", None) or [str(i) for i in range(probabilities.shape[1])]
+        labels = getattr(datamodule, "predict_set", None)
+        labels = labels.tensors[1].tolist() if labels is not None else [-1] * len(probabilities)
+        rows = []
+        top = probabilities.topk(min(3, probabilities.shape[1]), dim=1)
+        for name, values, indices, label in zip(names, top.values, top.indices, labels, strict=True):
+            rows.append({
+                "file": name, "predicted": int(indices[0]), "class": classes[indices[0]],
+                "confidence": f"{values[0]:.4f}",
+                "top3": "; ".join(f"{classes[i]} {v:.3f}" for v, i in zip(values, indices, strict=True)),
+                "true": classes[label] if label >= 0 else "",
+            })  # fmt: skip
+        folder = trainer.log_dir or trainer.default_root_dir
+        if trainer.is_global_zero:
+            _write_csv(Path(folder) / "predictions.csv", rows)
+            _print_table(rows)
+            print(f"wrote {Path(folder) / 'predictions.csv'}")
+
+
+def _print_table(rows: list[dict[str, str]]) -> None:
+    print()  # the progress bar leaves its line open
+    shown = [c for c in COLUMNS if any(row[c] != "" for row in rows)]
+    widths = {c: max(len(c), *(len(str(row[c])) for row in rows)) for c in shown}
+    print("  ".join(c.ljust(widths[c]) for c in shown))
+    for row in rows:
+        print("  ".join(str(row[c]).ljust(widths[c]) for c in shown))
+
+
+def _write_csv(path: Path, rows: list[dict[str, str]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)

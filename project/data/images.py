@@ -1,0 +1,65 @@
+"""Your own images brought to the training format: grey, 28x28, light object on black, centred like the data set.
+
+The steps, in order (MNIST's own preparation, as its authors describe it):
+1. Read with PIL, honour the EXIF orientation, flatten transparency onto white, convert to grey.
+2. Polarity: the data sets have a light object on a black background. If the image's border is brighter
+   than its middle grey (a dark digit on light paper), it is inverted.
+3. Crop to the box of pixels brighter than a quarter of the maximum, so margins and paper do not count.
+4. Scale the longer side to 20 pixels for digits (MNIST, KMNIST) or 28 for Fashion-MNIST, keeping the
+   aspect ratio, and stretch the contrast to 0..255.
+5. Paste into a black 28x28 image: digits centred by their centre of mass, as in MNIST; clothes centred by
+   their box, as in Fashion-MNIST.
+The result is a uint8 tensor, normalized later exactly like training batches.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+SIZE = 28
+
+
+def list_images(path: Path) -> list[Path]:
+    """The file itself, or the files of a folder (sorted; any suffix, so that non-images get reported)."""
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+    return [path]
+
+
+def load_image(path: Path, box: int = 20, center_of_mass: bool = True) -> torch.Tensor:
+    """One image file as a (28, 28) uint8 tensor in the data set's format; raises ValueError if unreadable."""
+    try:
+        with Image.open(path) as opened:
+            image = ImageOps.exif_transpose(opened)
+            if image.mode in ("RGBA", "LA", "P"):
+                image = image.convert("RGBA")
+                white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+                image = Image.alpha_composite(white, image)
+            grey = torch.from_numpy(np.asarray(image.convert("L"), dtype=np.float32).copy())
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise ValueError(f"{path}: not a readable image ({type(error).__name__}: {error})") from None
+    border = torch.cat([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+    if border.median() > 127:
+        grey = 255 - grey
+    grey = grey - grey.min()
+    if grey.max() <= 0:
+        return torch.zeros(SIZE, SIZE, dtype=torch.uint8)  # a blank image stays blank
+    rows, cols = torch.nonzero(grey > grey.max() / 4, as_tuple=True)
+    grey = grey[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    height, width = grey.shape
+    scale = box / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    small = Image.fromarray((grey / grey.max() * 255).byte().numpy(), mode="L").resize(size, Image.LANCZOS)
+    digit = torch.from_numpy(np.asarray(small, dtype=np.float32).copy())
+    canvas = torch.zeros(SIZE, SIZE)
+    top, left = (SIZE - size[1]) // 2, (SIZE - size[0]) // 2
+    if center_of_mass and digit.sum() > 0:
+        ys, xs = torch.meshgrid(torch.arange(size[1]), torch.arange(size[0]), indexing="ij")
+        cy, cx = (ys * digit).sum() / digit.sum(), (xs * digit).sum() / digit.sum()
+        top = min(max(round(SIZE / 2 - cy.item()), 0), SIZE - size[1])
+        left = min(max(round(SIZE / 2 - cx.item()), 0), SIZE - size[0])
+    canvas[top : top + size[1], left : left + size[0]] = digit
+    return (canvas / canvas.max() * 255).round().byte()

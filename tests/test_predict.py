@@ -1,0 +1,87 @@
+"""`python train.py predict` on your own image files: any size, colour or grey, either polarity; broken ones skipped."""
+
+import csv
+
+import pytest
+import torch
+from PIL import Image
+
+from project.classifier import ImageClassifier
+from project.data import DATASETS
+from project.data.images import load_image
+from tests.conftest import FAST_TRAINER, results, run_cli, run_folder
+
+
+def bar_image(size, dark_on_light: bool, mode: str = "L") -> Image.Image:
+    """A thick vertical stroke, like a '1', off-centre in a larger picture."""
+    width, height = size
+    paper, ink = (240, 20) if dark_on_light else (15, 250)
+    image = Image.new("L", size, paper)
+    for x in range(width // 5, width // 5 + max(2, width // 8)):
+        for y in range(height // 6, height - height // 6):
+            image.putpixel((x, y), ink)
+    return image.convert(mode)
+
+
+def test_both_polarities_give_the_same_training_format(tmp_path):
+    dark = tmp_path / "dark.png"
+    light = tmp_path / "light.jpg"
+    bar_image((120, 90), dark_on_light=True, mode="RGB").save(dark)
+    bar_image((120, 90), dark_on_light=False).save(light, quality=95)
+    a, b = load_image(dark), load_image(light)
+    assert a.shape == b.shape == (28, 28) and a.dtype == torch.uint8
+    assert a.max() == 255 and a[0].max() == 0 and a[:, 0].max() == 0  # light stroke, black border
+    assert (a.float() - b.float()).abs().mean() < 8  # JPEG noise aside, the same picture
+    ys, xs = torch.nonzero(a > 128, as_tuple=True)
+    assert 12 <= ys.float().mean() <= 16 and 12 <= xs.float().mean() <= 16  # centred by its centre of mass
+    assert ys.max() - ys.min() + 1 == pytest.approx(20, abs=1)  # the longer side scaled to MNIST's 20 px
+
+
+def test_unreadable_file_raises_with_its_name(tmp_path):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    with pytest.raises(ValueError, match="broken.png: not a readable image"):
+        load_image(broken)
+
+
+def test_predict_command_table_and_csv(mnist_dir, tmp_path):
+    done = run_cli("--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path / "train"), *FAST_TRAINER)
+    assert done.returncode == 0, done.stderr
+    ckpt = results(tmp_path / "train")["best_checkpoint"]
+
+    images = tmp_path / "mine"
+    images.mkdir()
+    bar_image((64, 64), dark_on_light=True).save(images / "a_dark_on_light.png")
+    bar_image((200, 150), dark_on_light=False, mode="RGB").save(images / "b_rgb.jpg")
+    bar_image((30, 40), dark_on_light=True, mode="LA").save(images / "c_with_alpha.png")
+    (images / "d_broken.png").write_bytes(b"garbage")
+    (images / "e_notes.txt").write_text("not an image")
+
+    done = run_cli("predict", "--ckpt_path", ckpt, "--data.predict_path", str(images),
+                   "--default_root_dir", str(tmp_path / "predict"))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    skipped = [line for line in done.stderr.splitlines() if line.startswith("skipped ")]
+    assert len(skipped) == 2 and "d_broken.png" in skipped[0] and "e_notes.txt" in skipped[1]
+    header = next(line for line in done.stdout.splitlines() if line.startswith("file"))
+    assert header.split() == ["file", "predicted", "class", "confidence", "top3"]
+
+    rows = list(csv.DictReader((run_folder(tmp_path / "predict") / "predictions.csv").read_text().splitlines()))
+    assert [r["file"].rsplit("/", 1)[1] for r in rows] == ["a_dark_on_light.png", "b_rgb.jpg", "c_with_alpha.png"]
+    # The same predictions computed another way: the image prepared by hand, normalized, through the model.
+    model = ImageClassifier.load_from_checkpoint(ckpt).eval()
+    mean, std = DATASETS["mnist"].mean, DATASETS["mnist"].std
+    classes = DATASETS["mnist"].classes
+    for row in rows:
+        x = (load_image(images / row["file"].rsplit("/", 1)[1]).float() / 255 - mean) / std
+        with torch.no_grad():
+            probabilities = model(x[None, None]).softmax(dim=1)[0]
+        assert int(row["predicted"]) == probabilities.argmax().item()
+        assert row["class"] == classes[int(row["predicted"])]
+        assert float(row["confidence"]) == pytest.approx(probabilities.max().item(), abs=1e-4)
+        assert len(row["top3"].split("; ")) == 3
+
+
+def test_predict_path_missing_is_one_clear_line(mnist_dir, tmp_path):
+    done = run_cli("predict", "--data.predict_path", str(tmp_path / "nope"), "--default_root_dir", str(tmp_path))
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].startswith("error: --data.predict_path")
