@@ -101,13 +101,14 @@ class ImageClassifier(LightningModule):
         self.val_acc_best(self.val_acc.compute())
         self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True)
 
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         images, labels = batch
         logits = self(images)
         self.test_loss(self.criterion(logits, labels))
         self.test_acc(logits, labels)
         self.log("test/loss", self.test_loss)
         self.log("test/acc", self.test_acc)
+        return logits  # for callbacks: the confusion matrix and the worst mistakes (TestPictures)
 
     def predict_step(self, batch: Tensor | tuple[Tensor, ...], batch_idx: int) -> Tensor:
         """Class probabilities (N, classes) for a batch of normalized images (labels, if any, are ignored)."""

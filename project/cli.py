@@ -11,10 +11,18 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from project.callbacks import PredictionTable, RunSummary
+from project.callbacks.pictures import GradientNorm, InputGrid, ModelGraph, TestPictures, WeightHistograms
 from project.classifier import ImageClassifier
 from project.errors import UserError
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
+PICTURES = {
+    "input_grid": InputGrid,
+    "test_pictures": TestPictures,
+    "grad_norm": GradientNorm,
+    "histograms": WeightHistograms,
+    "graph": ModelGraph,
+}
 
 # The recipe of a bare `python train.py` (net, optimizer, schedule, epochs) lives in configs/cnn.yaml, which
 # main() passes as the first --config, so that later --config files and flags override it. DEFAULTS are the
@@ -50,6 +58,9 @@ class ClassifierCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        # TensorBoard pictures: each its own callback, switched with --<key>.enabled true|false.
+        for key, picture in PICTURES.items():
+            parser.add_lightning_class_args(picture, key)
         parser.set_defaults(DEFAULTS)
         add_flat_trainer_flags(parser)
 

@@ -49,15 +49,21 @@ def results(root: Path) -> dict:
     return json.loads((run_folder(root) / "results.json").read_text())
 
 
-def read_events(folder: Path) -> tuple[dict[str, list[float]], object]:
-    """Scalars (tag -> values in step order) and the HPARAMS experiment, read back with TensorBoard's reader."""
+def read_events(folder: Path, other: dict | None = None) -> tuple[dict[str, list[float]], object]:
+    """Scalars (tag -> values in step order) and the HPARAMS experiment, read back with TensorBoard's reader.
+    Images (tag -> list of encoded images) and histogram tags go into `other` when given."""
     scalars: dict[str, list[float]] = {}
     experiment = HParamsPluginData().experiment
     for events in sorted(folder.glob("events.out.tfevents.*")):
-        accumulator = EventAccumulator(str(events))
+        accumulator = EventAccumulator(str(events), size_guidance={"images": 0, "histograms": 0, "scalars": 0})
         accumulator.Reload()
         for tag in accumulator.Tags()["scalars"]:
             scalars.setdefault(tag, []).extend(e.value for e in accumulator.Scalars(tag))
+        if other is not None:
+            for tag in accumulator.Tags()["images"]:
+                other.setdefault("images", {}).setdefault(tag, []).extend(accumulator.Images(tag))
+            other.setdefault("histograms", set()).update(accumulator.Tags()["histograms"])
+            other["graph"] = other.get("graph", False) or accumulator.Tags()["graph"]
         try:
             content = accumulator.PluginTagToContent("hparams").get("_hparams_/experiment")
         except KeyError:  # this file holds no hparams

@@ -1,0 +1,155 @@
+"""TensorBoard pictures, one callback each; the CLI adds them all and a config switches each on or off.
+
+--input_grid.enabled false   --test_pictures.worst 32   --histograms.enabled true   --grad_norm.enabled true
+"""
+
+import lightning as L
+import matplotlib
+
+matplotlib.use("Agg")  # draw to memory, never to a window
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from lightning.pytorch.callbacks import Callback  # noqa: E402
+from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
+from lightning.pytorch.utilities import grad_norm  # noqa: E402
+from torchmetrics.classification import MulticlassConfusionMatrix  # noqa: E402
+from torchvision.utils import make_grid  # noqa: E402
+
+
+def tensorboard(trainer: L.Trainer):
+    """The SummaryWriter of the run's TensorBoard logger, or None (other loggers get no pictures)."""
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger) and trainer.is_global_zero:
+            return logger.experiment
+    return None
+
+
+def class_names(trainer: L.Trainer, count: int) -> list[str]:
+    return list(getattr(trainer.datamodule, "classes", None) or range(count))
+
+
+def to_display(images: torch.Tensor) -> torch.Tensor:
+    """Normalized images (N, 1, H, W) stretched to 0..1 for display, each by its own range."""
+    images = images.detach().float().cpu()
+    low = images.amin(dim=(1, 2, 3), keepdim=True)
+    high = images.amax(dim=(1, 2, 3), keepdim=True)
+    return (images - low) / (high - low).clamp_min(1e-8)
+
+
+class InputGrid(Callback):
+    """A grid of the first training batch exactly as the network receives it (after augmentation)."""
+
+    def __init__(self, enabled: bool = True, count: int = 64) -> None:
+        self.enabled, self.count = enabled, count
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        writer = tensorboard(trainer)
+        if self.enabled and writer is not None and trainer.global_step == 0 and batch_idx == 0:
+            images = batch[0][: self.count]
+            writer.add_image("train/inputs", make_grid(to_display(images), nrow=8, pad_value=1), trainer.global_step)
+
+
+class TestPictures(Callback):
+    """At test time: confusion matrix figure, per-class accuracy scalars, and the worst misclassified images."""
+
+    def __init__(self, enabled: bool = True, worst: int = 16) -> None:
+        self.enabled, self.worst = enabled, worst
+
+    def on_test_epoch_start(self, trainer, pl_module) -> None:
+        classes = pl_module.hparams.get("num_classes", 10)
+        self.confusion = MulticlassConfusionMatrix(classes).to(pl_module.device)
+        self.mistakes: list[tuple[float, torch.Tensor, int, int]] = []  # (confidence, image, true, predicted)
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if not self.enabled or outputs is None:
+            return
+        images, labels = batch
+        probabilities = outputs.softmax(dim=1)
+        self.confusion.update(probabilities, labels)
+        confidence, predicted = probabilities.max(dim=1)
+        wrong = (predicted != labels).nonzero().flatten()
+        # Keep only the most confident mistakes seen so far: a few images, not the whole test set.
+        for i in wrong[confidence[wrong].argsort(descending=True)[: self.worst]].tolist():
+            self.mistakes.append((confidence[i].item(), images[i].cpu(), labels[i].item(), predicted[i].item()))
+        self.mistakes = sorted(self.mistakes, key=lambda m: -m[0])[: self.worst]
+
+    def on_test_epoch_end(self, trainer, pl_module) -> None:
+        writer = tensorboard(trainer)
+        if not self.enabled or writer is None:
+            return
+        matrix = self.confusion.compute().cpu()
+        names = class_names(trainer, len(matrix))
+        per_class = matrix.diag() / matrix.sum(dim=1).clamp_min(1)
+        for name, accuracy in zip(names, per_class.tolist(), strict=True):
+            writer.add_scalar(f"test/acc_class/{name}", accuracy, trainer.global_step)
+        writer.add_figure("test/confusion_matrix", confusion_figure(matrix, names), trainer.global_step)
+        if self.mistakes:
+            writer.add_figure("test/worst_mistakes", mistakes_figure(self.mistakes, names), trainer.global_step)
+
+
+def confusion_figure(matrix: torch.Tensor, names: list[str]):
+    figure, axes = plt.subplots(figsize=(7, 6))
+    rates = matrix / matrix.sum(dim=1, keepdim=True).clamp_min(1)
+    axes.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    for row in range(len(names)):
+        for col in range(len(names)):
+            color = "white" if rates[row, col] > 0.5 else "black"
+            axes.text(col, row, int(matrix[row, col]), ha="center", va="center", fontsize=7, color=color)
+    axes.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
+    axes.set_yticks(range(len(names)), names, fontsize=8)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    axes.set_title(f"test confusion matrix (accuracy {matrix.diag().sum() / matrix.sum():.2%})")
+    figure.tight_layout()
+    return figure
+
+
+def mistakes_figure(mistakes: list[tuple[float, torch.Tensor, int, int]], names: list[str]):
+    columns = 4
+    rows = (len(mistakes) + columns - 1) // columns
+    figure, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.4 * rows), squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    for axis, (confidence, image, true, predicted) in zip(axes.flat, mistakes, strict=False):
+        axis.imshow(to_display(image[None])[0, 0], cmap="gray")
+        axis.set_title(f"true {names[true]}\npredicted {names[predicted]}\n{confidence:.0%} sure", fontsize=7)
+    figure.tight_layout()
+    return figure
+
+
+class WeightHistograms(Callback):
+    """Optional: a histogram of every parameter and of its gradient, once per epoch."""
+
+    def __init__(self, enabled: bool = False) -> None:
+        self.enabled = enabled
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        writer = tensorboard(trainer)
+        if self.enabled and writer is not None and trainer.is_last_batch:
+            for name, parameter in pl_module.named_parameters():
+                writer.add_histogram(f"weights/{name}", parameter.detach().cpu(), trainer.global_step)
+                if parameter.grad is not None:
+                    writer.add_histogram(f"gradients/{name}", parameter.grad.detach().cpu(), trainer.global_step)
+
+
+class GradientNorm(Callback):
+    """Optional: the total 2-norm of the gradients before each optimizer step, as train/grad_norm."""
+
+    def __init__(self, enabled: bool = False) -> None:
+        self.enabled = enabled
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        if self.enabled:
+            pl_module.log("train/grad_norm", grad_norm(pl_module, norm_type=2)["grad_2.0_norm_total"])
+
+
+class ModelGraph(Callback):
+    """Optional: the network's graph in TensorBoard's GRAPHS tab, traced on one batch at the start."""
+
+    def __init__(self, enabled: bool = False) -> None:
+        self.enabled = enabled
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        writer = tensorboard(trainer)
+        if self.enabled and writer is not None and trainer.global_step == 0 and batch_idx == 0:
+            writer.add_graph(pl_module.net, batch[0][:1])

@@ -1,0 +1,46 @@
+"""TensorBoard pictures, read back from the event files with TensorBoard's own reader."""
+
+import io
+
+import pytest
+from PIL import Image
+
+from tests.conftest import FAST_TRAINER, read_events, results, run_cli, run_folder
+
+
+def picture(events: list) -> Image.Image:
+    return Image.open(io.BytesIO(events[-1].encoded_image_string))
+
+
+def test_default_pictures(mnist_dir, tmp_path):
+    done = run_cli("--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path), *FAST_TRAINER,
+                   "--limit_test_batches", "1.0")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    other: dict = {}
+    scalars, _ = read_events(run_folder(tmp_path), other)
+    images = other["images"]
+    # The first training batch, 32 images of 28x28 in a grid of 8 per row (2 px padding): 4 rows.
+    grid = picture(images["train/inputs"])
+    assert grid.size == (8 * 30 + 2, 4 * 30 + 2)
+    assert picture(images["test/confusion_matrix"]).size[0] > 300
+    assert picture(images["test/worst_mistakes"]).size[0] > 300 or results(tmp_path)["metrics"]["test/acc"] == 1
+    # Per-class accuracy: ten values in 0..1 whose mean, weighted by class counts (20 each here), is test/acc.
+    per_class = [scalars[f"test/acc_class/{d} - {w}"][-1] for d, w in enumerate(
+        ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"])]  # fmt: skip
+    assert all(0 <= a <= 1 for a in per_class)
+    assert sum(per_class) / 10 == pytest.approx(results(tmp_path)["metrics"]["test/acc"], abs=1e-6)
+    assert len(scalars["lr-Adam"]) == 3  # the learning rate of every step
+    assert not other["histograms"] and "train/grad_norm" not in scalars  # optional ones are off by default
+
+
+def test_optional_pictures_and_switching_off(mnist_dir, tmp_path):
+    done = run_cli("--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path), *FAST_TRAINER,
+                   "--histograms.enabled", "true", "--grad_norm.enabled", "true", "--graph.enabled", "true",
+                   "--input_grid.enabled", "false", "--test_pictures.enabled", "false")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    other: dict = {}
+    scalars, _ = read_events(run_folder(tmp_path), other)
+    assert "images" not in other
+    assert {"weights/net.features.0.weight", "gradients/net.features.0.weight"} <= other["histograms"]
+    assert len(scalars["train/grad_norm"]) == 3 and all(v > 0 for v in scalars["train/grad_norm"])
+    assert other["graph"]
