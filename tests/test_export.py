@@ -1,0 +1,51 @@
+"""Export to TorchScript and ONNX: the exported files compute what the PyTorch net computes."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from project.classifier import ImageClassifier
+from tests.conftest import FAST_TRAINER, REPO, results, run_cli
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    from tests.idx_files import write_dataset
+
+    root = tmp_path_factory.mktemp("export")
+    write_dataset(root / "data" / "MNIST" / "raw")
+    done = run_cli("--data.data_dir", str(root / "data"), "--default_root_dir", str(root / "logs"), *FAST_TRAINER)
+    assert done.returncode == 0, done.stderr
+    return results(root / "logs")["best_checkpoint"]
+
+
+def test_export_matches_pytorch(checkpoint, tmp_path):
+    done = subprocess.run([sys.executable, "-m", "project.export", checkpoint, "--out", str(tmp_path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    printed = {line.split(":")[0]: float(line.rsplit("=", 1)[1]) for line in done.stdout.splitlines() if "=" in line}
+    assert set(printed) == {"torchscript", "onnx"} and all(d < 1e-4 for d in printed.values())
+
+    # Checked again here, on another batch size than the one exported with (the batch axis is dynamic).
+    net = ImageClassifier.load_from_checkpoint(checkpoint).net.eval()
+    images = torch.randn(5, 1, 28, 28)
+    with torch.no_grad():
+        expected = net(images)
+        torch.testing.assert_close(torch.jit.load(str(tmp_path / "model.pt"))(images), expected)
+    onnxruntime = pytest.importorskip("onnxruntime")
+    session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    (logits,) = session.run(None, {"images": images.numpy()})
+    torch.testing.assert_close(torch.from_numpy(logits), expected, rtol=1e-4, atol=1e-5)
+    preprocessing = json.loads((tmp_path / "preprocessing.json").read_text())
+    assert preprocessing["mean"] == 0.1307 and preprocessing["classes"][0] == "0 - zero"
+
+
+def test_export_missing_checkpoint_is_one_clear_line(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "project.export", str(tmp_path / "none.ckpt")],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"error: checkpoint {tmp_path / 'none.ckpt'} not found; give the path of a .ckpt file"
+    assert not (tmp_path / "export").exists()
