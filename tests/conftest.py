@@ -26,6 +26,16 @@ def mnist_dir(tmp_path: Path) -> Path:
     return data
 
 
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """One default `python train.py` run (fit, then test) on synthetic data, shared by the tests that read it."""
+    root = tmp_path_factory.mktemp("run")
+    write_dataset(root / "data" / "MNIST" / "raw")
+    done = run_cli("--data.data_dir", str(root / "data"), "--default_root_dir", str(root / "logs"), *FAST_TRAINER)
+    assert done.returncode == 0, done.stderr
+    return root, done
+
+
 def run_cli(*args: str, cwd: Path = REPO, env: dict | None = None) -> subprocess.CompletedProcess:
     """`python train.py ARGS` in a subprocess, as a user would type it."""
     return subprocess.run(

@@ -9,18 +9,6 @@ import yaml
 from tests.conftest import FAST_TRAINER, read_events, results, run_cli, run_folder
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """One default `python train.py` run (fit, then test) on synthetic data, shared by the tests below."""
-    from tests.idx_files import write_dataset
-
-    root = tmp_path_factory.mktemp("run")
-    write_dataset(root / "data" / "MNIST" / "raw")
-    done = run_cli("--data.data_dir", str(root / "data"), "--default_root_dir", str(root / "logs"), *FAST_TRAINER)
-    assert done.returncode == 0, done.stderr
-    return root, done
-
-
 def test_fit_then_test_leaves_a_complete_run_folder(trained):
     root, done = trained
     folder = run_folder(root / "logs")

@@ -8,17 +8,12 @@ import pytest
 import torch
 
 from project.classifier import ImageClassifier
-from tests.conftest import FAST_TRAINER, REPO, results, run_cli
+from tests.conftest import REPO, results
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    from tests.idx_files import write_dataset
-
-    root = tmp_path_factory.mktemp("export")
-    write_dataset(root / "data" / "MNIST" / "raw")
-    done = run_cli("--data.data_dir", str(root / "data"), "--default_root_dir", str(root / "logs"), *FAST_TRAINER)
-    assert done.returncode == 0, done.stderr
+@pytest.fixture
+def checkpoint(trained) -> str:
+    root, _ = trained
     return results(root / "logs")["best_checkpoint"]
 
 

@@ -85,3 +85,20 @@ def test_predict_path_missing_is_one_clear_line(mnist_dir, tmp_path):
     done = run_cli("predict", "--data.predict_path", str(tmp_path / "nope"), "--default_root_dir", str(tmp_path))
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith("error: --data.predict_path")
+
+
+def test_class_names_come_from_the_checkpoints_data_set(tmp_path):
+    from tests.idx_files import write_dataset
+
+    write_dataset(tmp_path / "data" / "FashionMNIST" / "raw")
+    done = run_cli("--data.dataset", "fashion_mnist", "--data.data_dir", str(tmp_path / "data"),
+                   "--default_root_dir", str(tmp_path / "train"), *FAST_TRAINER)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    image = tmp_path / "shirt.png"
+    bar_image((40, 40), dark_on_light=True).save(image)
+    done = run_cli("predict", "--ckpt_path", results(tmp_path / "train")["best_checkpoint"],
+                   "--data.predict_path", str(image), "--default_root_dir", str(tmp_path / "predict"))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    row = next(csv.DictReader((run_folder(tmp_path / "predict") / "predictions.csv").read_text().splitlines()))
+    assert row["class"] in DATASETS["fashion_mnist"].classes
+    assert run_folder(tmp_path / "predict").parent.name == "fashion_mnist_cnn"
