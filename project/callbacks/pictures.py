@@ -74,10 +74,12 @@ class TestPictures(Callback):
         self.mistakes = sorted(self.mistakes, key=lambda m: -m[0])[: self.worst]
 
     def on_test_epoch_end(self, trainer, pl_module) -> None:
-        writer = tensorboard(trainer)
-        if not self.enabled or writer is None:
+        if not self.enabled:
             return
-        matrix = self.confusion.compute().cpu()
+        matrix = self.confusion.compute().cpu()  # on every process: with several, compute() gathers from all
+        writer = tensorboard(trainer)
+        if writer is None:
+            return
         names = class_names(trainer, len(matrix))
         per_class = matrix.diag() / matrix.sum(dim=1).clamp_min(1)
         for name, accuracy in zip(names, per_class.tolist(), strict=True):
