@@ -1,20 +1,22 @@
 """ImageClassifier: the LightningModule that wraps any nn.Module mapping images to class scores."""
 
-import inspect
 import warnings
+from typing import Any, Literal
 
 import torch
 from lightning import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
+from torch.nn import functional as F
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from project.models import CNN, MLP
+from project.optim import needs_monitor, parameter_groups, takes_total_steps
 
 
 class ImageClassifier(LightningModule):
-    """Cross-entropy training of `net` with accuracy metrics and the optimizer and schedule the user chose."""
+    """Training of `net` for classification: loss, penalties, accuracy metrics, the optimizer and schedule chosen."""
 
     def __init__(
         self,
@@ -22,6 +24,11 @@ class ImageClassifier(LightningModule):
         optimizer: OptimizerCallable = torch.optim.Adam,
         scheduler: LRSchedulerCallable | None = None,
         num_classes: int = 10,
+        loss: Literal["cross_entropy", "mse"] = "cross_entropy",
+        label_smoothing: float = 0.0,
+        l1: float = 0.0,
+        param_groups: list[dict[str, Any]] | None = None,
+        exempt_bias_and_norm: bool = False,
         compile: bool = False,
         channels_last: bool = False,
     ) -> None:
@@ -29,8 +36,16 @@ class ImageClassifier(LightningModule):
         Args:
             net: the network, e.g. project.models.CNN or MLP (`--model.net MLP`).
             optimizer: called with the parameters (`--model.optimizer SGD --model.optimizer.lr 0.1`).
-            scheduler: called with the optimizer; stepped once per epoch, or per step for OneCycleLR.
+            scheduler: called with the optimizer; stepped once per epoch, or per step for OneCycleLR and
+                any schedule with a total_steps argument (filled in from the Trainer, accumulation counted).
             num_classes: number of classes the net predicts.
+            loss: cross_entropy on the logits, or mse between the softmax probabilities and one-hot targets.
+            label_smoothing: cross-entropy's label smoothing (0 = off).
+            l1: coefficient of the L1 penalty, l1 * sum(|w|) over the net's parameters, added to the training
+                loss and logged as train/l1. (L2 is the optimizer's weight_decay.)
+            param_groups: optimizer options per group of parameters chosen by name prefix, e.g.
+                [{"prefix": "features", "lr": 0.01}]; parameters not matched keep the optimizer's options.
+            exempt_bias_and_norm: no weight decay on biases and normalization weights.
             compile: run the net through torch.compile (the LightningModule itself stays eager); pays off on
                 GPUs, costs a compilation of about a minute first.
             channels_last: keep conv weights and inputs in channels-last memory order (faster convolutions
@@ -49,7 +64,6 @@ class ImageClassifier(LightningModule):
         self.net = net
         self.optimizer = optimizer
         self.scheduler = scheduler
-        self.criterion = nn.CrossEntropyLoss()
         # Separate metric objects per stage: each keeps its own running state on the device.
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -66,6 +80,12 @@ class ImageClassifier(LightningModule):
         if self.hparams.compile and self._compiled_net is None:
             object.__setattr__(self, "_compiled_net", torch.compile(self.net))
 
+    def criterion(self, logits: Tensor, labels: Tensor) -> Tensor:
+        if self.hparams.loss == "mse":
+            targets = F.one_hot(labels, logits.shape[1]).to(logits.dtype)
+            return F.mse_loss(logits.softmax(dim=1), targets)
+        return F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
+
     def forward(self, images: Tensor) -> Tensor:
         if self.hparams.channels_last and images.ndim == 4:
             images = images.contiguous(memory_format=torch.channels_last)
@@ -76,6 +96,10 @@ class ImageClassifier(LightningModule):
         images, labels = batch
         logits = self(images)
         loss = self.criterion(logits, labels)
+        if self.hparams.l1 > 0:
+            penalty = self.hparams.l1 * sum(p.abs().sum() for p in self.net.parameters())
+            self.log("train/l1", penalty)
+            loss = loss + penalty
         # update(), not forward(): forward would also compute the accuracy of this batch alone, every step.
         self.train_acc.update(logits, labels)
         self.log("train/loss", loss, prog_bar=True)
@@ -116,22 +140,15 @@ class ImageClassifier(LightningModule):
         return self(images).softmax(dim=-1)
 
     def configure_optimizers(self):
-        optimizer = self.optimizer(self.parameters())
+        groups = parameter_groups(self.net, self.hparams.param_groups, self.hparams.exempt_bias_and_norm)
+        optimizer = self.optimizer(groups)
         if self.scheduler is None:
             return optimizer
         if takes_total_steps(self.scheduler):
-            # OneCycleLR (and any schedule with a `total_steps` argument) needs the number of optimizer steps,
-            # which only the Trainer knows (it counts gradient accumulation), and steps after each of them.
+            # OneCycleLR, WarmupCosine: they need the number of optimizer steps, which only the Trainer knows
+            # (it counts gradient accumulation), and step after each of them.
             scheduler = self.scheduler(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-        return {"optimizer": optimizer, "lr_scheduler": self.scheduler(optimizer)}
-
-
-def takes_total_steps(scheduler: LRSchedulerCallable) -> bool:
-    """Whether the schedule has a `total_steps` argument (the CLI passes a partial with it as a keyword)."""
-    if "total_steps" in getattr(scheduler, "keywords", {}):
-        return True
-    try:
-        return "total_steps" in inspect.signature(scheduler).parameters
-    except (TypeError, ValueError):
-        return False
+        scheduler = self.scheduler(optimizer)
+        monitor = needs_monitor(scheduler)  # ReduceLROnPlateau: stepped with a validation metric
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": monitor}}

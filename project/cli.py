@@ -11,12 +11,15 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from project.callbacks import PredictionTable, RunSummary
+from project.callbacks.non_finite import StopOnNonFiniteLoss
 from project.callbacks.pictures import GradientNorm, InputGrid, ModelGraph, TestPictures, WeightHistograms
 from project.classifier import ImageClassifier
 from project.errors import UserError
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
-PICTURES = {
+# Callbacks with their own switch (--<key>.enabled true|false) and options, in --help and in config files.
+OPTIONAL_CALLBACKS = {
+    "non_finite": StopOnNonFiniteLoss,
     "input_grid": InputGrid,
     "test_pictures": TestPictures,
     "grad_norm": GradientNorm,
@@ -58,9 +61,8 @@ class ClassifierCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        # TensorBoard pictures: each its own callback, switched with --<key>.enabled true|false.
-        for key, picture in PICTURES.items():
-            parser.add_lightning_class_args(picture, key)
+        for key, callback in OPTIONAL_CALLBACKS.items():
+            parser.add_lightning_class_args(callback, key)
         parser.set_defaults(DEFAULTS)
         add_flat_trainer_flags(parser)
 

@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import TensorDataset
 from torchvision.datasets import KMNIST, MNIST, FashionMNIST
 
+from project.data.augment import random_affine
 from project.data.idx import IDX_FILES, find_idx_files, read_split
 from project.data.images import list_images, load_image
 from project.data.loaders import DeviceBatches, index_batches, per_sample_batches
@@ -52,6 +53,10 @@ class MNISTDataModule(L.LightningDataModule):
         pipeline: Literal["tensor", "torchvision"] = "tensor",
         on_device: bool = False,
         predict_path: str | None = None,
+        augment: bool = False,
+        rotation: float = 10.0,
+        translate: float = 0.1,
+        scale: tuple[float, float] = (0.9, 1.1),
     ) -> None:
         """
         Args:
@@ -71,6 +76,9 @@ class MNISTDataModule(L.LightningDataModule):
             predict_path: an image file or a folder of them (PNG, JPG, any size, colour or grey, either
                 polarity) for `predict`; brought to the data set's format as project/data/images.py says.
                 Without it, `predict` runs on the official test set.
+            augment: random affine maps of the training batches (never validation, test or predict ones),
+                on the device: rotation up to +-`rotation` degrees, shift up to +-`translate` of the image
+                size, zoom by a factor drawn from `scale`.
         """
         super().__init__()
         if batch_size < 1:
@@ -195,4 +203,8 @@ class MNISTDataModule(L.LightningDataModule):
         # Runs on the batch once it is on the device: one vectorized conversion instead of one per image.
         # (Batches of the torchvision pipeline arrive as float, normalized image by image on the CPU.)
         images, labels = batch
-        return (self.normalize(images) if images.dtype == torch.uint8 else images), labels
+        images = self.normalize(images) if images.dtype == torch.uint8 else images
+        if self.hparams.augment and self.trainer is not None and self.trainer.training:
+            hp = self.hparams
+            images = random_affine(images, hp.rotation, hp.translate, tuple(hp.scale))
+        return images, labels

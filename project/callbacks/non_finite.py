@@ -1,0 +1,33 @@
+"""StopOnNonFiniteLoss: the articles' "NaN during training", caught at the first bad step with a reason."""
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from project.errors import UserError
+
+
+class NonFiniteLossError(UserError):
+    """The training loss became NaN or infinite."""
+
+
+class StopOnNonFiniteLoss(Callback):
+    """Stops training at the first NaN or Inf loss, before its backward pass can reach the weights.
+
+    The check reads the loss back from the device, a synchronization per step on a GPU: `every_n_steps`
+    spaces it out (the weights may then take a few bad steps before training stops).
+    """
+
+    def __init__(self, enabled: bool = True, every_n_steps: int = 1) -> None:
+        self.enabled, self.every_n_steps = enabled, max(1, every_n_steps)
+
+    def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor) -> None:
+        if not self.enabled or trainer.global_step % self.every_n_steps or torch.isfinite(loss).all():
+            return
+        last = getattr(trainer.checkpoint_callback, "last_model_path", "") or "none written yet"
+        raise NonFiniteLossError(
+            f"the training loss became {loss.item()} at step {trainer.global_step} (epoch {trainer.current_epoch}); "
+            "training stopped before the weights changed. Likely causes: a learning rate too high (lower "
+            "--model.optimizer.lr), no gradient clipping (--gradient_clip_val 1.0), or broken input data. "
+            f"Last good checkpoint: {last}"
+        )

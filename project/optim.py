@@ -1,0 +1,90 @@
+"""What the optimizer and the schedule are given: parameter groups by name prefix, and warm-up + cosine."""
+
+import inspect
+import math
+from typing import Any
+
+from torch import nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR, LRScheduler
+
+from project.errors import UserError
+
+
+def parameter_groups(
+    net: nn.Module, groups: list[dict[str, Any]] | None = None, exempt_bias_and_norm: bool = False
+) -> list[dict[str, Any]]:
+    """Optimizer parameter groups: one per `{"prefix": "features", "lr": 0.01, ...}`, then the rest.
+
+    A parameter goes to the first group whose prefix starts its name (as in `net.named_parameters()`); the
+    rest keep the optimizer's own options. With `exempt_bias_and_norm`, biases and normalization weights
+    (every parameter with fewer than two dimensions) get weight_decay 0, in every group.
+    """
+    named = list(net.named_parameters())
+    taken: set[str] = set()
+    result = []
+    for spec in groups or []:
+        options = dict(spec)
+        prefix = options.pop("prefix", None)
+        if not prefix:
+            raise UserError(f'--model.param_groups: each group needs a "prefix", got {spec}')
+        members = [(n, p) for n, p in named if n.startswith(prefix) and n not in taken]
+        if not members:
+            tops = sorted({n.split(".")[0] for n, _ in named})
+            raise UserError(
+                f"--model.param_groups: prefix {prefix!r} matches no parameter of the net; its parameter "
+                f"names start with {', '.join(tops)} (see net.named_parameters())"
+            )
+        taken.update(n for n, _ in members)
+        result += _split(members, {"name": prefix, **options}, exempt_bias_and_norm)
+    rest = [(n, p) for n, p in named if n not in taken]
+    if rest:
+        result += _split(rest, {"name": "default"}, exempt_bias_and_norm)
+    return result
+
+
+def _split(members, options: dict[str, Any], exempt: bool) -> list[dict[str, Any]]:
+    if not exempt:
+        return [{"params": [p for _, p in members], **options}]
+    decay = [p for _, p in members if p.ndim >= 2]
+    no_decay = [p for _, p in members if p.ndim < 2]
+    groups = [{"params": decay, **options}] if decay else []
+    if no_decay:
+        groups.append({"params": no_decay, **options, "name": f"{options['name']}/no_decay", "weight_decay": 0.0})
+    return groups
+
+
+class WarmupCosine(LambdaLR):
+    """Linear warm-up from 0 to the optimizer's lr over `warmup_steps`, then cosine decay to `min_factor` x lr
+    at `total_steps` (filled in from the Trainer when left out). Stepped after every optimizer step."""
+
+    def __init__(
+        self, optimizer: Optimizer, warmup_steps: int = 100, total_steps: int | None = None, min_factor: float = 0.0
+    ) -> None:
+        if total_steps is None:
+            raise UserError("WarmupCosine needs total_steps (the CLI fills it in from the Trainer)")
+        self.warmup_steps, self.total_steps, self.min_factor = warmup_steps, total_steps, min_factor
+        super().__init__(optimizer, self.factor)
+
+    def factor(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        progress = min(1.0, (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps))
+        return self.min_factor + (1 - self.min_factor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def takes_total_steps(scheduler) -> bool:
+    """Whether the schedule has a `total_steps` argument (the CLI passes a partial with it as a keyword)."""
+    if "total_steps" in getattr(scheduler, "keywords", {}):
+        return True
+    try:
+        return "total_steps" in inspect.signature(scheduler).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def needs_monitor(scheduler: LRScheduler) -> str | None:
+    """The metric a schedule such as ReduceLROnPlateau watches (Lightning's CLI version carries `monitor`)."""
+    if hasattr(scheduler, "monitor"):
+        return scheduler.monitor
+    return "val/loss" if type(scheduler).__name__ == "ReduceLROnPlateau" else None

@@ -1,0 +1,224 @@
+"""Training strategies of the articles: each mechanism checked against a value computed another way."""
+
+from functools import partial
+
+import lightning as L
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from project.classifier import ImageClassifier
+from project.data import MNISTDataModule
+from project.errors import UserError
+from project.models import CNN, MLP
+from project.optim import WarmupCosine, parameter_groups
+from tests.conftest import FAST_TRAINER, run_cli
+
+
+def trainer(**kwargs) -> L.Trainer:
+    options = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                   num_sanity_val_steps=0, limit_val_batches=0)  # fmt: skip
+    return L.Trainer(**{**options, **kwargs})
+
+
+def data(mnist_dir, **kwargs) -> MNISTDataModule:
+    return MNISTDataModule(data_dir=str(mnist_dir), val_size=100, **kwargs)
+
+
+def test_parameter_groups_by_prefix():
+    net = MLP(hidden_sizes=[32])
+    groups = parameter_groups(net, [{"prefix": "layers.3", "lr": 0.01, "momentum": 0.5}])
+    optimizer = torch.optim.SGD(groups, lr=0.1, momentum=0.9)
+    first, rest = optimizer.param_groups
+    assert [id(p) for p in first["params"]] == [id(net.layers[3].weight), id(net.layers[3].bias)]
+    assert (first["lr"], first["momentum"], first["name"]) == (0.01, 0.5, "layers.3")
+    assert (rest["lr"], rest["momentum"], rest["name"]) == (0.1, 0.9, "default")
+    assert len(rest["params"]) == 2  # layers.1 weight and bias keep the optimizer's options
+
+
+def test_bias_and_norm_exempt_from_weight_decay():
+    net = CNN(channels=[4, 8], hidden=16)
+    groups = torch.optim.AdamW(parameter_groups(net, exempt_bias_and_norm=True), weight_decay=0.1).param_groups
+    decayed = {id(p) for g in groups if g["weight_decay"] == 0.1 for p in g["params"]}
+    exempt = {id(p) for g in groups if g["weight_decay"] == 0.0 for p in g["params"]}
+    assert decayed == {id(p) for p in net.parameters() if p.ndim >= 2}
+    assert exempt == {id(p) for p in net.parameters() if p.ndim < 2}  # biases and batch-norm weights
+
+
+def test_prefix_matching_nothing_is_a_clear_error():
+    with pytest.raises(UserError, match="prefix 'head' matches no parameter of the net; .* start with layers"):
+        parameter_groups(MLP(), [{"prefix": "head", "lr": 0.1}])
+
+
+def test_warmup_then_cosine():
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    schedule = WarmupCosine(optimizer, warmup_steps=4, total_steps=12)
+    lrs = []
+    for _ in range(12):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert lrs[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert lrs[4] == pytest.approx(1.0) and lrs[8] == pytest.approx(0.5) and lrs[11] == pytest.approx(0.0381, abs=1e-3)
+
+
+def test_one_cycle_counts_accumulated_steps(mnist_dir):
+    """500 training images, batches of 25, 4 accumulated: 5 optimizer steps an epoch, 10 in 2 epochs."""
+    seen = []
+
+    class Record(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if (batch_idx + 1) % 4 == 0:
+                seen.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    one_cycle = partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=0.1)
+    model = ImageClassifier(MLP(), optimizer=partial(torch.optim.SGD, lr=0.1), scheduler=one_cycle)
+    trainer(max_epochs=2, accumulate_grad_batches=4, callbacks=[Record()]).fit(model, data(mnist_dir, batch_size=25))
+    reference = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    expected_schedule = torch.optim.lr_scheduler.OneCycleLR(reference, max_lr=0.1, total_steps=10)
+    expected = []
+    for _ in range(10):
+        reference.step()
+        expected_schedule.step()
+        expected.append(reference.param_groups[0]["lr"])
+    assert seen == pytest.approx(expected[: len(seen)]) and len(seen) == 10
+
+
+def test_l1_penalty_is_coefficient_times_sum_of_absolute_weights():
+    torch.manual_seed(0)
+    model = ImageClassifier(MLP(hidden_sizes=[16]), l1=0.01)
+    images, labels = torch.randn(8, 1, 28, 28), torch.arange(8)
+    loss = model.training_step((images, labels), 0)
+    expected = F.cross_entropy(model(images), labels) + 0.01 * sum(p.abs().sum() for p in model.net.parameters())
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_mse_loss_on_one_hot_targets():
+    model = ImageClassifier(MLP(), loss="mse")
+    logits, labels = torch.randn(6, 10), torch.tensor([0, 1, 2, 3, 4, 5])
+    expected = ((logits.softmax(1) - F.one_hot(labels, 10).float()) ** 2).mean()
+    assert model.criterion(logits, labels).item() == pytest.approx(expected.item())
+
+
+def test_label_smoothing():
+    model = ImageClassifier(MLP(), label_smoothing=0.1)
+    logits, labels = torch.randn(6, 10), torch.arange(6)
+    log_p = logits.log_softmax(1)
+    expected = (-(0.9 * log_p.gather(1, labels[:, None]).squeeze(1)) - 0.1 * log_p.mean(1)).mean()
+    assert model.criterion(logits, labels).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def weights_after_one_step(mnist_dir, batch_size: int, accumulate: int) -> list[torch.Tensor]:
+    L.seed_everything(3)
+    model = ImageClassifier(MLP(hidden_sizes=[32]), optimizer=partial(torch.optim.SGD, lr=0.5))
+    trainer(max_steps=1, accumulate_grad_batches=accumulate).fit(model, data(mnist_dir, batch_size=batch_size))
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def test_accumulating_4_batches_of_16_equals_one_batch_of_64(mnist_dir):
+    one = weights_after_one_step(mnist_dir, 64, 1)
+    accumulated = weights_after_one_step(mnist_dir, 16, 4)
+    for a, b in zip(one, accumulated, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    L.seed_everything(3)
+    initial = [p.detach() for p in ImageClassifier(MLP(hidden_sizes=[32])).parameters()]
+    assert not torch.equal(initial[0], one[0])  # the step did change the weights
+
+
+class Observe(L.Callback):
+    """Records, per stage, the net's mode, whether gradients are on, and the batches it receives."""
+
+    def __init__(self):
+        self.seen = {}
+
+    def _note(self, stage, pl_module, batch):
+        self.seen.setdefault(stage, []).append((pl_module.net.training, torch.is_grad_enabled(), batch[0].clone()))
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self._note("train", pl_module, batch)
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        self._note("val", pl_module, batch)
+
+    def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        self._note("test", pl_module, batch)
+
+    def on_predict_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        self._note("predict", pl_module, batch)
+
+
+def test_train_and_eval_modes(mnist_dir):
+    """Dropout on only while training; batch-norm statistics untouched by evaluation; no gradients there."""
+    observe = Observe()
+    model = ImageClassifier(CNN(channels=[4, 8], hidden=16, dropout=0.5, batch_norm=True))
+    dm = data(mnist_dir, batch_size=50)
+    run = trainer(max_epochs=1, limit_val_batches=2, limit_train_batches=2, callbacks=[observe])
+    run.fit(model, dm)
+    bn = model.net.features[1]
+    before = (bn.running_mean.clone(), bn.running_var.clone(), bn.num_batches_tracked.clone())
+    run.validate(model, dm)
+    run.test(model, dm)
+    run.predict(model, dm)
+    after = (bn.running_mean, bn.running_var, bn.num_batches_tracked)
+    assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
+    assert {(mode, grad) for mode, grad, _ in observe.seen["train"]} == {(True, True)}
+    for stage in ("val", "test", "predict"):
+        assert {(mode, grad) for mode, grad, _ in observe.seen[stage]} == {(False, False)}, stage
+    # Dropout really acts: in training mode the same input gives different outputs, in eval mode the same.
+    x = torch.randn(4, 1, 28, 28)
+    model.train()
+    assert not torch.equal(model(x), model(x))
+    model.eval()
+    assert torch.equal(model(x), model(x))
+
+
+def test_augmentation_changes_training_batches_only(mnist_dir):
+    observe = Observe()
+    dm = data(mnist_dir, batch_size=50, augment=True, rotation=15, translate=0.1)
+    run = trainer(max_epochs=1, limit_train_batches=3, limit_val_batches=2, callbacks=[observe])
+    run.fit(ImageClassifier(MLP()), dm)
+    run.test(ImageClassifier(MLP()), dm)
+    raw_train = dm.normalize(dm.train_set.tensors[0])
+    val_batches = [b for _, _, b in observe.seen["val"]]
+    assert torch.equal(torch.cat(val_batches), dm.normalize(dm.val_set.tensors[0][:100]))
+    assert torch.equal(observe.seen["test"][0][2], dm.normalize(dm.test_set.tensors[0][:50]))
+    for _, _, batch in observe.seen["train"]:
+        # No augmented image is a plain training image, yet pixel values stay in the normalized range.
+        assert not any(torch.equal(image, plain) for image in batch[:5] for plain in raw_train)
+        assert batch.min() >= raw_train.min() - 1e-4 and batch.max() <= raw_train.max() + 1e-4
+
+
+NAN_NET = """
+import torch
+from torch import nn
+from project.models import MLP
+
+
+class NanAfter(MLP):
+    '''An MLP whose output turns to NaN after a number of training forward passes.'''
+
+    def __init__(self, after: int = 5) -> None:
+        super().__init__(hidden_sizes=[16])
+        self.after, self.calls = after, 0
+
+    def forward(self, images):
+        if self.training:
+            self.calls += 1
+        out = super().forward(images)
+        return out * float("nan") if self.training and self.calls > self.after else out
+"""
+
+
+def test_non_finite_loss_stops_with_a_reason_and_keeps_the_last_checkpoint(mnist_dir, tmp_path):
+    (tmp_path / "nan_net.py").write_text(NAN_NET)
+    done = run_cli("--model.net", "nan_net.NanAfter", "--model.net.after", "4", "--data.data_dir", str(mnist_dir),
+                   "--default_root_dir", str(tmp_path / "logs"), *FAST_TRAINER, "--max_epochs", "3",
+                   env={"PYTHONPATH": str(tmp_path)})  # fmt: skip
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: the training loss became nan at step 4 (epoch 1)")
+    assert "learning rate too high" in last and "--gradient_clip_val" in last and "last.ckpt" in last
+    ckpt = torch.load(last.rsplit(" ", 1)[1], weights_only=True)
+    assert ckpt["global_step"] == 3 and all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
