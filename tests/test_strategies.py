@@ -13,7 +13,7 @@ from project.data import MNISTDataModule
 from project.errors import UserError
 from project.models import CNN, MLP
 from project.optim import WarmupCosine, parameter_groups
-from tests.conftest import FAST_TRAINER, run_cli
+from tests.conftest import FAST_TRAINER, REPO, results, run_cli
 
 
 def trainer(**kwargs) -> L.Trainer:
@@ -222,3 +222,15 @@ def test_non_finite_loss_stops_with_a_reason_and_keeps_the_last_checkpoint(mnist
     assert "learning rate too high" in last and "--gradient_clip_val" in last and "last.ckpt" in last
     ckpt = torch.load(last.rsplit(" ", 1)[1], weights_only=True)
     assert ckpt["global_step"] == 3 and all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
+
+
+RECIPES = sorted(str(p.relative_to(REPO)) for p in (REPO / "configs").rglob("*.yaml"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_every_recipe_runs(recipe, mnist_dir, tmp_path):
+    done = run_cli("--config", recipe, "--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path),
+                   *FAST_TRAINER, "--model.compile", "false", "--precision", "32")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "test/acc" in results(tmp_path)["metrics"]
