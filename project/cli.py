@@ -45,7 +45,7 @@ DEFAULTS = {
 class ClassifierCLI(LightningCLI):
     """LightningCLI for ImageClassifier and MNISTDataModule, with the template's defaults."""
 
-    def __init__(self, args: list[str], test_after_fit: bool = False) -> None:
+    def __init__(self, args: list[str], test_after_fit: bool = False, run: bool = True) -> None:
         self.test_after_fit = test_after_fit
         self.dataset_given = any(a.startswith("--data.dataset") for a in args)
         super().__init__(
@@ -57,6 +57,7 @@ class ClassifierCLI(LightningCLI):
             save_config_kwargs={"overwrite": False},
             parser_kwargs={"description": DESCRIPTION, "fit": {"description": DESCRIPTION}},
             args=args,
+            run=run,  # False: build model, data and Trainer only (project.lr_find)
         )
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -72,7 +73,7 @@ class ClassifierCLI(LightningCLI):
         self.config = parser.parse_args(args)
 
     def before_instantiate_classes(self) -> None:
-        config = self.config[self.subcommand]
+        config = self.config[self.subcommand] if self.subcommand else self.config
         ckpt_path = config.get("ckpt_path")
         if ckpt_path and Path(ckpt_path).is_file() and not self.dataset_given and "dataset" in config.data.init_args:
             # A checkpoint is evaluated on the data set it was trained on (its class names, its normalization),
@@ -80,7 +81,7 @@ class ClassifierCLI(LightningCLI):
             data = torch.load(ckpt_path, weights_only=True, map_location="cpu").get("datamodule_hyper_parameters")
             if data and "dataset" in data:
                 config.data.init_args.dataset = data["dataset"]
-        if config.get("weights_only") is None:
+        if self.subcommand and config.get("weights_only") is None:
             # Checkpoints hold tensors and plain data only: load them without running code from the file.
             config.weights_only = True
         if config.trainer.logger is None or config.trainer.logger is True:
