@@ -40,6 +40,8 @@ def parameter_groups(
     rest = [(n, p) for n, p in named if n not in taken]
     if rest:
         result += _split(rest, {"name": "default"}, exempt_bias_and_norm)
+    if len(result) == 1:
+        del result[0]["name"]  # one group: its learning rate is logged as plain lr-<Optimizer>
     return result
 
 

@@ -1,0 +1,93 @@
+"""Hyper-parameter search with Optuna: learning rate, optimizer, batch size, dropout and width.
+
+    python tune.py --trials 20 --max_epochs 2                 # any other option of train.py passes through
+    python tune.py --storage postgresql://user:pass@host/db   # one study shared by several machines
+
+Every trial is a train.py run (constant learning rate, so that "learning rate" means one number) validated
+each epoch; Optuna's median pruner stops trials whose val/acc falls behind, through its Lightning callback.
+The study lives in SQLite under logs/ by default, so an interrupted search resumes where it stopped: --trials
+is the total the study should reach. At the end the best trial is printed and written as a YAML recipe that
+`python train.py --config logs/tune/best.yaml` takes as it is.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import optuna
+import yaml
+from optuna_integration import PyTorchLightningPruningCallback
+
+from project.cli import DEFAULT_CONFIG, ClassifierCLI, fail
+from project.errors import UserError
+
+OPTIMIZERS = {"Adam": {}, "AdamW": {"weight_decay": 0.01}, "SGD": {"momentum": 0.9, "nesterov": True}}
+
+
+def trial_recipe(trial: optuna.Trial, net: str) -> dict:
+    """The values this trial tries, as the config sections of a train.py recipe."""
+    optimizer = trial.suggest_categorical("optimizer", list(OPTIMIZERS))
+    lr = trial.suggest_float("lr", 1e-4, 3e-2, log=True)
+    width_key = "hidden_sizes" if net == "MLP" else "hidden"
+    width = trial.suggest_categorical("width", [64, 128, 256, 512])
+    return {
+        "model": {
+            "optimizer": {"class_path": f"torch.optim.{optimizer}", "init_args": {"lr": lr, **OPTIMIZERS[optimizer]}},
+            "scheduler": None,
+            "net": {
+                "class_path": f"project.models.{net}",
+                "init_args": {"dropout": trial.suggest_float("dropout", 0.0, 0.5),
+                              width_key: [width] if net == "MLP" else width},
+            },
+        },
+        "data": {"batch_size": trial.suggest_categorical("batch_size", [64, 128, 256])},
+    }  # fmt: skip
+
+
+def objective(trial: optuna.Trial, train_args: list[str], net: str, folder: Path) -> float:
+    recipe = trial_recipe(trial, net)
+    path = folder / f"trial_{trial.number}.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    cli = ClassifierCLI(["--config", str(DEFAULT_CONFIG), *train_args, "--config", str(path)], run=False)
+    cli.trainer.callbacks.append(PyTorchLightningPruningCallback(trial, monitor="val/acc"))
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    return float(cli.trainer.callback_metrics["val/acc_best"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trials", type=int, default=20, help="total number of trials the study should reach")
+    parser.add_argument("--study", default="mnist", help="study name (several workers on one name share it)")
+    parser.add_argument("--storage", default="sqlite:///logs/optuna.db", help="any database URL Optuna takes")
+    parser.add_argument("--net", choices=["CNN", "MLP"], default="CNN")
+    parser.add_argument("--out", type=Path, default=Path("logs/tune"), help="trial recipes and best.yaml go here")
+    args, train_args = parser.parse_known_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.storage.startswith("sqlite:///"):
+        Path(args.storage[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    train_args = ["--default_root_dir", str(args.out), "--enable_progress_bar", "false", *train_args]
+    study = optuna.create_study(
+        study_name=args.study, storage=args.storage, direction="maximize", load_if_exists=True,
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
+    )  # fmt: skip
+    done = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    try:
+        if len(done) < args.trials:
+            study.optimize(
+                lambda trial: objective(trial, train_args, args.net, args.out),
+                n_trials=args.trials - len(done),
+                catch=(),
+            )
+    except UserError as error:
+        return fail(str(error))
+    best = study.best_trial
+    recipe = trial_recipe(optuna.trial.FixedTrial(best.params), args.net)
+    header = f"# Best trial of study '{args.study}': trial {best.number}, val/acc_best {best.value:.4f}\n"
+    (args.out / "best.yaml").write_text(header + yaml.safe_dump(recipe, sort_keys=False))
+    print(f"best trial {best.number}: val/acc_best {best.value:.4f} with {best.params}")
+    print(f"wrote {args.out / 'best.yaml'}; train with: python train.py --config {args.out / 'best.yaml'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
