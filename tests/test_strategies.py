@@ -258,3 +258,14 @@ def test_learning_rate_finder(mnist_dir, tmp_path):
     other: dict = {}
     read_events(folder, other)
     assert "lr_find" in other["images"]
+
+
+def test_group_learning_rates_are_logged_separately(mnist_dir, tmp_path):
+    from tests.conftest import read_events, run_folder
+
+    done = run_cli("--config", "configs/optimizers/param_groups.yaml", "--data.data_dir", str(mnist_dir),
+                   "--default_root_dir", str(tmp_path), *FAST_TRAINER)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    scalars, _ = read_events(run_folder(tmp_path))
+    assert scalars["lr-SGD/features"] == pytest.approx([0.005] * 3)
+    assert scalars["lr-SGD/default"] == pytest.approx([0.05] * 3)
