@@ -269,3 +269,15 @@ def test_group_learning_rates_are_logged_separately(mnist_dir, tmp_path):
     scalars, _ = read_events(run_folder(tmp_path))
     assert scalars["lr-SGD/features"] == pytest.approx([0.005] * 3)
     assert scalars["lr-SGD/default"] == pytest.approx([0.05] * 3)
+
+
+def test_plateau_schedule_is_returned_with_its_monitor():
+    from lightning.pytorch.cli import ReduceLROnPlateau
+
+    plateau = partial(ReduceLROnPlateau, monitor="val/acc", mode="max", patience=1)
+    model = ImageClassifier(MLP(), optimizer=partial(torch.optim.SGD, lr=0.1), scheduler=plateau)
+    config = model.configure_optimizers()
+    assert config["lr_scheduler"]["monitor"] == "val/acc"
+    assert isinstance(config["lr_scheduler"]["scheduler"], torch.optim.lr_scheduler.ReduceLROnPlateau)
+    plain = partial(torch.optim.lr_scheduler.ReduceLROnPlateau, mode="min")
+    assert ImageClassifier(MLP(), scheduler=plain).configure_optimizers()["lr_scheduler"]["monitor"] == "val/loss"
