@@ -92,8 +92,9 @@ def run_lightning(args, device: torch.device) -> dict:
         accelerator=args.accelerator, devices=1, max_epochs=args.epochs, logger=False, callbacks=[timer],
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
     )  # fmt: skip
-    trainer.fit(model, data_module(args))
-    return {"epoch_seconds": timer.seconds, "val_acc": timer.val_acc}
+    dm = data_module(args)
+    trainer.fit(model, dm)
+    return {"epoch_seconds": timer.seconds, "val_acc": timer.val_acc, "train_images": len(dm.train_set)}
 
 
 def plain_loop(args, device, net, train_batches, val_batches) -> dict:
@@ -135,7 +136,8 @@ def run_articles(args, device: torch.device) -> dict:
     val_idx, train_idx = order[: dm.hparams.val_size], order[dm.hparams.val_size :]
     train = DataLoader(Subset(full, train_idx.tolist()), args.batch_size, shuffle=True, num_workers=args.workers)
     val = DataLoader(Subset(full, val_idx.tolist()), args.batch_size, num_workers=args.workers)
-    return plain_loop(args, device, make_net(args.model).to(device), lambda: train, lambda: val)
+    measured = plain_loop(args, device, make_net(args.model).to(device), lambda: train, lambda: val)
+    return {**measured, "train_images": len(train_idx)}
 
 
 def run_tensors(args, device: torch.device) -> dict:
@@ -150,13 +152,8 @@ def run_tensors(args, device: torch.device) -> dict:
             yield dm.normalize(images[index].to(device)), labels[index]
 
     net = make_net(args.model).to(device)
-    return plain_loop(
-        args,
-        device,
-        net,
-        lambda: batches(train_images, train_labels, True),
-        lambda: batches(val_images, val_labels, False),
-    )
+    train, val = partial(batches, train_images, train_labels, True), partial(batches, val_images, val_labels, False)
+    return {**plain_loop(args, device, net, train, val), "train_images": len(train_images)}
 
 
 def worker(args) -> None:
@@ -164,7 +161,6 @@ def worker(args) -> None:
     device = torch.device("cuda" if args.accelerator == "gpu" else "cpu")
     measured = {"lightning": run_lightning, "articles": run_articles, "tensors": run_tensors}[args.worker](args, device)
     measured["peak_memory_mb"] = round(peak_memory_mb(device), 1)
-    measured["train_images"] = len(data_module(args).train_set)
     print("RESULT " + json.dumps(measured))
 
 

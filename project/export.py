@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from project.classifier import ImageClassifier
+from project.cli import fail
 from project.data import DATASETS
 from project.errors import UserError
 
@@ -85,8 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         differences = export(args.ckpt_path, out)
     except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return fail(str(error))
     for name, difference in differences.items():
         print(f"{name}: max |difference| from PyTorch on a batch of 16 = {difference:.2e}")
     print(f"wrote {out}")

@@ -1,7 +1,7 @@
 """PredictionTable: `predict` results as a table on the terminal and as predictions.csv in the run folder."""
 
 import csv
-import os
+import io
 import warnings
 from pathlib import Path
 from typing import Any
@@ -9,6 +9,8 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
+
+from project.callbacks.run_summary import write_atomically
 
 COLUMNS = ("file", "predicted", "class", "confidence", "top3", "true")
 
@@ -42,7 +44,7 @@ class PredictionTable(BasePredictionWriter):
             })  # fmt: skip
         folder = trainer.log_dir or trainer.default_root_dir
         if trainer.is_global_zero:
-            _write_csv(Path(folder) / "predictions.csv", rows)
+            write_atomically(Path(folder) / "predictions.csv", _csv(rows))
             _print_table(rows)
             print(f"wrote {Path(folder) / 'predictions.csv'}")
 
@@ -56,11 +58,9 @@ def _print_table(rows: list[dict[str, str]]) -> None:
         print("  ".join(str(row[c]).ljust(widths[c]) for c in shown))
 
 
-def _write_csv(path: Path, rows: list[dict[str, str]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+def _csv(rows: list[dict[str, str]]) -> str:
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    return text.getvalue()

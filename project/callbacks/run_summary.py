@@ -41,7 +41,7 @@ class RunSummary(Callback):
         self.results["wall_seconds"] = round(time.perf_counter() - self.started, 2)
         folder = trainer.log_dir or trainer.default_root_dir  # on every process: log_dir is a collective call
         if trainer.is_global_zero:
-            _write_json(Path(folder) / "results.json", self.results)
+            write_atomically(Path(folder) / "results.json", json.dumps(self.results, indent=2) + "\n")
 
 
 def _hparams(trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
@@ -53,9 +53,9 @@ def _hparams(trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]
     return hparams
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    # Write then rename, so a reader never sees half a file.
+def write_atomically(path: Path, text: str) -> None:
+    """Write then rename, so a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
     os.replace(tmp, path)
