@@ -11,8 +11,10 @@ from torch.nn import functional as F
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from project.errors import UserError
 from project.models import CNN, MLP
 from project.optim import needs_monitor, parameter_groups, takes_total_steps
+from project.resume import check_same_network
 
 
 class ImageClassifier(LightningModule):
@@ -139,15 +141,35 @@ class ImageClassifier(LightningModule):
         images = batch[0] if isinstance(batch, (tuple, list)) else batch
         return self(images).softmax(dim=-1)
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Before Lightning copies the weights: its own size-mismatch error is a page long.
+        check_same_network(checkpoint["state_dict"], self.state_dict())
+        # Steps a resumed OneCycle/WarmupCosine schedule was planned for, checked in configure_optimizers.
+        self.planned_steps = next((s.get("total_steps") for s in checkpoint.get("lr_schedulers", [])), None)
+
     def configure_optimizers(self):
         groups = parameter_groups(self.net, self.hparams.param_groups, self.hparams.exempt_bias_and_norm)
-        optimizer = self.optimizer(groups)
+        try:
+            optimizer = self.optimizer(groups)
+        except ValueError as error:  # torch's own checks, e.g. "Invalid learning rate: -1.0"
+            raise UserError(f"--model.optimizer: {error}") from error
+        bad_lr = next((g["lr"] for g in optimizer.param_groups if float(g.get("lr", 1)) <= 0), None)
+        if bad_lr is not None:
+            raise UserError(f"--model.optimizer.lr must be above 0, got {bad_lr}; the default recipe uses 0.001")
         if self.scheduler is None:
             return optimizer
         if takes_total_steps(self.scheduler):
             # OneCycleLR, WarmupCosine: they need the number of optimizer steps, which only the Trainer knows
             # (it counts gradient accumulation), and step after each of them.
-            scheduler = self.scheduler(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
+            total_steps = int(self.trainer.estimated_stepping_batches)
+            planned = getattr(self, "planned_steps", None)
+            if planned is not None and planned != total_steps:
+                raise UserError(
+                    f"the checkpoint's learning-rate schedule was planned for {planned} steps, this run has "
+                    f"{total_steps}: a OneCycle or warm-up-cosine schedule cannot be stretched. Resume with the "
+                    "--max_epochs, batch size and accumulation the run started with"
+                )
+            scheduler = self.scheduler(optimizer, total_steps=total_steps)
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
         scheduler = self.scheduler(optimizer)
         monitor = needs_monitor(scheduler)  # ReduceLROnPlateau: stepped with a validation metric

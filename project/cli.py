@@ -1,7 +1,9 @@
 """The command line: LightningCLI with flat Trainer flags, and `fit` then `test` when no subcommand is given."""
 
+import os
 import re
 import sys
+from argparse import ArgumentError
 from pathlib import Path
 
 import torch
@@ -11,10 +13,15 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from project.callbacks import PredictionTable, RunSummary
+from project.callbacks.failed_run import RemoveFailedRun
+from project.callbacks.last_checkpoint import LastCheckpoint, StepCheckpoint
 from project.callbacks.non_finite import StopOnNonFiniteLoss
 from project.callbacks.pictures import GradientNorm, InputGrid, ModelGraph, TestPictures, WeightHistograms
+from project.callbacks.random_state import RandomState
+from project.checkpoint_io import AtomicCheckpointIO
 from project.classifier import ImageClassifier
-from project.errors import UserError
+from project.errors import UserError, explain_parse_error
+from project.resume import latest_run, read_checkpoint, run_folder_of
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 # Callbacks with their own switch (--<key>.enabled true|false) and options, in --help and in config files.
@@ -25,6 +32,7 @@ OPTIONAL_CALLBACKS = {
     "grad_norm": GradientNorm,
     "histograms": WeightHistograms,
     "graph": ModelGraph,
+    "step_checkpoint": StepCheckpoint,
 }
 
 # The recipe of a bare `python train.py` (net, optimizer, schedule, epochs) lives in configs/cnn.yaml, which
@@ -36,7 +44,6 @@ DEFAULTS = {
     "trainer.default_root_dir": "logs",
     "checkpoint.monitor": "val/acc",
     "checkpoint.mode": "max",
-    "checkpoint.save_last": True,
     "checkpoint.filename": "epoch={epoch}-val_acc={val/acc:.4f}",
     "checkpoint.auto_insert_metric_name": False,
 }
@@ -48,14 +55,25 @@ class ClassifierCLI(LightningCLI):
     def __init__(self, args: list[str], test_after_fit: bool = False, run: bool = True) -> None:
         self.test_after_fit = test_after_fit
         self.dataset_given = any(a.startswith("--data.dataset") for a in args)
+        self.checkpoint: dict | None = None  # the --ckpt_path file's contents, read once
+        self.resume_folder: Path | None = None  # the run folder a `fit --ckpt_path` continues in
+        raise_errors = {"exit_on_error": False}  # parse errors come back as exceptions, for main()'s one line
+        callbacks = [RunSummary(), PredictionTable(), LearningRateMonitor("step")]
+        # last.ckpt after every epoch, with the random state, for `--ckpt_path last`; no debris from failed runs.
+        callbacks += [LastCheckpoint(), RandomState(), RemoveFailedRun()]
         super().__init__(
             ImageClassifier,
             LightningDataModule,
             subclass_mode_data=True,  # any LightningDataModule, MNISTDataModule unless a config names another
-            trainer_defaults={"callbacks": [RunSummary(), PredictionTable(), LearningRateMonitor("step")]},
+            trainer_defaults={"callbacks": callbacks},
             auto_configure_optimizers=False,  # the model's own configure_optimizers uses the injected ones
             save_config_kwargs={"overwrite": False},
-            parser_kwargs={"description": DESCRIPTION, "fit": {"description": DESCRIPTION}},
+            parser_kwargs={
+                "description": DESCRIPTION,
+                **raise_errors,
+                **{name: dict(raise_errors) for name in SUBCOMMANDS},
+                "fit": {"description": DESCRIPTION, **raise_errors},
+            },
             args=args,
             run=run,  # False: build model, data and Trainer only (project.lr_find)
         )
@@ -70,35 +88,87 @@ class ClassifierCLI(LightningCLI):
     def parse_arguments(self, parser: LightningArgumentParser, args: list[str]) -> None:
         # Same as LightningCLI's, minus its warning about args given beside sys.argv: main() derives args
         # from sys.argv on purpose (and does so again in every process DDP relaunches).
-        self.config = parser.parse_args(args)
+        try:
+            self.config = parser.parse_args(args)
+        except ArgumentError as error:
+            subcommand = next((word for word in args if word in SUBCOMMANDS), None)
+            sub = parser._subcommands_action._name_parser_map.get(subcommand, parser) if subcommand else parser
+            options = [o for o in sub._option_string_actions if o.startswith("--")]
+            keys = [a.dest for a in sub._actions]
+            raise UserError(explain_parse_error(str(error), options, keys)) from error
+        if self.config.get("subcommand"):
+            self.find_checkpoint(self.config[self.config.subcommand])
+
+    def find_checkpoint(self, config) -> None:
+        """Turn `--ckpt_path last` into a file, read the checkpoint once, and note the run folder to resume in."""
+        ckpt_path = config.get("ckpt_path")
+        if not ckpt_path or ckpt_path in ("best", "hpc", "registry"):  # Lightning's own names
+            return
+        if ckpt_path == "last":
+            experiment = Path(config.trainer.default_root_dir) / experiment_name(config)
+            run = latest_run(experiment)
+            if run is None and self.config.subcommand == "fit":
+                # Nothing to resume: a job script that always passes `--ckpt_path last` starts afresh.
+                print(f"No checkpoints/last.ckpt under {experiment}: starting a new run.", file=sys.stderr)
+                config.ckpt_path = None
+                return
+            if run is None:
+                raise UserError(
+                    f"--ckpt_path last: no run under {experiment} has a checkpoints/last.ckpt; "
+                    "train first, or give a checkpoint's path"
+                )
+            config.ckpt_path = str(run / "checkpoints" / "last.ckpt")
+        self.checkpoint = read_checkpoint(Path(config.ckpt_path), weights_only=config.get("weights_only") is not False)
+        if self.config.subcommand == "fit":
+            self.resume_folder = run_folder_of(Path(config.ckpt_path))
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
-        ckpt_path = config.get("ckpt_path")
-        if ckpt_path and Path(ckpt_path).is_file() and not self.dataset_given and "dataset" in config.data.init_args:
+        if self.checkpoint and not self.dataset_given and "dataset" in config.data.init_args:
             # A checkpoint is evaluated on the data set it was trained on (its class names, its normalization),
             # unless --data.dataset says otherwise.
-            data = torch.load(ckpt_path, weights_only=True, map_location="cpu").get("datamodule_hyper_parameters")
+            data = self.checkpoint.get("datamodule_hyper_parameters")
             if data and "dataset" in data:
                 config.data.init_args.dataset = data["dataset"]
+        if self.subcommand:
+            check_writable(Path(config.trainer.default_root_dir))
+            check_devices(config.trainer.accelerator, config.trainer.devices)
         if self.subcommand and config.get("weights_only") is None:
             # Checkpoints hold tensors and plain data only: load them without running code from the file.
             config.weights_only = True
         if config.trainer.logger is None or config.trainer.logger is True:
             # TensorBoard under default_root_dir/<data set>_<model>/version_N, without the -1 "hp_metric"
             # placeholder (RunSummary logs real metrics against the hyper-parameters).
-            net = str(config.model.net.class_path).rsplit(".", 1)[-1].lower()
-            dataset = config.data.init_args.get("dataset", "data")
+            # A resumed fit continues in its own run folder: same event files, same checkpoints folder.
+            run = self.resume_folder
             config.trainer.logger = {
                 "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
                 "init_args": {
-                    "save_dir": config.trainer.default_root_dir,
-                    "name": f"{dataset}_{net}",
+                    "save_dir": str(run.parents[1]) if run else config.trainer.default_root_dir,
+                    "name": run.parent.name if run else experiment_name(config),
+                    "version": run.name if run else None,
                     "default_hp_metric": False,
                 },
             }
+            if run:
+                # config.yaml stays as the run was started (resuming means "with the same config").
+                self.save_config_callback = None
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except ValueError as error:
+            # jsonargparse wraps a constructor's UserError (e.g. batch size 0) in its own ValueError.
+            cause = error.__cause__
+            while cause is not None and not isinstance(cause, UserError):
+                cause = cause.__cause__
+            if cause is None:
+                raise
+            raise cause from error
 
     def instantiate_trainer(self, **kwargs) -> Trainer:
+        if not self._get(self.config_init, "trainer", default={}).get("plugins"):
+            kwargs["plugins"] = [AtomicCheckpointIO()]  # checkpoints are written whole or not at all
         trainer = super().instantiate_trainer(**kwargs)
         if not trainer.loggers:  # `--logger false`: no learning rates to log, and the monitor would refuse to run
             trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, LearningRateMonitor)]
@@ -118,6 +188,7 @@ The default recipe, configs/cnn.yaml, is read first; --config files and flags gi
 `python train.py fit|validate|test|predict [options]` runs one Lightning stage.
 Trainer options work flat (--max_epochs 3) and prefixed (--trainer.max_epochs 3).
 Options of the data module: `python train.py --data.help MNISTDataModule`; of a net: `--model.net.help MLP`.
+An error prints one line; --debug shows its Python traceback instead.
 """
 
 
@@ -134,6 +205,33 @@ def add_flat_trainer_flags(parser: LightningArgumentParser) -> None:
                 taken.add(flat)
 
 
+def experiment_name(config) -> str:
+    """<data set>_<net>, e.g. fashion_mnist_cnn: the folder under logs/ that holds this recipe's runs."""
+    net = str(config.model.net.class_path).rsplit(".", 1)[-1].lower()
+    return f"{config.data.init_args.get('dataset', 'data')}_{net}"
+
+
+def check_writable(folder: Path) -> None:
+    """Fail before anything is written when the log folder cannot be created or written."""
+    existing = folder.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        why = "is a file, not a folder" if not existing.is_dir() else "is not writable"
+        raise UserError(f"cannot write logs to {folder}: {existing} {why}; pass a writable --default_root_dir")
+
+
+def check_devices(accelerator, devices) -> None:
+    """More CPU processes than cores would only slow DDP down; say so instead of starting them."""
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    count = int(devices) if str(devices).isdigit() else None
+    if on_cpu and count and count > (os.cpu_count() or 1):
+        raise UserError(
+            f"--devices {count} asks for {count} processes on the CPU, but this machine has {os.cpu_count()} "
+            f"cores; pass --devices {os.cpu_count()} or fewer"
+        )
+
+
 def split_command(argv: list[str]) -> tuple[list[str], bool]:
     """Arguments for LightningCLI, and whether to test after fitting (only when no subcommand was named)."""
     test_after_fit = not any(word in SUBCOMMANDS for word in argv)
@@ -144,13 +242,18 @@ def split_command(argv: list[str]) -> tuple[list[str], bool]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; a mistake the user can fix ends with one line on stderr and exit status 2."""
-    args, test_after_fit = split_command(sys.argv[1:] if argv is None else argv)
+    """Run the CLI; a mistake the user can fix ends with one line on stderr and exit status 2.
+    `--debug` shows the traceback instead."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    args, test_after_fit = split_command([word for word in argv if word != "--debug"])
     try:
         ClassifierCLI(args, test_after_fit=test_after_fit)
-    except UserError as error:
-        return fail(str(error))
-    except MisconfigurationException as error:
+    except (UserError, MisconfigurationException) as error:
+        if debug:
+            raise
+        if isinstance(error, UserError):
+            return fail(" ".join(str(error).split()))
         message = " ".join(str(error).split())
         if "gpu" in message.lower() and not torch.cuda.is_available():
             message = (

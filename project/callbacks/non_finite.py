@@ -4,6 +4,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from project.callbacks.last_checkpoint import LastCheckpoint
 from project.errors import UserError
 
 
@@ -24,7 +25,8 @@ class StopOnNonFiniteLoss(Callback):
     def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor) -> None:
         if not self.enabled or trainer.global_step % self.every_n_steps or torch.isfinite(loss).all():
             return
-        last = getattr(trainer.checkpoint_callback, "last_model_path", "") or "none written yet"
+        last = next((c.best_model_path for c in trainer.checkpoint_callbacks if isinstance(c, LastCheckpoint)), "")
+        last = last or "none written yet"
         raise NonFiniteLossError(
             f"the training loss became {loss.item()} at step {trainer.global_step} (epoch {trainer.current_epoch}); "
             "training stopped before the weights changed. Likely causes: a learning rate too high (lower "

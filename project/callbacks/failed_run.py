@@ -1,0 +1,38 @@
+"""RemoveFailedRun: a run that fails before its first training step leaves nothing behind."""
+
+import shutil
+import time
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+
+
+class RemoveFailedRun(Callback):
+    """On an exception before any training step of this process, removes the files this process wrote into the
+    run folder: the whole folder for a new run, only the new files (config, events) for a resumed one.
+
+    Lightning creates the folder (an event file, config.yaml) before the data is loaded and the optimizer is
+    built, so a mistake found there would otherwise leave a `version_N` that looks like a run. Once a step has
+    been trained, everything stays: the events up to a crash are what one needs to understand it.
+    """
+
+    def __init__(self) -> None:
+        self.started = time.time()  # files modified since were written by this process
+        self.trained = False
+
+    def on_train_batch_end(self, *args, **kwargs) -> None:
+        self.trained = True
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if self.trained or trainer.logger is None or not trainer.is_global_zero:
+            return
+        # logger.log_dir, not trainer.log_dir: the latter waits for every process, and this runs on rank 0 only.
+        folder = Path(trainer.logger.log_dir)
+        files = [path for path in folder.rglob("*") if path.is_file()]
+        written = [path for path in files if path.stat().st_mtime >= self.started]
+        trainer.logger.finalize("failed")  # close the event file before it goes
+        if len(written) == len(files):
+            shutil.rmtree(folder, ignore_errors=True)
+        for path in written:
+            path.unlink(missing_ok=True)

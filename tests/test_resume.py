@@ -1,0 +1,192 @@
+"""Resume after a crash: `--ckpt_path last` continues the same run, bitwise, and checkpoints are never torn."""
+
+import io
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from project.callbacks.random_state import RandomState
+from project.checkpoint_io import AtomicCheckpointIO
+from tests.conftest import REPO, results, run_cli, run_folder
+from tests.idx_files import write_dataset
+
+# Three short epochs of the default CNN recipe (OneCycle, dropout, shuffling): everything a resume must restore.
+THREE_EPOCHS = (
+    "--max_epochs 3 --data.batch_size 32 --data.val_size 200 --limit_test_batches 2 --log_every_n_steps 1 "
+    "--enable_progress_bar false --enable_model_summary false --seed_everything 7"
+).split()
+
+
+def start(*args: str, env: dict | None = None, script: str | None = None) -> subprocess.Popen:
+    """train.py (or a script standing in for it) in the background."""
+    command = [sys.executable, "-c", script, *args] if script else [sys.executable, str(REPO / "train.py"), *args]
+    env = {**os.environ, **(env or {})}
+    return subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def wait_for(path_found, process: subprocess.Popen, timeout: float = 120) -> Path:
+    """Poll until path_found() returns a path; fail if the process ends first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if found := path_found():
+            return found
+        assert process.poll() is None, f"the run ended (exit {process.returncode}) first: {process.stderr.read()}"
+        time.sleep(0.02)
+    raise AssertionError("timed out")
+
+
+def scalars_by_step(folder: Path, tag: str) -> dict[int, float]:
+    """Every value of `tag` by step over the run's event files, later files winning (a resumed run re-logs
+    the steps its killed predecessor had logged past the checkpoint)."""
+    values: dict[int, float] = {}
+    for events in sorted(folder.glob("events.out.tfevents.*"), key=lambda p: p.stat().st_mtime):
+        accumulator = EventAccumulator(str(events), size_guidance={"scalars": 0})
+        accumulator.Reload()
+        if tag in accumulator.Tags()["scalars"]:
+            values.update({event.step: event.value for event in accumulator.Scalars(tag)})
+    return values
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
+    data = write_dataset(tmp_path / "data" / "MNIST" / "raw", train=2200).parents[1]
+    common = ["--data.data_dir", str(data), *THREE_EPOCHS]
+
+    whole = run_cli(*common, "--default_root_dir", str(tmp_path / "whole"))
+    assert whole.returncode == 0, whole.stderr
+
+    killed_root = tmp_path / "killed"
+    process = start(*common, "--default_root_dir", str(killed_root))
+    last = wait_for(lambda: next(killed_root.rglob("last.ckpt"), None), process)  # the first epoch's checkpoint
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert torch.load(last, weights_only=True)["epoch"] < 2, "killed too late to test a resume"
+
+    resumed = run_cli(*common, "--default_root_dir", str(killed_root), "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr
+
+    folder = run_folder(killed_root)  # one run folder: the resume continued in it
+    assert folder == last.parents[1]
+    weights = torch.load(folder / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    reference = torch.load(run_folder(tmp_path / "whole") / "checkpoints" / "last.ckpt", weights_only=True)
+    assert weights.keys() == reference["state_dict"].keys()
+    assert all(torch.equal(weights[k], reference["state_dict"][k]) for k in weights), "weights differ"
+    ours, theirs = results(killed_root)["metrics"], results(tmp_path / "whole")["metrics"]
+    assert ours["test/acc"] == theirs["test/acc"] and ours["test/loss"] == theirs["test/loss"]
+    assert results(killed_root)["global_step"] == results(tmp_path / "whole")["global_step"]
+    # The same TensorBoard run: the steps continue where the checkpoint left off, with the same values.
+    continued = scalars_by_step(folder, "train/loss")
+    assert continued == scalars_by_step(run_folder(tmp_path / "whole"), "train/loss")
+    assert len(list(folder.glob("events.out.tfevents.*"))) >= 2  # written by both processes
+
+
+# Stands in for train.py: the second write of last.ckpt stops half-way, as if the process died mid-save.
+TORN_SAVE = """
+import io, os, sys, time
+import torch
+real_save, writes = torch.save, []
+def save(obj, file, *args, **kwargs):
+    if str(getattr(file, "name", "")).endswith("last.ckpt.partial"):
+        writes.append(1)
+        if len(writes) == 2:
+            buffer = io.BytesIO()
+            real_save(obj, buffer)
+            file.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+            file.flush()
+            open(os.environ["MARKER"], "w").close()
+            time.sleep(600)
+    return real_save(obj, file, *args, **kwargs)
+torch.save = save
+from project.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_kill_during_a_save_leaves_the_previous_last_ckpt(mnist_dir, tmp_path):
+    marker = tmp_path / "saving"
+    args = ["--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path / "logs"), *THREE_EPOCHS]
+    args += ["--limit_train_batches", "3", "--limit_val_batches", "1", "--max_epochs", "2"]
+    process = start(*args, script=TORN_SAVE, env={"MARKER": str(marker)})
+    wait_for(lambda: marker.exists() and marker, process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+    checkpoints = next((tmp_path / "logs").rglob("checkpoints"))
+    partial = checkpoints / "last.ckpt.partial"
+    assert partial.exists(), "the kill did not land in the middle of writing last.ckpt"
+    with pytest.raises(RuntimeError, match="zip archive"):  # the torn bytes really are unreadable ...
+        torch.load(partial, weights_only=True)
+    last = torch.load(checkpoints / "last.ckpt", weights_only=True)  # ... and last.ckpt is the epoch before
+    assert (last["epoch"], last["global_step"]) == (0, 3)
+
+    resumed = run_cli(*args, "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr
+    assert results(tmp_path / "logs")["global_step"] == 6
+    assert not partial.exists()  # replaced by the resumed run's own complete write
+
+    # A OneCycle schedule is planned for the run's length: resuming into a longer run is refused, and the
+    # refused attempt adds nothing to the run folder.
+    files = sorted(p for p in (tmp_path / "logs").rglob("*"))
+    longer = run_cli(*args, "--max_epochs", "3", "--ckpt_path", "last")
+    assert longer.returncode == 2
+    assert longer.stderr.splitlines()[-1].startswith("error: the checkpoint's learning-rate schedule was planned for 6")
+    assert sorted(p for p in (tmp_path / "logs").rglob("*")) == files
+
+
+def test_atomic_writer_keeps_the_old_file_when_a_write_fails(tmp_path, monkeypatch):
+    target = tmp_path / "last.ckpt"
+    writer = AtomicCheckpointIO()
+    writer.save_checkpoint({"state_dict": {"w": torch.ones(3)}}, target)
+
+    def fail_half_way(obj, file, *args, **kwargs):
+        file.write(b"\x80\x02half a pickle")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", fail_half_way)
+    with pytest.raises(OSError, match="disk full"):
+        writer.save_checkpoint({"state_dict": {"w": torch.zeros(3)}}, target)
+    monkeypatch.undo()
+    assert torch.equal(torch.load(target, weights_only=True)["state_dict"]["w"], torch.ones(3))
+
+
+def test_random_state_round_trips_through_a_weights_only_checkpoint():
+    torch.manual_seed(1), np.random.seed(1), random.seed(1)
+    buffer = io.BytesIO()
+    torch.save(RandomState().state_dict(), buffer)
+    expected = (torch.rand(3), np.random.rand(3), random.random())
+
+    torch.manual_seed(2), np.random.seed(2), random.seed(2)  # what a fresh process does
+    buffer.seek(0)
+    RandomState().load_state_dict(torch.load(buffer, weights_only=True))
+    again = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(expected[0], again[0]) and np.array_equal(expected[1], again[1]) and expected[2] == again[2]
+
+
+def test_ckpt_path_last_continues_the_newest_run_in_its_folder(mnist_dir, tmp_path):
+    # A constant schedule, so that the resumed run may be longer than the first (OneCycle may not: tested below).
+    args = ["--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path / "logs"), *THREE_EPOCHS]
+    args += ["--limit_train_batches", "3", "--limit_val_batches", "1", "--model.scheduler", "null"]
+    assert run_cli(*args, "--max_epochs", "1").returncode == 0
+    done = run_cli(*args, "--max_epochs", "2", "--ckpt_path", "last")
+    assert done.returncode == 0, done.stderr
+    folder = run_folder(tmp_path / "logs")
+    assert folder.name == "version_0" and results(tmp_path / "logs")["global_step"] == 6
+    assert sorted(scalars_by_step(folder, "train/loss")) == list(range(6))  # one TensorBoard run, steps 0..5
+
+
+def test_ckpt_path_last_without_a_run_starts_a_new_one(mnist_dir, tmp_path):
+    args = ["--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path / "logs"), *THREE_EPOCHS]
+    args += ["--limit_train_batches", "2", "--limit_val_batches", "1", "--max_epochs", "1"]
+    done = run_cli(*args, "--ckpt_path", "last")
+    assert done.returncode == 0, done.stderr
+    assert "starting a new run" in done.stderr
+    assert run_folder(tmp_path / "logs").name == "version_0"
