@@ -6,7 +6,9 @@
 Every trial is a train.py run (constant learning rate, so that "learning rate" means one number) validated
 each epoch; Optuna's median pruner stops trials whose val/acc falls behind, through its Lightning callback.
 The study lives in SQLite under logs/ by default, so an interrupted search resumes where it stopped: --trials
-is the total the study should reach. At the end the best trial is printed and written as a YAML recipe that
+is the total the study should reach. Several workers may run at once on one study (same --study and
+--storage): each asks the study for new trials until the total is reached, so none is repeated or lost (the
+last trials running when the total is reached still finish: up to one extra per extra worker). Each trial is a run of its own, logs/tune/trial_N/. At the end the best trial is printed and written as a YAML recipe that
 `python train.py --config logs/tune/best.yaml` takes as it is.
 """
 
@@ -18,6 +20,7 @@ import optuna
 import yaml
 from optuna_integration import PyTorchLightningPruningCallback
 
+from project.callbacks.run_summary import write_atomically
 from project.cli import DEFAULT_CONFIG, ClassifierCLI, fail
 from project.errors import UserError
 
@@ -46,9 +49,13 @@ def trial_recipe(trial: optuna.Trial, net: str) -> dict:
 
 def objective(trial: optuna.Trial, train_args: list[str], net: str, folder: Path) -> float:
     recipe = trial_recipe(trial, net)
-    path = folder / f"trial_{trial.number}.yaml"
+    # A folder per trial: workers running at once would otherwise race for the same logs version_N.
+    run_root = folder / f"trial_{trial.number}"
+    run_root.mkdir(parents=True, exist_ok=True)
+    path = run_root / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
-    cli = ClassifierCLI(["--config", str(DEFAULT_CONFIG), *train_args, "--config", str(path)], run=False)
+    args = ["--config", str(DEFAULT_CONFIG), *train_args, "--config", str(path), "--default_root_dir", str(run_root)]
+    cli = ClassifierCLI(args, run=False)
     cli.trainer.callbacks.append(PyTorchLightningPruningCallback(trial, monitor="val/acc"))
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     return float(cli.trainer.callback_metrics["val/acc_best"])
@@ -65,25 +72,28 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.storage.startswith("sqlite:///"):
         Path(args.storage[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-    train_args = ["--default_root_dir", str(args.out), "--enable_progress_bar", "false", *train_args]
+    train_args = ["--enable_progress_bar", "false", *train_args]
+    storage = args.storage
+    if storage.startswith("sqlite:"):
+        # Workers sharing one SQLite file wait for each other's writes instead of failing after 5 s.
+        storage = optuna.storages.RDBStorage(storage, engine_kwargs={"connect_args": {"timeout": 60}})
     study = optuna.create_study(
-        study_name=args.study, storage=args.storage, direction="maximize", load_if_exists=True,
+        study_name=args.study, storage=storage, direction="maximize", load_if_exists=True,
         pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
     )  # fmt: skip
-    done = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    # Counted in the shared study after every trial, so that all workers together stop at --trials. Only
+    # finished trials count: one left "running" by a killed worker is made up for.
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    enough = optuna.study.MaxTrialsCallback(args.trials, states=finished)
     try:
-        if len(done) < args.trials:
-            study.optimize(
-                lambda trial: objective(trial, train_args, args.net, args.out),
-                n_trials=args.trials - len(done),
-                catch=(),
-            )
+        if len(study.get_trials(states=finished)) < args.trials:
+            study.optimize(lambda trial: objective(trial, train_args, args.net, args.out), callbacks=[enough], catch=())
     except UserError as error:
         return fail(str(error))
     best = study.best_trial
     recipe = trial_recipe(optuna.trial.FixedTrial(best.params), args.net)
     header = f"# Best trial of study '{args.study}': trial {best.number}, val/acc_best {best.value:.4f}\n"
-    (args.out / "best.yaml").write_text(header + yaml.safe_dump(recipe, sort_keys=False))
+    write_atomically(args.out / "best.yaml", header + yaml.safe_dump(recipe, sort_keys=False))
     print(f"best trial {best.number}: val/acc_best {best.value:.4f} with {best.params}")
     print(f"wrote {args.out / 'best.yaml'}; train with: python train.py --config {args.out / 'best.yaml'}")
     return 0

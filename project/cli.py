@@ -118,7 +118,7 @@ class ClassifierCLI(LightningCLI):
                     "train first, or give a checkpoint's path"
                 )
             config.ckpt_path = str(run / "checkpoints" / "last.ckpt")
-        self.checkpoint = read_checkpoint(Path(config.ckpt_path), weights_only=config.get("weights_only") is not False)
+        self.checkpoint = read_checkpoint(Path(config.ckpt_path))
         if self.config.subcommand == "fit":
             self.resume_folder = run_folder_of(Path(config.ckpt_path))
 

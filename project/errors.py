@@ -74,8 +74,9 @@ def explain_key_error(key: str, detail: str) -> str:
 
 def closest(name: str, candidates: list[str]) -> str:
     """'; did you mean X?' for the most similar candidate, or nothing."""
-    match = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
-    return f"; did you mean {match[0]}?" if match else ""
+    by_lower = {candidate.lower(): candidate for candidate in candidates}  # Adamw -> AdamW, not Adam
+    match = difflib.get_close_matches(name.lower(), list(by_lower), n=1, cutoff=0.6)
+    return f"; did you mean {by_lower[match[0]]}?" if match else ""
 
 
 def class_choices(key: str) -> list[str]:

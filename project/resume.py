@@ -2,6 +2,7 @@
 checkpoint is read once, weights only, with an error a person can act on when it is not one."""
 
 import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -27,22 +28,23 @@ def run_folder_of(ckpt: Path) -> Path | None:
     return None
 
 
-def read_checkpoint(path: Path, weights_only: bool = True) -> dict[str, Any]:
-    """The checkpoint's contents, or a UserError that says what the file is instead."""
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """The checkpoint's contents, loaded weights-only (no code from the file runs), or a UserError that says
+    what the file is instead."""
     if not path.is_file():
         raise UserError(
             f"--ckpt_path {path}: no such file. Checkpoints are in <run folder>/checkpoints/ "
             "(e.g. logs/mnist_cnn/version_0/checkpoints/last.ckpt); `--ckpt_path last` takes the newest run's"
         )
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=weights_only)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        if weights_only and "weights_only" in str(error):
+        if zipfile.is_zipfile(path) and (code := re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))):
             raise UserError(
-                f"--ckpt_path {path} holds Python objects that weights-only loading refuses to run ({reason}). "
-                "Only if you trust where the file comes from, pass --weights_only false"
+                f"--ckpt_path {path} refers to Python code ({code[1]}), which weights-only loading does not run; "
+                "this template loads checkpoints of tensors and plain data only (README: Reliability)"
             ) from error
+        reason = " ".join(str(error).split())[:200] or type(error).__name__
         raise UserError(
             f"--ckpt_path {path} is not a PyTorch checkpoint ({type(error).__name__}: {reason}); "
             "pass a .ckpt file written by train.py"

@@ -41,3 +41,32 @@ def test_three_trials_write_a_usable_recipe_and_the_study_resumes(mnist_dir, tmp
     assert config["model"]["optimizer"]["init_args"]["lr"] == study.best_params["lr"]
     assert config["model"]["scheduler"] is None
     assert "test/acc" in results(tmp_path / "train")["metrics"]
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_study(mnist_dir, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    common = ["--trials", "4", "--storage", storage, "--out", str(tmp_path / "tune"), "--net", "MLP", *FAST_TRAINER,
+              "--data.data_dir", str(mnist_dir)]  # fmt: skip
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "tune.py", *common], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )  # fmt: skip
+        for _ in range(2)
+    ]
+    outputs = [worker.communicate(timeout=600) for worker in workers]
+    assert [worker.returncode for worker in workers] == [0, 0], [err for _, err in outputs]
+
+    trials = optuna.load_study(study_name="mnist", storage=storage).trials
+    # Nothing lost: every trial finished, and each has its own run; nothing repeated: numbers and values differ.
+    # Both workers stop at the total, except that the trial the other is running when it is reached still ends.
+    assert 4 <= len(trials) <= 5
+    assert all(t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for t in trials)
+    assert sorted(t.number for t in trials) == list(range(len(trials)))
+    assert len({tuple(sorted(t.params.items())) for t in trials}) == len(trials)
+    for trial in trials:
+        assert run_folder(tmp_path / "tune" / f"trial_{trial.number}").parent.name == "mnist_mlp"
+    assert (tmp_path / "tune" / "best.yaml").exists()
+    # And the two really ran side by side: some trials overlapped in time.
+    spans = sorted((t.datetime_start, t.datetime_complete) for t in trials)
+    assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:]))

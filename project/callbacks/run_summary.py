@@ -54,8 +54,9 @@ def _hparams(trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]
 
 
 def write_atomically(path: Path, text: str) -> None:
-    """Write then rename, so a reader never sees half a file."""
+    """Write then rename, so a reader never sees half a file (the temporary name is per process, so that two
+    writers of the same file, e.g. two tune.py workers, do not write into each other's)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)

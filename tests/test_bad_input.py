@@ -1,0 +1,181 @@
+"""Every mistake in the README's "Bad input" table: one line saying what is wrong and what to do, exit status 2,
+no traceback, and nothing half-written (no run folder, data folder untouched)."""
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torchvision.datasets import MNIST
+
+from project.classifier import ImageClassifier
+from project.cli import main
+from project.models import MLP
+from tests.conftest import FAST_TRAINER, REPO, run_cli
+from tests.idx_files import write_idx
+
+
+def raw(data: Path) -> Path:
+    return data / "MNIST" / "raw"
+
+
+def replace_bytes(path: Path, change) -> None:
+    path.write_bytes(change(path.read_bytes()))
+
+
+def mlp_checkpoint(tmp: Path) -> Path:
+    """A checkpoint of a 784-512-10 MLP without hyper-parameters (as a fork's or an older run's may be), so
+    that nothing tells the CLI to build an MLP instead of the default CNN."""
+    path = tmp / "mlp.ckpt"
+    torch.save({"state_dict": ImageClassifier(net=MLP()).state_dict(), "pytorch-lightning_version": "2.6.6"}, path)
+    return path
+
+
+# (what the user did, how: f(tmp folder, data folder) -> arguments, the start of what the error line says)
+CASES = [
+    ("unknown model class", lambda t, d: ["--model.net", "LeNet"], "--model.net: no class named 'LeNet'"),
+    ("unknown optimizer", lambda t, d: ["--model.optimizer", "Adamw"], "no class named 'Adamw'; did you mean AdamW?"),
+    (
+        "unknown scheduler",
+        lambda t, d: ["--model.scheduler", "StepLr"],
+        "no class named 'StepLr'; did you mean StepLR?",
+    ),
+    ("zero learning rate", lambda t, d: ["--model.optimizer.lr", "0"], "--model.optimizer.lr must be above 0, got 0"),
+    ("negative learning rate", lambda t, d: ["--model.optimizer.lr", "-0.1"], "--model.optimizer: Invalid learning"),
+    ("batch size 0", lambda t, d: ["--data.batch_size", "0"], "--data.batch_size must be at least 1, got 0"),
+    ("val_size not below the training set", lambda t, d: ["--data.val_size", "600"], "--data.val_size 600 leaves no"),
+    ("unknown data set", lambda t, d: ["--data.dataset", "cifar"], "--data.dataset: 'cifar' is not one of mnist,"),
+    ("data missing, no network", lambda t, d: ["--data.data_dir", str(t / "empty")], "MNIST files not found"),
+    (
+        "IDX file truncated",
+        lambda t, d: replace_bytes(raw(d) / "train-images-idx3-ubyte", lambda b: b[:-100]) or [],
+        "train-images-idx3-ubyte is truncated or corrupt",
+    ),
+    (
+        "wrong magic number",
+        lambda t, d: replace_bytes(raw(d) / "t10k-labels-idx1-ubyte", lambda b: b"PK\x03\x04" + b[4:]) or [],
+        "t10k-labels-idx1-ubyte",
+    ),
+    (
+        "images and labels of different counts",
+        lambda t, d: write_idx(raw(d) / "train-labels-idx1-ubyte", torch.zeros(599, dtype=torch.uint8)) and [],
+        "600 images but",
+    ),
+    (
+        "labels outside 0..9",
+        lambda t, d: write_idx(raw(d) / "t10k-labels-idx1-ubyte", torch.full((200,), 12, dtype=torch.uint8)) and [],
+        "label 12, outside 0..9",
+    ),
+    (
+        "unwritable log folder",
+        lambda t, d: ["--default_root_dir", str(d / "MNIST" / "raw" / "t10k-labels-idx1-ubyte")],
+        "cannot write logs to",
+    ),  # fmt: skip
+    ("more devices than exist", lambda t, d: ["--accelerator", "cpu", "--devices", "1000"], "--devices 1000 asks for"),
+    ("unknown flag", lambda t, d: ["--max_epocs", "3"], "unknown option --max_epocs; did you mean --max_epochs?"),
+    (
+        "misspelled key in a YAML config",
+        lambda t, d: ["--config", str(write(t / "typo.yaml", "trainer:\n  max_epoch: 3\n"))],
+        "unknown key 'trainer.max_epoch' in a config file; did you mean trainer.max_epochs?",
+    ),
+    (
+        "YAML that does not parse",
+        lambda t, d: ["--config", str(write(t / "broken.yaml", "trainer:\n  max_epochs: [3\n"))],
+        "a --config file is not valid YAML at line 3",
+    ),
+    ("config file missing", lambda t, d: ["--config", str(t / "nope.yaml")], "--config: file not found:"),
+    (
+        "unknown option of a net",
+        lambda t, d: ["--model.net", "MLP", "--model.net.hidden_size", "64"],
+        "--model.net: unknown option 'hidden_size'; did you mean hidden_sizes?",
+    ),
+    ("--ckpt_path to a missing file", lambda t, d: ["--ckpt_path", str(t / "no.ckpt")], "--ckpt_path"),
+    (
+        "--ckpt_path to a file that is not a checkpoint",
+        lambda t, d: ["--ckpt_path", str(raw(d) / "t10k-labels-idx1-ubyte")],
+        "--ckpt_path",
+    ),
+    (
+        "--ckpt_path to a checkpoint of another network",
+        lambda t, d: ["test", "--ckpt_path", str(mlp_checkpoint(t))],
+        "the checkpoint was trained with a different network (this model has net.features.0.weight",
+    ),
+    ("test --ckpt_path last with no run", lambda t, d: ["test", "--ckpt_path", "last"], "--ckpt_path last: no run"),
+    ("negative max_epochs", lambda t, d: ["--max_epochs", "-3"], "`max_epochs` must be a non-negative integer or -1"),
+    ("non-finite loss", lambda t, d: ["--model.net", "nan_net.NanAfter"], "the training loss became nan at step 0"),
+]
+if not torch.cuda.is_available():
+    CASES.append(("--accelerator gpu without a GPU", lambda t, d: ["--accelerator", "gpu"], "--accelerator gpu needs"))
+
+NAN_NET = """
+from project.models import MLP
+
+class NanAfter(MLP):
+    '''An MLP whose training output is NaN.'''
+    def __init__(self) -> None:
+        super().__init__(hidden_sizes=[16])
+
+    def forward(self, images):
+        return super().forward(images) * (float("nan") if self.training else 1.0)
+"""
+MESSAGES = {
+    "--ckpt_path to a missing file": "no such file",
+    "--ckpt_path to a file that is not a checkpoint": "is not a PyTorch checkpoint",
+}
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize(("mistake", "arguments", "message"), CASES, ids=[case[0] for case in CASES])
+def test_bad_input_gives_one_line_and_leaves_nothing(mistake, arguments, message, mnist_dir, tmp_path, capsys,
+                                                      monkeypatch):  # fmt: skip
+    monkeypatch.setattr(MNIST, "download", offline)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(write(tmp_path / "nan_net.py", NAN_NET).parent))
+    args = arguments(tmp_path, mnist_dir)
+    subcommand = args[:1] if args[:1] == ["test"] else []
+    data_before = files(mnist_dir)
+    logs = tmp_path / "logs"
+    status = main([*subcommand, "--data.data_dir", str(mnist_dir), "--default_root_dir", str(logs),
+                   *FAST_TRAINER, *args[len(subcommand):]])  # fmt: skip
+
+    assert status == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
+    assert errors == [lines[-1]], lines  # one error line, the last one
+    assert lines[-1].startswith(f"error: {message}") or message in lines[-1], lines[-1]
+    assert MESSAGES.get(mistake, "") in lines[-1]
+    assert not logs.exists() or not any(p.is_file() for p in logs.rglob("*")), sorted(logs.rglob("*"))
+    assert files(mnist_dir) == data_before or mistake in MUTATED
+
+
+MUTATED = {case[0] for case in CASES[9:13]}  # the cases that break the data on purpose
+
+
+def offline(self) -> None:
+    raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\n<urlopen error [Errno -3] no network>")
+
+
+def test_the_readme_table_lists_every_case():
+    readme = (REPO / "README.md").read_text()
+    assert all(f"| {case[0]} |" in readme for case in CASES), [c[0] for c in CASES if f"| {c[0]} |" not in readme]
+
+
+def test_a_real_process_prints_no_traceback_and_debug_shows_it(tmp_path):
+    quiet = run_cli("--max_epocs", "3", "--default_root_dir", str(tmp_path))
+    assert quiet.returncode == 2
+    assert quiet.stderr.strip().splitlines() == ["error: unknown option --max_epocs; did you mean --max_epochs?; "
+                                                 "`python train.py --help` lists them all"]  # fmt: skip
+    loud = run_cli("--max_epocs", "3", "--debug", "--default_root_dir", str(tmp_path))
+    assert loud.returncode != 0 and "Traceback" in loud.stderr and "UserError" in loud.stderr
+    assert not any(tmp_path.iterdir())
+
+
+del sys  # imported for nothing else
