@@ -8,7 +8,8 @@ each epoch; Optuna's median pruner stops trials whose val/acc falls behind, thro
 The study lives in SQLite under logs/ by default, so an interrupted search resumes where it stopped: --trials
 is the total the study should reach. Several workers may run at once on one study (same --study and
 --storage): each asks the study for new trials until the total is reached, so none is repeated or lost (the
-last trials running when the total is reached still finish: up to one extra per extra worker). Each trial is a run of its own, logs/tune/trial_N/. At the end the best trial is printed and written as a YAML recipe that
+trials still running when the total is reached finish: up to one extra per extra worker). Each trial is a run
+of its own, logs/tune/trial_N/. At the end the best trial is printed and written as a YAML recipe that
 `python train.py --config logs/tune/best.yaml` takes as it is.
 """
 

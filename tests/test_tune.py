@@ -69,4 +69,4 @@ def test_two_workers_share_one_study(mnist_dir, tmp_path):
     assert (tmp_path / "tune" / "best.yaml").exists()
     # And the two really ran side by side: some trials overlapped in time.
     spans = sorted((t.datetime_start, t.datetime_complete) for t in trials)
-    assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:]))
+    assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:], strict=False))
