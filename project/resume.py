@@ -44,10 +44,11 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
                 f"--ckpt_path {path} refers to Python code ({code[1]}), which weights-only loading does not run; "
                 "this template loads checkpoints of tensors and plain data only (README: Reliability)"
             ) from error
-        reason = " ".join(str(error).split())[:200] or type(error).__name__
+        reason = f"{type(error).__name__}: {' '.join(str(error).split())[:120]}"
+        if not zipfile.is_zipfile(path):
+            reason = "it is not the zip archive that torch.save writes"
         raise UserError(
-            f"--ckpt_path {path} is not a PyTorch checkpoint ({type(error).__name__}: {reason}); "
-            "pass a .ckpt file written by train.py"
+            f"--ckpt_path {path} is not a PyTorch checkpoint ({reason}); pass a .ckpt file written by train.py"
         ) from error
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise UserError(

@@ -1,12 +1,15 @@
 import gzip
+from functools import partial
 from pathlib import Path
 
 import pytest
 import torch
+from torch.utils.data import DistributedSampler
 from torchvision.datasets import MNIST
 
 from project.data import DATASETS, MNISTDataModule
 from project.data.idx import read_idx
+from project.data.loaders import index_batches, per_sample_batches
 from project.errors import UserError
 from tests.idx_files import idx_bytes, synthetic_split, write_dataset, write_idx
 
@@ -213,3 +216,18 @@ def test_on_device_batches_split_between_processes(mnist_dir):
 def test_on_device_needs_the_tensor_pipeline():
     with pytest.raises(UserError, match="on_device true needs --data.pipeline tensor"):
         MNISTDataModule(on_device=True, pipeline="torchvision")
+
+
+@pytest.mark.parametrize("pipeline", ["tensor", "torchvision"])
+def test_evaluation_shards_cover_every_image_once(mnist_dir, pipeline):
+    """Under DDP each process takes every W-th batch (or image) of the test set, with no repeats or padding."""
+    dm = setup_module_for(mnist_dir, pipeline=pipeline)
+    dm.setup("test")
+    seen = []
+    for rank in range(3):
+        loader = (index_batches if pipeline == "tensor" else partial(per_sample_batches, mean=0.0, std=1.0))(
+            dm.test_set, batch_size=32, shuffle=False, num_workers=0, rank=rank, world_size=3
+        )
+        assert isinstance(loader.sampler, DistributedSampler)  # so that Lightning does not replace it
+        seen += [label for _, labels in loader for label in labels.tolist()]
+    assert sorted(seen) == sorted(dm.test_set.tensors[1].tolist())

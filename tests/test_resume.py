@@ -111,6 +111,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow
 def test_kill_during_a_save_leaves_the_previous_last_ckpt(mnist_dir, tmp_path):
     marker = tmp_path / "saving"
     args = ["--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path / "logs"), *THREE_EPOCHS]
@@ -171,6 +172,7 @@ def test_random_state_round_trips_through_a_weights_only_checkpoint():
     assert torch.equal(expected[0], again[0]) and np.array_equal(expected[1], again[1]) and expected[2] == again[2]
 
 
+@pytest.mark.slow
 def test_ckpt_path_last_continues_the_newest_run_in_its_folder(mnist_dir, tmp_path):
     # A constant schedule, so that the resumed run may be longer than the first (OneCycle may not: tested below).
     args = ["--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path / "logs"), *THREE_EPOCHS]

@@ -4,18 +4,54 @@ import math
 
 import torch
 from PIL import Image
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler, TensorDataset
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    DistributedSampler,
+    RandomSampler,
+    SequentialSampler,
+    TensorDataset,
+)
 from torchvision import transforms
 
 
+class Shard(DistributedSampler):
+    """One process's share of an evaluation set under DDP: items rank, rank + W, rank + 2W, ... with no padding,
+    so that over all processes every image is scored exactly once.
+
+    Lightning gives an evaluation loader a sampler of its own under DDP, which repeats items (here: whole
+    batches) until every process has as many; it leaves a DistributedSampler alone. The processes may then
+    run different numbers of batches, which evaluation allows: metrics are summed over processes at the end.
+    """
+
+    def __init__(self, items: list, rank: int, world_size: int) -> None:
+        # No super().__init__(): it would pad, and it needs the process group, which may not exist yet.
+        self.items, self.epoch = items[rank::world_size], 0
+
+    def __iter__(self):
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
 def index_batches(
-    dataset: TensorDataset, batch_size: int, shuffle: bool, num_workers: int, pin_memory: bool = False
+    dataset: TensorDataset,
+    batch_size: int,
+    shuffle: bool,
+    num_workers: int,
+    pin_memory: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> DataLoader:
     """The default: a DataLoader whose every item is a whole batch, sliced from the uint8 tensors at once."""
     order = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
     # The sampler yields a list of indices per batch and batch_size=None turns off collation, so the
     # dataset is indexed once per batch (one tensor slice), never once per image.
     batches = BatchSampler(order, batch_size, drop_last=False)
+    if world_size > 1 and not shuffle:
+        batches = Shard(list(batches), rank, world_size)
     return DataLoader(
         dataset,
         sampler=batches,
@@ -43,14 +79,23 @@ class PerSampleImages(Dataset):
 
 
 def per_sample_batches(
-    dataset: TensorDataset, mean: float, std: float, batch_size: int, shuffle: bool, num_workers: int
+    dataset: TensorDataset,
+    mean: float,
+    std: float,
+    batch_size: int,
+    shuffle: bool,
+    num_workers: int,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> DataLoader:
     """The classic DataLoader over per-sample transforms, for comparison and for transforms of your own."""
     images, labels = dataset.tensors
+    shard = Shard(list(range(len(images))), rank, world_size) if world_size > 1 and not shuffle else None
     return DataLoader(
         PerSampleImages(images, labels, mean, std),
         batch_size=batch_size,
         shuffle=shuffle,
+        sampler=shard,
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
     )

@@ -173,15 +173,16 @@ class MNISTDataModule(L.LightningDataModule):
 
     def _loader(self, dataset: TensorDataset, shuffle: bool) -> Iterable:
         batch_size, workers = self.hparams.batch_size, self.hparams.num_workers
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         if self.hparams.on_device:
             device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
             on_device = TensorDataset(*(t.to(device) for t in dataset.tensors))
-            rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
             return DeviceBatches(on_device, batch_size, shuffle, rank, world)
         if self.hparams.pipeline == "torchvision":
-            return per_sample_batches(dataset, self.info.mean, self.info.std, batch_size, shuffle, workers)
+            info = self.info
+            return per_sample_batches(dataset, info.mean, info.std, batch_size, shuffle, workers, rank, world)
         to_gpu = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
-        return index_batches(dataset, batch_size, shuffle, workers, pin_memory=to_gpu)
+        return index_batches(dataset, batch_size, shuffle, workers, to_gpu, rank, world)
 
     def train_dataloader(self) -> Iterable:
         return self._loader(self.train_set, shuffle=True)
