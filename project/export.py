@@ -20,13 +20,12 @@ from project.classifier import ImageClassifier
 from project.cli import fail
 from project.data import DATASETS
 from project.errors import UserError
+from project.resume import read_checkpoint
 
 
 def export(ckpt_path: Path, out: Path, batch: int = 16) -> dict[str, float]:
     """Write the exports and return the largest absolute difference of each from the PyTorch net."""
-    if not ckpt_path.is_file():
-        raise UserError(f"checkpoint {ckpt_path} not found; give the path of a .ckpt file")
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    checkpoint = read_checkpoint(ckpt_path, option="checkpoint")
     model = ImageClassifier.load_from_checkpoint(ckpt_path, map_location="cpu").eval()
     net = model.net
     images = torch.randn(batch, 1, 28, 28, generator=torch.Generator().manual_seed(0))

@@ -28,31 +28,32 @@ def run_folder_of(ckpt: Path) -> Path | None:
     return None
 
 
-def read_checkpoint(path: Path) -> dict[str, Any]:
+def read_checkpoint(path: Path, option: str = "--ckpt_path") -> dict[str, Any]:
     """The checkpoint's contents, loaded weights-only (no code from the file runs), or a UserError that says
-    what the file is instead."""
+    what the file is instead; `option` is how the user gave the path."""
     if not path.is_file():
+        hint = "; `--ckpt_path last` takes the newest run's" if option == "--ckpt_path" else ""
         raise UserError(
-            f"--ckpt_path {path}: no such file. Checkpoints are in <run folder>/checkpoints/ "
-            "(e.g. logs/mnist_cnn/version_0/checkpoints/last.ckpt); `--ckpt_path last` takes the newest run's"
+            f"{option} {path}: no such file. Checkpoints are in <run folder>/checkpoints/ "
+            f"(e.g. logs/mnist_cnn/version_0/checkpoints/last.ckpt){hint}"
         )
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         if zipfile.is_zipfile(path) and (code := re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))):
             raise UserError(
-                f"--ckpt_path {path} refers to Python code ({code[1]}), which weights-only loading does not run; "
+                f"{option} {path} refers to Python code ({code[1]}), which weights-only loading does not run; "
                 "this template loads checkpoints of tensors and plain data only (README: Reliability)"
             ) from error
         reason = f"{type(error).__name__}: {' '.join(str(error).split())[:120]}"
         if not zipfile.is_zipfile(path):
             reason = "it is not the zip archive that torch.save writes"
         raise UserError(
-            f"--ckpt_path {path} is not a PyTorch checkpoint ({reason}); pass a .ckpt file written by train.py"
+            f"{option} {path} is not a PyTorch checkpoint ({reason}); pass a .ckpt file written by train.py"
         ) from error
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise UserError(
-            f"--ckpt_path {path} is a PyTorch file but not a Lightning checkpoint (it has no state_dict); "
+            f"{option} {path} is a PyTorch file but not a Lightning checkpoint (it has no state_dict); "
             "pass a .ckpt file written by train.py"
         )
     return checkpoint

@@ -42,5 +42,8 @@ def test_export_missing_checkpoint_is_one_clear_line(tmp_path):
     done = subprocess.run([sys.executable, "-m", "project.export", str(tmp_path / "none.ckpt")],
                           cwd=REPO, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == 2
-    assert done.stderr.strip() == f"error: checkpoint {tmp_path / 'none.ckpt'} not found; give the path of a .ckpt file"
+    assert done.stderr.strip() == (
+        f"error: checkpoint {tmp_path / 'none.ckpt'}: no such file. Checkpoints are in <run folder>/checkpoints/ "
+        "(e.g. logs/mnist_cnn/version_0/checkpoints/last.ckpt)"
+    )
     assert not (tmp_path / "export").exists()

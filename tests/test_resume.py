@@ -3,6 +3,7 @@
 import io
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from project.callbacks.random_state import RandomState
 from project.checkpoint_io import AtomicCheckpointIO
+from project.cli import main
 from tests.conftest import REPO, results, run_cli, run_folder
 from tests.idx_files import write_dataset
 
@@ -192,3 +194,29 @@ def test_ckpt_path_last_without_a_run_starts_a_new_one(mnist_dir, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "starting a new run" in done.stderr
     assert run_folder(tmp_path / "logs").name == "version_0"
+
+
+def test_step_checkpoints_add_saves_of_last_ckpt_every_n_steps(mnist_dir, tmp_path, monkeypatch):
+    saved = []
+    original = AtomicCheckpointIO.save_checkpoint
+
+    def record(self, checkpoint, path, storage_options=None):
+        original(self, checkpoint, path, storage_options)
+        saved.append((Path(path).name, checkpoint["global_step"]))
+        if saved[-1] == ("last.ckpt", 4):  # keep a mid-epoch one (epochs are 5 steps)
+            shutil.copy(path, Path(path).with_name("mid.ckpt"))
+
+    monkeypatch.setattr(AtomicCheckpointIO, "save_checkpoint", record)
+    args = ["fit", "--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path / "logs"), *THREE_EPOCHS]
+    args += ["--limit_train_batches", "5", "--limit_val_batches", "1", "--max_epochs", "2"]
+    assert main([*args, "--step_checkpoint.every_n_steps", "2"]) == 0
+    # Steps 2 and 4, the end of epoch 0 (step 5), steps 6, 8 and 10, the end of epoch 1 (step 10 again, after
+    # validation: the two callbacks do not know of each other).
+    assert [step for name, step in saved if name == "last.ckpt"] == [2, 4, 5, 6, 8, 10, 10]
+    assert all(name == "last.ckpt" or name.startswith("epoch=") for name, _ in saved)
+
+    # A mid-epoch checkpoint resumes at its step, in its run folder, and the run ends where it was planned to.
+    saved.clear()
+    assert main([*args, "--ckpt_path", str(run_folder(tmp_path / "logs") / "checkpoints" / "mid.ckpt")]) == 0
+    assert [step for name, step in saved if name == "last.ckpt"] == [5, 10]
+    assert results(tmp_path / "logs")["global_step"] == 10
