@@ -81,3 +81,15 @@ def read_events(folder: Path, other: dict | None = None) -> tuple[dict[str, list
         if content:
             experiment = HParamsPluginData.FromString(content).experiment
     return scalars, experiment
+
+
+def scalars_by_step(folder: Path, tag: str) -> dict[int, float]:
+    """Every value of `tag` by step over the run's event files, later files winning (a resumed run re-logs
+    the steps its killed predecessor had logged past the checkpoint)."""
+    values: dict[int, float] = {}
+    for events in sorted(folder.glob("events.out.tfevents.*"), key=lambda p: p.stat().st_mtime):
+        accumulator = EventAccumulator(str(events), size_guidance={"scalars": 0})
+        accumulator.Reload()
+        if tag in accumulator.Tags()["scalars"]:
+            values.update({event.step: event.value for event in accumulator.Scalars(tag)})
+    return values

@@ -6,7 +6,7 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import FAST_TRAINER, read_events, results, run_cli, run_folder
+from tests.conftest import FAST_TRAINER, read_events, results, run_cli, run_folder, scalars_by_step
 
 
 def test_fit_then_test_leaves_a_complete_run_folder(trained):
@@ -214,3 +214,13 @@ def test_fast_recipe_runs_on_the_cpu(mnist_dir, tmp_path):
     assert config["data"]["init_args"]["on_device"] is True and config["model"]["channels_last"] is True
     assert config["model"]["scheduler"]["init_args"]["max_lr"] == 0.01
     assert "test/acc" in results(tmp_path)["metrics"]
+
+
+def test_train_loss_is_logged_on_the_steps_the_logger_writes(mnist_dir, tmp_path):
+    """training_step calls self.log only every log_every_n_steps steps (each call costs ~1 ms on a CPU):
+    TensorBoard gets the same points Lightning writes when it is called on every step."""
+    done = run_cli("--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path), *FAST_TRAINER,
+                   "--limit_train_batches", "7", "--log_every_n_steps", "3", "--max_epochs", "2")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert sorted(scalars_by_step(run_folder(tmp_path), "train/loss")) == [2, 5, 8, 11]
+    assert sorted(scalars_by_step(run_folder(tmp_path), "lr-Adam")) == [2, 5, 8, 11]  # Lightning's own cadence

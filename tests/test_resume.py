@@ -13,12 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from project.callbacks.random_state import RandomState
 from project.checkpoint_io import AtomicCheckpointIO
 from project.cli import main
-from tests.conftest import REPO, results, run_cli, run_folder
+from tests.conftest import REPO, results, run_cli, run_folder, scalars_by_step
 from tests.idx_files import write_dataset
 
 # Three short epochs of the default CNN recipe (OneCycle, dropout, shuffling): everything a resume must restore.
@@ -44,18 +43,6 @@ def wait_for(path_found, process: subprocess.Popen, timeout: float = 120) -> Pat
         assert process.poll() is None, f"the run ended (exit {process.returncode}) first: {process.stderr.read()}"
         time.sleep(0.02)
     raise AssertionError("timed out")
-
-
-def scalars_by_step(folder: Path, tag: str) -> dict[int, float]:
-    """Every value of `tag` by step over the run's event files, later files winning (a resumed run re-logs
-    the steps its killed predecessor had logged past the checkpoint)."""
-    values: dict[int, float] = {}
-    for events in sorted(folder.glob("events.out.tfevents.*"), key=lambda p: p.stat().st_mtime):
-        accumulator = EventAccumulator(str(events), size_guidance={"scalars": 0})
-        accumulator.Reload()
-        if tag in accumulator.Tags()["scalars"]:
-            values.update({event.step: event.value for event in accumulator.Scalars(tag)})
-    return values
 
 
 @pytest.mark.slow
