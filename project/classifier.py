@@ -115,7 +115,10 @@ class ImageClassifier(LightningModule):
         to the device each time): as much as a whole MLP step. Values logged on other steps are never written,
         so logging only here draws the same TensorBoard curve at a fraction of the cost.
         """
-        trainer = self.trainer
+        try:
+            trainer = self.trainer
+        except RuntimeError:  # called by hand, outside a Trainer: log as usual
+            return True
         every = trainer.log_every_n_steps
         return bool(trainer.fast_dev_run) or (every > 0 and (self.global_step + 1) % every == 0)
 

@@ -4,15 +4,7 @@ import math
 
 import torch
 from PIL import Image
-from torch.utils.data import (
-    BatchSampler,
-    DataLoader,
-    Dataset,
-    DistributedSampler,
-    RandomSampler,
-    SequentialSampler,
-    TensorDataset,
-)
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, TensorDataset
 from torchvision import transforms
 
 
@@ -36,6 +28,27 @@ class Shard(DistributedSampler):
         return len(self.items)
 
 
+class IndexBatches(Sampler):
+    """The indices of each batch as one tensor, in a new random order every epoch when shuffling.
+
+    A tensor of indices slices the uint8 images in one step; torch's BatchSampler yields Python lists, which
+    the indexing converts element by element (about 0.25 ms per batch of 128 on the 2-core CPU, a tenth of
+    an MLP step). The order comes from the global random generator, which checkpoints save and restore.
+    """
+
+    def __init__(self, count: int, batch_size: int, shuffle: bool) -> None:
+        self.count, self.batch_size, self.shuffle = count, batch_size, shuffle
+
+    def __iter__(self):
+        # A generator: the order is drawn at the first batch, not when a DataLoader merely calls iter() (which
+        # it does twice with worker processes: with and without workers the same random numbers are used).
+        order = torch.randperm(self.count) if self.shuffle else torch.arange(self.count)
+        yield from order.split(self.batch_size)
+
+    def __len__(self) -> int:
+        return math.ceil(self.count / self.batch_size)
+
+
 def index_batches(
     dataset: TensorDataset,
     batch_size: int,
@@ -46,10 +59,9 @@ def index_batches(
     world_size: int = 1,
 ) -> DataLoader:
     """The default: a DataLoader whose every item is a whole batch, sliced from the uint8 tensors at once."""
-    order = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
-    # The sampler yields a list of indices per batch and batch_size=None turns off collation, so the
+    # The sampler yields the indices of a whole batch and batch_size=None turns off collation, so the
     # dataset is indexed once per batch (one tensor slice), never once per image.
-    batches = BatchSampler(order, batch_size, drop_last=False)
+    batches = IndexBatches(len(dataset), batch_size, shuffle)
     if world_size > 1 and not shuffle:
         batches = Shard(list(batches), rank, world_size)
     return DataLoader(
