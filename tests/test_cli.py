@@ -175,15 +175,19 @@ def test_model_net_by_name(mnist_dir, tmp_path):
     assert net["class_path"] == "project.models.MLP" and net["init_args"]["hidden_sizes"] == [32]
 
 
-def test_same_seed_same_metrics(trained, tmp_path):
-    """The shared run used the default seed (Lightning's seed_everything picks 0); --seed_everything 0 repeats it."""
+def test_same_seed_same_metrics_and_weights(trained, tmp_path):
+    """The shared run used the default seed (Lightning's seed_everything picks 0); --seed_everything 0 repeats
+    it exactly, also with two data-loader worker processes."""
     root, _ = trained
     done = run_cli("--data.data_dir", str(root / "data"), "--default_root_dir", str(tmp_path), *FAST_TRAINER,
-                   "--seed_everything", "0")  # fmt: skip
+                   "--seed_everything", "0", "--data.num_workers", "2")  # fmt: skip
     assert done.returncode == 0, done.stderr
     first, again = results(root / "logs")["metrics"], results(tmp_path)["metrics"]
     assert first == again
     assert set(first) >= {"train/loss", "val/acc", "test/acc"}
+    weights = [torch.load(run_folder(r) / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+               for r in (root / "logs", tmp_path)]  # fmt: skip
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
 @pytest.mark.slow
