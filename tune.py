@@ -14,10 +14,13 @@ of its own, logs/tune/trial_N/. At the end the best trial is printed and written
 """
 
 import argparse
+import random
 import sys
+import time
 from pathlib import Path
 
 import optuna
+import sqlalchemy
 import yaml
 from optuna_integration import PyTorchLightningPruningCallback
 
@@ -62,6 +65,25 @@ def objective(trial: optuna.Trial, train_args: list[str], net: str, folder: Path
     return float(cli.trainer.callback_metrics["val/acc_best"])
 
 
+def open_study(name: str, url: str, attempts: int = 5) -> optuna.Study:
+    """Create the study, or join it if another worker has. Workers starting at the same moment race to create
+    the database's tables: the loser's insert fails (IntegrityError), and a second try finds them made."""
+    for attempt in range(attempts):
+        try:
+            storage = url
+            if url.startswith("sqlite:"):
+                # Workers sharing one SQLite file wait for each other's writes instead of failing after 5 s.
+                storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+            return optuna.create_study(
+                study_name=name, storage=storage, direction="maximize", load_if_exists=True,
+                pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
+            )  # fmt: skip
+        except sqlalchemy.exc.SQLAlchemyError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 + random.random())  # apart, so that the next tries do not collide again
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=20, help="total number of trials the study should reach")
@@ -74,14 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.storage.startswith("sqlite:///"):
         Path(args.storage[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     train_args = ["--enable_progress_bar", "false", *train_args]
-    storage = args.storage
-    if storage.startswith("sqlite:"):
-        # Workers sharing one SQLite file wait for each other's writes instead of failing after 5 s.
-        storage = optuna.storages.RDBStorage(storage, engine_kwargs={"connect_args": {"timeout": 60}})
-    study = optuna.create_study(
-        study_name=args.study, storage=storage, direction="maximize", load_if_exists=True,
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
-    )  # fmt: skip
+    study = open_study(args.study, args.storage)
     # Counted in the shared study after every trial, so that all workers together stop at --trials. Only
     # finished trials count: one left "running" by a killed worker is made up for.
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
