@@ -1,7 +1,6 @@
 """Every mistake in the README's "Bad input" table: one line saying what is wrong and what to do, exit status 2,
 no traceback, and nothing half-written (no run folder, data folder untouched)."""
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -176,6 +175,3 @@ def test_a_real_process_prints_no_traceback_and_debug_shows_it(tmp_path):
     loud = run_cli("--max_epocs", "3", "--debug", "--default_root_dir", str(tmp_path))
     assert loud.returncode != 0 and "Traceback" in loud.stderr and "UserError" in loud.stderr
     assert not any(tmp_path.iterdir())
-
-
-del sys  # imported for nothing else
