@@ -98,14 +98,16 @@ class ImageClassifier(LightningModule):
         images, labels = batch
         logits = self(images)
         loss = self.criterion(logits, labels)
+        penalty = None
         if self.hparams.l1 > 0:
             penalty = self.hparams.l1 * sum(p.abs().sum() for p in self.net.parameters())
-            self.log("train/l1", penalty)
             loss = loss + penalty
         # update(), not forward(): forward would also compute the accuracy of this batch alone, every step.
         self.train_acc.update(logits, labels)
         if self.logger_writes_this_step():
             self.log("train/loss", loss, prog_bar=True)
+            if penalty is not None:
+                self.log("train/l1", penalty)
         return loss
 
     def logger_writes_this_step(self) -> bool:

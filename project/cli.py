@@ -133,9 +133,9 @@ class ClassifierCLI(LightningCLI):
         if self.subcommand:
             check_writable(Path(config.trainer.default_root_dir))
             check_devices(config.trainer.accelerator, config.trainer.devices)
-        if self.subcommand and config.get("weights_only") is None:
-            # Checkpoints hold tensors and plain data only: load them without running code from the file.
-            config.weights_only = True
+            if config.get("weights_only") is None:
+                # Checkpoints hold tensors and plain data only: load them without running code from the file.
+                config.weights_only = True
         if config.trainer.logger is None or config.trainer.logger is True:
             # TensorBoard under default_root_dir/<data set>_<model>/version_N, without the -1 "hp_metric"
             # placeholder (RunSummary logs real metrics against the hyper-parameters).
@@ -252,10 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     except (UserError, MisconfigurationException) as error:
         if debug:
             raise
-        if isinstance(error, UserError):
-            return fail(" ".join(str(error).split()))
-        message = " ".join(str(error).split())
-        if "gpu" in message.lower() and not torch.cuda.is_available():
+        message = " ".join(str(error).split())  # one line, whatever the message's own layout
+        no_gpu = "gpu" in message.lower() and not torch.cuda.is_available()
+        if isinstance(error, MisconfigurationException) and no_gpu:
             message = (
                 "--accelerator gpu needs a GPU, but PyTorch sees none on this machine "
                 f"(torch.cuda.is_available() is False; Lightning said: {message}). "
