@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 from lightning import LightningDataModule, Trainer
+from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -16,6 +17,7 @@ from project.callbacks import PredictionTable, RunSummary
 from project.callbacks.failed_run import RemoveFailedRun
 from project.callbacks.last_checkpoint import LastCheckpoint, StepCheckpoint
 from project.callbacks.non_finite import StopOnNonFiniteLoss
+from project.callbacks.preemption import Preemption
 from project.callbacks.pictures import GradientNorm, InputGrid, ModelGraph, TestPictures, WeightHistograms
 from project.callbacks.random_state import RandomState
 from project.checkpoint_io import AtomicCheckpointIO
@@ -61,6 +63,8 @@ class ClassifierCLI(LightningCLI):
         callbacks = [RunSummary(), PredictionTable(), LearningRateMonitor("step")]
         # last.ckpt after every epoch, with the random state, for `--ckpt_path last`; no debris from failed runs.
         callbacks += [LastCheckpoint(), RandomState(), RemoveFailedRun()]
+        # A SIGUSR1 (SLURM, before the time limit) or SIGTERM saves last.ckpt at the next step, and exits.
+        callbacks.append(Preemption())
         super().__init__(
             ImageClassifier,
             LightningDataModule,
@@ -169,6 +173,9 @@ class ClassifierCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs) -> Trainer:
         if not self._get(self.config_init, "trainer", default={}).get("plugins"):
             kwargs["plugins"] = [AtomicCheckpointIO()]  # checkpoints are written whole or not at all
+            if SLURMEnvironment.detect():
+                # Preemption saves into the run folder and requeues; Lightning's handler would save elsewhere.
+                kwargs["plugins"].append(SLURMEnvironment(auto_requeue=False))
         trainer = super().instantiate_trainer(**kwargs)
         if not trainer.loggers:  # `--logger false`: no learning rates to log, and the monitor would refuse to run
             trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, LearningRateMonitor)]

@@ -1,0 +1,100 @@
+"""Preemption: a job told to stop saves its newest state in its run folder and ends as a success.
+
+Clusters stop jobs with a signal: SLURM's `#SBATCH --signal=USR1@90` sends SIGUSR1 90 s before the time limit,
+and a requeue or cancel sends SIGTERM (then SIGKILL after the cluster's KillWait, 30 s by default). The signal
+handler only notes it; the next safe point acts on it, so a signal that falls during validation or while a
+checkpoint is being written waits for that to finish:
+
+- after an optimizer step (not the epoch's last): the state after that step (its train/loss point, if it was
+  to be logged, is not: Lightning writes it after this hook);
+- at the end of an epoch, after validation and the epoch's own checkpoints: the epoch-end state, exactly
+  what a run that was never stopped has at that point.
+
+There `last.ckpt` of the run folder is written (atomically, like every checkpoint here), `--ckpt_path last`
+of the restarted job takes it, and no finished step is trained again. On SIGUSR1 inside a SLURM job the job
+is requeued (`scontrol requeue`); SIGTERM came from whoever stops the job, who decides whether it comes back.
+The process then exits with status 0: nothing failed. Lightning's own SLURM handler (which saves
+`hpc_ckpt_N.ckpt` into --default_root_dir, outside the run) is switched off by the CLI.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import Checkpoint
+
+from project.callbacks.last_checkpoint import LAST, LastCheckpoint
+
+
+class Preempted(SystemExit):
+    """Ends the process with status 0 once the checkpoint is saved (a SystemExit, like Lightning's own
+    SIGTERMException, so that Lightning closes the loggers and nothing reports a failure)."""
+
+    def __init__(self) -> None:
+        super().__init__(0)
+
+
+class Preemption(Checkpoint):
+    """Saves `last.ckpt` at the first safe point after SIGUSR1 or SIGTERM, requeues a SLURM job on SIGUSR1,
+    and stops the process. A Checkpoint subclass, so that Lightning runs its epoch-end hook after the
+    LightningModule's and after the other checkpoint callbacks'."""
+
+    def __init__(self) -> None:
+        self.received: signal.Signals | None = None
+
+    def notice(self, signum: int, frame) -> None:
+        self.received = signal.Signals(signum)
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # Installed before Lightning installs its own (which then leaves SIGUSR1 alone), and kept until the
+        # process ends: a SIGUSR1 during testing must not kill the process (its default action).
+        signal.signal(signal.SIGUSR1, self.notice)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning installs a SIGTERM handler just before training that stops at the next batch, also in the
+        # middle of validation; this one waits for the next safe point. Lightning restores the previous one
+        # when fitting ends.
+        signal.signal(signal.SIGTERM, self.notice)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        # After a batch that ended an optimizer step, where Lightning's own mid-epoch checkpoints are taken
+        # (its resume expects them there); the epoch's last batch waits for validation and the epoch end.
+        stepped = (batch_idx + 1) % trainer.accumulate_grad_batches == 0
+        if stepped and not trainer.is_last_batch and self.stop_requested(trainer):
+            self.save_and_stop(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.stop_requested(trainer):
+            self.save_and_stop(trainer)
+
+    def stop_requested(self, trainer: L.Trainer) -> bool:
+        if trainer.world_size == 1:
+            return self.received is not None
+        # Every process stops at the same step, when any of them has been told to.
+        return trainer.strategy.reduce_boolean_decision(self.received is not None, all=False)
+
+    def save_and_stop(self, trainer: L.Trainer) -> None:
+        path = self.last_checkpoint_path(trainer)
+        trainer.save_checkpoint(path)
+        received = self.received or signal.SIGTERM  # another process got it
+        job = os.environ.get("SLURM_JOB_ID")
+        requeue = received == signal.SIGUSR1 and job is not None
+        if trainer.is_global_zero:
+            what = f"requeueing SLURM job {job}" if requeue else "stopping"
+            print(f"{received.name}: saved {path} at step {trainer.global_step}; {what}", file=sys.stderr)
+            if requeue:
+                # The array form is what scontrol knows an array task by.
+                task = os.environ.get("SLURM_ARRAY_TASK_ID")
+                job_id = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{task}" if task else job
+                subprocess.run(["scontrol", "requeue", job_id], check=False)
+        raise Preempted()
+
+    @staticmethod
+    def last_checkpoint_path(trainer: L.Trainer) -> Path:
+        """The run folder's checkpoints/last.ckpt, the file `--ckpt_path last` resumes from."""
+        last = next((c for c in trainer.checkpoint_callbacks if isinstance(c, LastCheckpoint)), None)
+        folder = Path(last.dirpath) if last is not None and last.dirpath else Path(trainer.log_dir) / "checkpoints"
+        return folder / f"{LAST}.ckpt"
