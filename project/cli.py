@@ -8,7 +8,8 @@ from pathlib import Path
 
 import torch
 from lightning import LightningDataModule, Trainer
-from lightning.fabric.plugins.environments import SLURMEnvironment
+from lightning.fabric.plugins import CheckpointIO
+from lightning.fabric.plugins.environments import ClusterEnvironment, SLURMEnvironment
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -17,8 +18,8 @@ from project.callbacks import PredictionTable, RunSummary
 from project.callbacks.failed_run import RemoveFailedRun
 from project.callbacks.last_checkpoint import LastCheckpoint, StepCheckpoint
 from project.callbacks.non_finite import StopOnNonFiniteLoss
-from project.callbacks.preemption import Preemption
 from project.callbacks.pictures import GradientNorm, InputGrid, ModelGraph, TestPictures, WeightHistograms
+from project.callbacks.preemption import Preemption
 from project.callbacks.random_state import RandomState
 from project.checkpoint_io import AtomicCheckpointIO
 from project.classifier import ImageClassifier
@@ -171,14 +172,20 @@ class ClassifierCLI(LightningCLI):
             raise cause from error
 
     def instantiate_trainer(self, **kwargs) -> Trainer:
-        if not self._get(self.config_init, "trainer", default={}).get("plugins"):
-            kwargs["plugins"] = [AtomicCheckpointIO()]  # checkpoints are written whole or not at all
-            if SLURMEnvironment.detect():
-                # Preemption saves into the run folder and requeues; Lightning's handler would save elsewhere.
-                kwargs["plugins"].append(SLURMEnvironment(auto_requeue=False))
+        config = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        plugins = config.trainer.plugins or []
+        plugins = list(plugins) if isinstance(plugins, list) else [plugins]
+        if not any(isinstance(p, CheckpointIO) for p in plugins):
+            plugins.append(AtomicCheckpointIO())  # checkpoints are written whole or not at all
+        if SLURMEnvironment.detect() and not any(isinstance(p, ClusterEnvironment) for p in plugins):
+            # Preemption saves into the run folder and requeues; Lightning's handler would save elsewhere.
+            plugins.append(SLURMEnvironment(auto_requeue=False))
+        kwargs["plugins"] = plugins
         trainer = super().instantiate_trainer(**kwargs)
         if not trainer.loggers:  # `--logger false`: no learning rates to log, and the monitor would refuse to run
             trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, LearningRateMonitor)]
+        # Preemption acts after every other checkpoint callback has saved at an epoch's end: last in the list.
+        trainer.callbacks.sort(key=lambda callback: isinstance(callback, Preemption))
         return trainer
 
     def after_fit(self) -> None:

@@ -1,13 +1,16 @@
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
+from tests.engines import Postgres, Slurm, postgres_missing, slurm_missing
 from tests.idx_files import write_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,3 +96,29 @@ def scalars_by_step(folder: Path, tag: str) -> dict[int, float]:
         if tag in accumulator.Tags()["scalars"]:
             values.update({event.step: event.value for event in accumulator.Scalars(tag)})
     return values
+
+
+@pytest.fixture(scope="session")
+def slurm(tmp_path_factory):
+    if reason := slurm_missing():
+        pytest.skip(reason)
+    cluster = Slurm(tmp_path_factory.mktemp("slurm"))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory):
+    if reason := postgres_missing():
+        pytest.skip(reason)
+    # Not under pytest's temporary folder: its parents are private to root, and the server runs as postgres.
+    server = Postgres(Path(tempfile.mkdtemp(prefix="postgres-")))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(server.folder, ignore_errors=True)

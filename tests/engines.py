@@ -9,11 +9,8 @@ import os
 import shutil
 import socket
 import subprocess
-import tempfile
 import time
 from pathlib import Path
-
-import pytest
 
 POSTGRES_BIN = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
 
@@ -137,7 +134,8 @@ class Postgres:
         )
         options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1"
         subprocess.run(
-            self.command(str(self.bin / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(self.folder / "log"), "-w", "start"),
+            self.command(str(self.bin / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(self.folder / "log"), "-w")
+            + ["start"],
             check=True,
             capture_output=True,
         )
@@ -162,29 +160,3 @@ def postgres_missing() -> str | None:
     if not POSTGRES_BIN:
         return "PostgreSQL not found under /usr/lib/postgresql: apt-get install postgresql"
     return None
-
-
-@pytest.fixture(scope="session")
-def slurm(tmp_path_factory):
-    if reason := slurm_missing():
-        pytest.skip(reason)
-    cluster = Slurm(tmp_path_factory.mktemp("slurm"))
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.stop()
-
-
-@pytest.fixture(scope="session")
-def postgres(tmp_path_factory):
-    if reason := postgres_missing():
-        pytest.skip(reason)
-    # Not under pytest's temporary folder: its parents are private to root, and the server runs as postgres.
-    server = Postgres(Path(tempfile.mkdtemp(prefix="postgres-")))
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(server.folder, ignore_errors=True)

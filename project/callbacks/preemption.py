@@ -17,6 +17,7 @@ The process then exits with status 0: nothing failed. Lightning's own SLURM hand
 `hpc_ckpt_N.ckpt` into --default_root_dir, outside the run) is switched off by the CLI.
 """
 
+import atexit
 import os
 import signal
 import subprocess
@@ -49,14 +50,15 @@ class Preemption(Checkpoint):
         self.received = signal.Signals(signum)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        # Installed before Lightning installs its own (which then leaves SIGUSR1 alone), and kept until the
-        # process ends: a SIGUSR1 during testing must not kill the process (its default action).
+        # Installed before Lightning installs its own handlers, so that they are the ones Lightning restores
+        # when a stage ends: a signal that arrives while the process exits (SLURM's SIGTERM after a requeue)
+        # or during testing (SIGUSR1's default action kills) is then only noted.
         signal.signal(signal.SIGUSR1, self.notice)
+        signal.signal(signal.SIGTERM, self.notice)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # Lightning installs a SIGTERM handler just before training that stops at the next batch, also in the
-        # middle of validation; this one waits for the next safe point. Lightning restores the previous one
-        # when fitting ends.
+        # While training, replaces Lightning's SIGTERM handler, which stops at the next batch, also in the
+        # middle of validation; this one waits for the next safe point.
         signal.signal(signal.SIGTERM, self.notice)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
@@ -67,29 +69,26 @@ class Preemption(Checkpoint):
             self.save_and_stop(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # After validation, the LightningModule's epoch-end hook and the epoch-end checkpoints (this callback
+        # is the last one): the state a run that was never stopped has here, so the resumed run is that run.
         if self.stop_requested(trainer):
             self.save_and_stop(trainer)
 
     def stop_requested(self, trainer: L.Trainer) -> bool:
-        if trainer.world_size == 1:
-            return self.received is not None
-        # Every process stops at the same step, when any of them has been told to.
-        return trainer.strategy.reduce_boolean_decision(self.received is not None, all=False)
+        return any_process(trainer, self.received is not None)
 
     def save_and_stop(self, trainer: L.Trainer) -> None:
         path = self.last_checkpoint_path(trainer)
         trainer.save_checkpoint(path)
-        received = self.received or signal.SIGTERM  # another process got it
         job = os.environ.get("SLURM_JOB_ID")
-        requeue = received == signal.SIGUSR1 and job is not None
+        requeue = any_process(trainer, self.received == signal.SIGUSR1) and job is not None
         if trainer.is_global_zero:
-            what = f"requeueing SLURM job {job}" if requeue else "stopping"
-            print(f"{received.name}: saved {path} at step {trainer.global_step}; {what}", file=sys.stderr)
-            if requeue:
-                # The array form is what scontrol knows an array task by.
-                task = os.environ.get("SLURM_ARRAY_TASK_ID")
-                job_id = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{task}" if task else job
-                subprocess.run(["scontrol", "requeue", job_id], check=False)
+            what = f"requeueing SLURM job {job} on exit" if requeue else "stopping"
+            name = self.received.name if self.received else "a signal to another process"
+            print(f"{name}: saved {path} at step {trainer.global_step}; {what}", file=sys.stderr)
+        task = os.environ.get("SLURM_ARRAY_TASK_ID")  # an array task is known by its array form
+        job_id = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{task}" if task else job
+        atexit.register(leave_quietly, job_id if requeue and trainer.is_global_zero else None)
         raise Preempted()
 
     @staticmethod
@@ -98,3 +97,17 @@ class Preemption(Checkpoint):
         last = next((c for c in trainer.checkpoint_callbacks if isinstance(c, LastCheckpoint)), None)
         folder = Path(last.dirpath) if last is not None and last.dirpath else Path(trainer.log_dir) / "checkpoints"
         return folder / f"{LAST}.ckpt"
+
+
+def any_process(trainer: L.Trainer, decision: bool) -> bool:
+    """True on every process when it is True on any (all stop at the same step); no communication for one."""
+    return decision if trainer.world_size == 1 else trainer.strategy.reduce_boolean_decision(decision, all=False)
+
+
+def leave_quietly(requeue_job: str | None) -> None:
+    """At exit, once Lightning has closed the logs: ignore SIGTERM from here on, which a requeue or cancel sends
+    to every process of the job and which would otherwise end this one as failed while it shuts down (Python
+    resets its own handlers then; an ignored signal stays ignored), then ask SLURM to requeue the job."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if requeue_job:
+        subprocess.run(["scontrol", "requeue", requeue_job], check=False)

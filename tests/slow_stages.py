@@ -1,0 +1,51 @@
+"""Stand-ins that make a stage of a run last long enough for a test to send a signal in it, and say when it has
+begun (a marker file named by $MARKER_DIR/<stage>). Given to train.py by class path: they change the timing of
+a run, not its numbers."""
+
+import os
+import time
+from pathlib import Path
+
+from project.checkpoint_io import AtomicCheckpointIO
+from project.data import MNISTDataModule
+
+
+def mark(stage: str, seconds: float) -> None:
+    """Create $MARKER_DIR/<stage> once, then take `seconds` (only in the first start of a job: a requeued job
+    has SLURM_RESTART_COUNT set)."""
+    folder = os.environ.get("MARKER_DIR")
+    if folder and not os.environ.get("SLURM_RESTART_COUNT"):
+        marker = Path(folder) / stage
+        if not marker.exists():
+            marker.touch()
+            time.sleep(seconds)
+
+
+class SlowValidation(MNISTDataModule):
+    """Validation of the first training epoch takes 10 s longer."""
+
+    def val_dataloader(self):
+        return SlowFirstValidation(super().val_dataloader(), self.trainer)
+
+
+class SlowFirstValidation:
+    def __init__(self, loader, trainer) -> None:
+        self.loader, self.trainer = loader, trainer
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for batch in self.loader:
+            if not self.trainer.sanity_checking and self.trainer.current_epoch == 0:
+                mark("validating", 10)
+            yield batch
+
+
+class SlowCheckpointIO(AtomicCheckpointIO):
+    """The first checkpoint written after a training step takes 10 s longer."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        if checkpoint.get("global_step", 0) > 0:
+            mark("saving", 10)
+        super().save_checkpoint(checkpoint, path, storage_options)

@@ -1,0 +1,175 @@
+"""Scale-out on real engines, on this machine: SLURM preemption and requeue, a two-launcher torchrun, and one
+Optuna study shared by two tune.py workers through PostgreSQL. The commands are the README's, read from it."""
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import REPO, results, run_cli, run_folder, scalars_by_step
+from tests.idx_files import write_dataset
+
+pytestmark = pytest.mark.slow
+
+# Three short epochs of the default CNN (OneCycle, dropout, shuffling), as in the resume tests.
+TRAINING = (
+    "--max_epochs 3 --data.batch_size 32 --data.val_size 200 --limit_test_batches 2 --log_every_n_steps 1 "
+    "--enable_progress_bar false --enable_model_summary false --seed_everything 7"
+).split()
+# The README's GPU job on one CPU process: a DDP resume is not bitwise (README, Reliability), one process is.
+ONE_CPU_PROCESS = "--accelerator cpu --devices 1".split()
+
+
+def readme_block(containing: str) -> str:
+    """The README's ```bash block that contains `containing`."""
+    blocks = re.findall(r"```bash\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+    found = [block for block in blocks if containing in block]
+    assert len(found) == 1, f"the README should have one bash block with {containing!r}"
+    return found[0]
+
+
+def adapted(text: str, replacements: list[tuple[str, str]]) -> str:
+    for old, new in replacements:
+        assert old in text, f"the README's command no longer has {old!r}: update this test with it"
+        text = text.replace(old, new)
+    return text
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    return torch.load(folder / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+
+
+def assert_same_weights(ours: dict, reference: dict) -> None:
+    assert ours.keys() == reference.keys()
+    different = [name for name in ours if not torch.equal(ours[name], reference[name])]
+    assert not different, f"weights differ from the uninterrupted run: {different}"
+
+
+def logged_steps(folder: Path) -> list[int]:
+    """Every step at which train/loss was written, over all event files of a run (repeats included)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    steps = []
+    for events in folder.glob("events.out.tfevents.*"):
+        accumulator = EventAccumulator(str(events), size_guidance={"scalars": 0})
+        accumulator.Reload()
+        if "train/loss" in accumulator.Tags()["scalars"]:
+            steps += [event.step for event in accumulator.Scalars("train/loss")]
+    return sorted(steps)
+
+
+# ---------------------------------------------------------------------------------------------------- SLURM
+
+
+def sbatch_script(time_limit: str, signal_at: int, args: list[str]) -> str:
+    """The README's job script on this one-node, CPU-only cluster: one task, the given data and epochs."""
+    script = adapted(
+        readme_block("#SBATCH --requeue"),
+        [
+            ("#SBATCH --nodes=2", "#SBATCH --nodes=1"),
+            ("#SBATCH --ntasks-per-node=8", "#SBATCH --ntasks-per-node=1"),
+            ("#SBATCH --gpus-per-node=8\n", ""),
+            ("#SBATCH --time=24:00:00", f"#SBATCH --time={time_limit}"),
+            ("#SBATCH --signal=USR1@120", f"#SBATCH --signal=USR1@{signal_at}"),
+            ("--accelerator gpu --devices 8 --num_nodes 2 --strategy ddp", " ".join(ONE_CPU_PROCESS)),
+        ],
+    )
+    return script.rstrip("\n") + " " + " ".join(args) + "\n"
+
+
+def submit(slurm, tmp_path: Path, script: str, env: dict | None = None) -> tuple[str, Path]:
+    (tmp_path / "job.sh").write_text(script)
+    output = tmp_path / "job.out"
+    environment = {**slurm.env, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", **(env or {})}
+    done = subprocess.run(
+        ["sbatch", "--parsable", f"--output={output}", f"--chdir={REPO}", str(tmp_path / "job.sh")],
+        env=environment,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip().split(";")[0], output
+
+
+def wait_for_job(slurm, job_id: str, output: Path, timeout: float = 400) -> dict[str, str]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = slurm.job(job_id)
+        if job.get("JobState") in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"):
+            return job
+        time.sleep(1)
+    raise AssertionError(f"job {job_id} did not end: {slurm.job(job_id)}\n{output.read_text()}")
+
+
+def wait_for_file(path: Path, slurm, job_id: str, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path.name} never appeared: {slurm.job(job_id)}"
+        time.sleep(0.1)
+
+
+def assert_one_clean_run(root: Path, output: str) -> Path:
+    """One run folder holding everything, a results.json, and a job output without failures."""
+    folder = run_folder(root)
+    strays = [p for p in root.rglob("*") if p.is_file() and folder not in p.parents]
+    assert not strays, f"files outside the run folder: {strays}"
+    assert (folder / "results.json").exists()
+    assert "FAILED" not in output and "srun: error" not in output and "Traceback" not in output, output
+    return folder
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> tuple[Path, Path]:
+    """The data, and a run of TRAINING that nothing stops, launched the way the job launches its task."""
+    tmp = tmp_path_factory.mktemp("uninterrupted")
+    data = write_dataset(tmp / "data" / "MNIST" / "raw", train=2200).parents[1]
+    done = run_cli("--data.data_dir", str(data), *ONE_CPU_PROCESS, *TRAINING, "--default_root_dir", str(tmp / "logs"))
+    assert done.returncode == 0, done.stderr
+    return data, run_folder(tmp / "logs")
+
+
+@pytest.mark.parametrize(
+    "stage, slow_stage, preempt, shorten_hold",
+    [
+        ("validating", ["--data", "tests.slow_stages.SlowValidation"], "scancel --signal=USR1", False),
+        ("saving", ["--trainer.plugins", "tests.slow_stages.SlowCheckpointIO"], "scancel --signal=USR1", True),
+        ("validating", ["--data", "tests.slow_stages.SlowValidation"], "scontrol requeue", True),
+    ],
+)
+def test_slurm_preemption_at_an_epoch_end_resumes_to_the_same_weights(
+    slurm, uninterrupted, tmp_path, stage, slow_stage, preempt, shorten_hold
+):
+    """Preempted while validating or writing a checkpoint: the job saves at the epoch end, requeues (on SIGUSR1)
+    or is requeued (scontrol requeue sends SIGTERM), comes back by itself and ends as if never stopped."""
+    data, reference = uninterrupted
+    root = tmp_path / "logs"
+    args = [*slow_stage, "--data.data_dir", str(data), *TRAINING, "--default_root_dir", str(root)]
+    job_id, output = submit(slurm, tmp_path, sbatch_script("10:00", 120, args), {"MARKER_DIR": str(tmp_path)})
+    wait_for_file(tmp_path / stage, slurm, job_id)
+    command = preempt.split() + [job_id]
+    assert subprocess.run(command, env=slurm.env, capture_output=True).returncode == 0
+    if shorten_hold:
+        # SLURM holds a requeued job for 2 minutes before it may start again; the first case waits for that,
+        # the others lift the hold once the job is back in the queue, to save the test's time.
+        deadline = time.monotonic() + 60
+        while slurm.job(job_id).get("Reason") != "BeginTime" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        slurm.run("scontrol", "update", f"JobId={job_id}", "StartTime=now")
+
+    job = wait_for_job(slurm, job_id, output)
+    log = output.read_text()
+    assert job["JobState"] == "COMPLETED" and job["ExitCode"] == "0:0", (job, log)
+    assert job["Restarts"] == "1", log
+    signal_name = "SIGUSR1" if "USR1" in preempt else "SIGTERM"
+    assert re.findall(rf"{signal_name}: saved \S+last.ckpt at step (\d+)", log) == ["63"], log  # the epoch end
+    folder = assert_one_clean_run(root, log)
+    assert_same_weights(weights(folder), weights(reference))
+    assert results(root)["metrics"]["test/acc"] == results(reference.parents[1])["metrics"]["test/acc"]
+    # One TensorBoard run, steps counting on across the restart: each step written once.
+    assert logged_steps(folder) == logged_steps(reference)
+    assert scalars_by_step(folder, "train/loss") == scalars_by_step(reference, "train/loss")
