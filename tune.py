@@ -96,23 +96,51 @@ def main(argv: list[str] | None = None) -> int:
     if args.storage.startswith("sqlite:///"):
         Path(args.storage[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     train_args = ["--enable_progress_bar", "false", *train_args]
-    study = open_study(args.study, args.storage)
+    try:
+        study = open_study(args.study, args.storage)
+    except ImportError as error:  # SQLAlchemy found no driver for the database (Optuna re-raises it)
+        scheme = args.storage.split(":")[0]
+        extra = 'pip install -e ".[postgres]"' if scheme.startswith("postgresql") else "install its Python driver"
+        return fail(
+            f"--storage {scheme}://...: the database driver is not installed ({error.__cause__ or error}); {extra}"
+        )
     # Counted in the shared study after every trial, so that all workers together stop at --trials. Only
     # finished trials count: one left "running" by a killed worker is made up for.
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     enough = optuna.study.MaxTrialsCallback(args.trials, states=finished)
+    ran: set[int] = set()  # the numbers of the trials this worker ran
+
+    def run_trial(trial: optuna.Trial) -> float:
+        ran.add(trial.number)
+        return objective(trial, train_args, args.net, args.out)
+
     try:
         if len(study.get_trials(states=finished)) < args.trials:
-            study.optimize(lambda trial: objective(trial, train_args, args.net, args.out), callbacks=[enough], catch=())
+            study.optimize(run_trial, callbacks=[enough], catch=())
     except UserError as error:
         return fail(str(error))
     best = study.best_trial
-    recipe = trial_recipe(optuna.trial.FixedTrial(best.params), args.net)
-    header = f"# Best trial of study '{args.study}': trial {best.number}, val/acc_best {best.value:.4f}\n"
-    write_atomically(args.out / "best.yaml", header + yaml.safe_dump(recipe, sort_keys=False))
     print(f"best trial {best.number}: val/acc_best {best.value:.4f} with {best.params}")
-    print(f"wrote {args.out / 'best.yaml'}; train with: python train.py --config {args.out / 'best.yaml'}")
+    if writes_the_summary(study, ran):
+        recipe = trial_recipe(optuna.trial.FixedTrial(best.params), args.net)
+        header = f"# Best trial of study '{args.study}': trial {best.number}, val/acc_best {best.value:.4f}\n"
+        write_atomically(args.out / "best.yaml", header + yaml.safe_dump(recipe, sort_keys=False))
+        print(f"wrote {args.out / 'best.yaml'}; train with: python train.py --config {args.out / 'best.yaml'}")
+    else:
+        print(f"another worker is still running trials of study '{args.study}': it writes {args.out / 'best.yaml'}")
     return 0
+
+
+def writes_the_summary(study: optuna.Study, ran: set[int]) -> bool:
+    """Whether this worker writes best.yaml: the one that finished the study's last trial, once no trial runs
+    (several workers on one study would otherwise each write it), or any worker when none ran a trial."""
+    trials = study.get_trials(deepcopy=False)
+    if any(t.state == optuna.trial.TrialState.RUNNING for t in trials):
+        return False
+    finished = [t for t in trials if t.datetime_complete is not None]
+    if not ran or not finished:
+        return True
+    return max(finished, key=lambda t: t.datetime_complete).number in ran
 
 
 if __name__ == "__main__":

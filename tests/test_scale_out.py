@@ -1,5 +1,5 @@
-"""Scale-out on real engines, on this machine: SLURM preemption and requeue, a two-launcher torchrun, and one
-Optuna study shared by two tune.py workers through PostgreSQL. The commands are the README's, read from it."""
+"""Scale-out on real engines, on this machine: SLURM preemption and requeue, and a two-launcher torchrun; the
+commands are the README's, read from it. (Two tune.py workers on one PostgreSQL study: tests/test_tune.py.)"""
 
 import os
 import re
@@ -133,6 +133,7 @@ def uninterrupted(tmp_path_factory) -> tuple[Path, Path]:
     return data, run_folder(tmp / "logs")
 
 
+@pytest.mark.xdist_group("slurm")  # one cluster, in one test process
 @pytest.mark.parametrize(
     "stage, slow_stage, preempt, shorten_hold",
     [
@@ -173,3 +174,82 @@ def test_slurm_preemption_at_an_epoch_end_resumes_to_the_same_weights(
     # One TensorBoard run, steps counting on across the restart: each step written once.
     assert logged_steps(folder) == logged_steps(reference)
     assert scalars_by_step(folder, "train/loss") == scalars_by_step(reference, "train/loss")
+
+
+# --------------------------------------------------------------------------------------------------- torchrun
+
+
+def torchrun_command(node_rank: int, port: int, args: list[str]) -> list[str]:
+    """The README's multi-node torchrun command for one node of two on this machine, one CPU process each."""
+    block = readme_block("torchrun --nnodes 2")
+    command = " ".join(line.strip().rstrip("\\") for line in block.splitlines() if not line.startswith("#"))
+    command = adapted(
+        command,
+        [
+            ("--nproc_per_node 8", "--nproc_per_node 1"),
+            ("--node_rank $NODE_RANK", f"--node_rank {node_rank}"),
+            ("--master_addr node0", "--master_addr 127.0.0.1"),
+            ("--master_port 29500", f"--master_port {port}"),
+            ("--accelerator gpu --devices 8", "--accelerator cpu --devices 1"),
+        ],
+    )
+    return [*command.split(), *args]
+
+
+def test_two_torchrun_launchers_train_one_run_with_the_accuracy_of_one_process(tmp_path):
+    from tests.engines import free_port
+
+    data = write_dataset(tmp_path / "data" / "MNIST" / "raw").parents[1]
+    root = tmp_path / "logs"
+    args = ["--data.data_dir", str(data), *TRAINING, "--max_epochs", "1", "--default_root_dir", str(root)]
+    port = free_port()
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    nodes = [
+        subprocess.Popen(torchrun_command(rank, port, args), cwd=REPO, env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+        for rank in (0, 1)
+    ]  # fmt: skip
+    outputs = [node.communicate(timeout=300)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    assert "MEMBER: 2/2" in outputs[0] + outputs[1]  # two processes, one per launcher
+
+    folder = run_folder(root)  # one run folder, one results.json, written by global rank 0
+    assert len(list(root.rglob("results.json"))) == 1
+    tested = results(root)["tested_checkpoint"]
+    alone = run_cli("test", "--data.data_dir", str(data), "--ckpt_path", tested, "--accelerator", "cpu",
+                    "--devices", "1", "--default_root_dir", str(tmp_path / "alone"), *TRAINING[4:])  # fmt: skip
+    assert alone.returncode == 0, alone.stderr
+    assert Path(tested).parents[1] == folder
+    assert results(tmp_path / "alone")["metrics"]["test/acc"] == results(root)["metrics"]["test/acc"]
+
+
+@pytest.mark.xdist_group("slurm")
+def test_slurm_time_limit_signal_mid_epoch_resumes_at_the_saved_step(slurm, uninterrupted, tmp_path):
+    """A one-minute time limit with --signal=USR1@45: the signal falls where it falls (SLURM checks time limits
+    every 30 s or so), mostly mid-epoch; every start saves, requeues and exits, until the run is done."""
+    data, _ = uninterrupted
+    root = tmp_path / "logs"
+    epochs = 20  # about 45 s of training here: more than one start's share
+    args = ["--data.data_dir", str(data), *TRAINING, "--max_epochs", str(epochs), "--default_root_dir", str(root)]
+    job_id, output = submit(slurm, tmp_path, sbatch_script("1", 45, args))
+    deadline = time.monotonic() + 600
+    while (job := slurm.job(job_id)).get("JobState") != "COMPLETED":
+        assert time.monotonic() < deadline and job.get("JobState") in ("PENDING", "RUNNING", "COMPLETING"), (
+            job,
+            output.read_text(),
+        )
+        if job.get("Reason") == "BeginTime":  # skip SLURM's 2-minute hold of a requeued job, to save time
+            slurm.run("scontrol", "update", f"JobId={job_id}", "StartTime=now")
+        time.sleep(1)
+    log = output.read_text()
+    assert job["ExitCode"] == "0:0"
+    restarts = int(job["Restarts"])
+    saved = [int(step) for step in re.findall(r"SIGUSR1: saved \S+last.ckpt at step (\d+)", log)]
+    assert restarts >= 1 and len(saved) == restarts, log
+    folder = assert_one_clean_run(root, log)
+    assert results(root)["global_step"] == epochs * 63  # the planned number of steps, no more
+    steps = logged_steps(folder)
+    assert len(steps) == len(set(steps)), "a step was trained (and logged) twice"
+    # Every step but the one each mid-epoch preemption stopped after (Lightning writes its point after the save).
+    unwritten = {step - 1 for step in saved if step % 63}
+    assert set(range(epochs * 63)) - set(steps) == unwritten and set(steps) <= set(range(epochs * 63))

@@ -44,8 +44,12 @@ def test_three_trials_write_a_usable_recipe_and_the_study_resumes(mnist_dir, tmp
 
 
 @pytest.mark.slow
-def test_two_workers_share_one_study(mnist_dir, tmp_path):
-    storage = f"sqlite:///{tmp_path / 'study.db'}"
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_two_workers_share_one_study(database, mnist_dir, tmp_path, request):
+    if database == "sqlite":
+        storage = f"sqlite:///{tmp_path / 'study.db'}"
+    else:  # a real PostgreSQL server, started for the tests (skipped where Debian's postgresql is missing)
+        storage = request.getfixturevalue("postgres").create_database("study")
     common = ["--trials", "4", "--storage", storage, "--out", str(tmp_path / "tune"), "--net", "MLP", *FAST_TRAINER,
               "--data.data_dir", str(mnist_dir)]  # fmt: skip
     workers = [
@@ -66,7 +70,22 @@ def test_two_workers_share_one_study(mnist_dir, tmp_path):
     assert len({tuple(sorted(t.params.items())) for t in trials}) == len(trials)
     for trial in trials:
         assert run_folder(tmp_path / "tune" / f"trial_{trial.number}").parent.name == "mnist_mlp"
-    assert (tmp_path / "tune" / "best.yaml").exists()
+    # best.yaml is written once, by the worker that finished the last trial, and train.py takes it.
+    assert sum("wrote " in out for out, _ in outputs) == 1, [out for out, _ in outputs]
+    trained = run_cli("--config", str(tmp_path / "tune" / "best.yaml"), *FAST_TRAINER,
+                      "--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path / "best"))  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
     # And the two really ran side by side: some trials overlapped in time.
     spans = sorted((t.datetime_start, t.datetime_complete) for t in trials)
     assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:], strict=False))
+
+
+def test_postgresql_storage_without_its_driver_names_the_extra(monkeypatch, capsys):
+    import tune
+
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as if the postgres extra were not installed
+    monkeypatch.setitem(sys.modules, "psycopg2", None)
+    assert tune.main(["--storage", "postgresql://postgres@127.0.0.1:1/db", "--out", "unused"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and error.startswith("error: --storage postgresql://...: the database driver")
+    assert 'pip install -e ".[postgres]"' in error
