@@ -3,8 +3,11 @@ begun (a marker file named by $MARKER_DIR/<stage>). Given to train.py by class p
 a run, not its numbers."""
 
 import os
+import signal
 import time
 from pathlib import Path
+
+from lightning.pytorch.callbacks import Callback
 
 from project.checkpoint_io import AtomicCheckpointIO
 from project.data import MNISTDataModule
@@ -49,3 +52,14 @@ class SlowCheckpointIO(AtomicCheckpointIO):
         if checkpoint.get("global_step", 0) > 0:
             mark("saving", 10)
         super().save_checkpoint(checkpoint, path, storage_options)
+
+
+class SignalAt(Callback):
+    """Sends `signal` to its own process after training step `step`, as a cluster would at that moment."""
+
+    def __init__(self, step: int, signal: str = "SIGUSR1") -> None:
+        self.step, self.signal = step, signal
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), getattr(signal, self.signal))

@@ -207,3 +207,29 @@ def test_step_checkpoints_add_saves_of_last_ckpt_every_n_steps(mnist_dir, tmp_pa
     assert main([*args, "--ckpt_path", str(run_folder(tmp_path / "logs") / "checkpoints" / "mid.ckpt")]) == 0
     assert [step for name, step in saved if name == "last.ckpt"] == [5, 10]
     assert results(tmp_path / "logs")["global_step"] == 10
+
+
+@pytest.mark.parametrize("signal_name", ["SIGUSR1", "SIGTERM"])
+def test_a_preemption_signal_saves_the_step_and_exits_with_status_0(mnist_dir, tmp_path, signal_name):
+    """The signal a cluster sends before stopping a job: last.ckpt of the run folder holds the step just
+    finished, the process exits with status 0, and --ckpt_path last goes on from that step to the planned end."""
+    args = ["--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path / "logs"), *THREE_EPOCHS]
+    args += ["--limit_train_batches", "4", "--limit_val_batches", "1", "--max_epochs", "2"]
+    signal_at = ["--trainer.callbacks+=tests.slow_stages.SignalAt", "--trainer.callbacks.step", "2",
+                 "--trainer.callbacks.signal", signal_name]  # fmt: skip
+    previous = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as stopped:
+        main([*args, *signal_at])
+    assert stopped.value.code == 0
+    folder = run_folder(tmp_path / "logs")
+    saved = torch.load(folder / "checkpoints" / "last.ckpt", weights_only=True)
+    assert (saved["epoch"], saved["global_step"]) == (0, 2)  # mid-epoch: right after the signalled step
+    assert not (folder / "results.json").exists()  # the run is not over
+    assert signal.getsignal(signal.SIGTERM) is not previous  # kept until the process exits (tested under SLURM)
+    signal.signal(signal.SIGTERM, previous)
+    signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+
+    assert main([*args, "--ckpt_path", "last"]) == 0
+    assert run_folder(tmp_path / "logs") == folder
+    assert results(tmp_path / "logs")["global_step"] == 8
+    assert scalars_by_step(folder, "train/loss").keys() == {0, 2, 3, 4, 5, 6, 7}  # step 1's point: see README

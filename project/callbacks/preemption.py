@@ -45,6 +45,7 @@ class Preemption(Checkpoint):
 
     def __init__(self) -> None:
         self.received: signal.Signals | None = None
+        self.previous: dict[signal.Signals, object] = {}
 
     def notice(self, signum: int, frame) -> None:
         self.received = signal.Signals(signum)
@@ -53,8 +54,12 @@ class Preemption(Checkpoint):
         # Installed before Lightning installs its own handlers, so that they are the ones Lightning restores
         # when a stage ends: a signal that arrives while the process exits (SLURM's SIGTERM after a requeue)
         # or during testing (SIGUSR1's default action kills) is then only noted.
-        signal.signal(signal.SIGUSR1, self.notice)
-        signal.signal(signal.SIGTERM, self.notice)
+        self.previous = {sig: signal.signal(sig, self.notice) for sig in (signal.SIGUSR1, signal.SIGTERM)}
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # A stage that ended normally gives the process its handlers back (a preempted one never gets here).
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # While training, replaces Lightning's SIGTERM handler, which stops at the next batch, also in the
