@@ -1,5 +1,6 @@
 """ImageClassifier: the LightningModule that wraps any nn.Module mapping images to class scores."""
 
+import math
 import warnings
 from typing import Any, Literal
 
@@ -178,6 +179,11 @@ class ImageClassifier(LightningModule):
         if takes_total_steps(self.scheduler):
             # OneCycleLR, WarmupCosine: they need the number of optimizer steps, which only the Trainer knows
             # (it counts gradient accumulation), and step after each of them.
+            if math.isinf(self.trainer.estimated_stepping_batches):
+                raise UserError(
+                    "the learning-rate schedule spans the whole run (OneCycle, warm-up + cosine), but the run has no "
+                    "end (--max_epochs -1): give --max_epochs N or --max_steps N, or another --model.scheduler"
+                )
             total_steps = int(self.trainer.estimated_stepping_batches)
             planned = getattr(self, "planned_steps", None)
             if planned is not None and planned != total_steps:

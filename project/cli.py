@@ -72,6 +72,7 @@ class ClassifierCLI(LightningCLI):
             subclass_mode_data=True,  # any LightningDataModule, MNISTDataModule unless a config names another
             trainer_defaults={"callbacks": callbacks},
             auto_configure_optimizers=False,  # the model's own configure_optimizers uses the injected ones
+            seed_everything_default=0,  # the same numbers every run unless --seed_everything says otherwise
             save_config_kwargs={"overwrite": False},
             parser_kwargs={
                 "description": DESCRIPTION,
@@ -96,7 +97,13 @@ class ClassifierCLI(LightningCLI):
         try:
             self.config = parser.parse_args(args)
         except ArgumentError as error:
-            subcommand = next((word for word in args if word in SUBCOMMANDS), None)
+            unexpected = re.match(r"unrecognized arguments: (.*)", str(error))
+            if unexpected and (word := next((w for w in unexpected[1].split() if w in SUBCOMMANDS), None)):
+                raise UserError(
+                    f"{word!r} after options is taken for an argument; a subcommand comes first: "
+                    f"python train.py {word} [options]"
+                ) from error
+            subcommand = args[0] if args and args[0] in SUBCOMMANDS else None
             sub = parser._subcommands_action._name_parser_map.get(subcommand, parser) if subcommand else parser
             options = [o for o in sub._option_string_actions if o.startswith("--")]
             keys = [a.dest for a in sub._actions]
@@ -247,12 +254,14 @@ def check_devices(accelerator, devices) -> None:
 
 
 def split_command(argv: list[str]) -> tuple[list[str], bool]:
-    """Arguments for LightningCLI, and whether to test after fitting (only when no subcommand was named)."""
-    test_after_fit = not any(word in SUBCOMMANDS for word in argv)
+    """Arguments for LightningCLI, and whether to test after fitting (only when no subcommand was named).
+
+    A subcommand is the first word; anywhere else a word such as `test` is a value (`--default_root_dir test`),
+    and a subcommand placed after options is reported by the parser (see parse_arguments)."""
+    test_after_fit = not argv or argv[0] not in SUBCOMMANDS
     if test_after_fit:
         argv = ["fit", *argv]
-    where = next(i for i, word in enumerate(argv) if word in SUBCOMMANDS) + 1
-    return [*argv[:where], "--config", str(DEFAULT_CONFIG), *argv[where:]], test_after_fit
+    return [argv[0], "--config", str(DEFAULT_CONFIG), *argv[1:]], test_after_fit
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -56,6 +56,13 @@ def explain_key_error(key: str, detail: str) -> str:
         key = f"{key}.{nested[1]}"
     given_class = re.search(r"given class_path '([^']+)'", detail)
     lines = [line for line in lines if line and not any(noise in line for noise in NOISE) and "Parser key" not in line]
+    if number := re.search(r"Expected a <class '(float|int)'>", detail):
+        # A number that does not parse (lr: float | Tensor would otherwise read as "no class named ...").
+        given = re.search(r"Given value: (.*?)(?:\. Got value:|$)", detail, re.M)
+        value = given[1].strip() if given else "the value"
+        value = nested[1] if (nested := re.search(r"NestedArg\(key='[^']*', val='([^']*)'\)", value)) else value
+        kind = "a number" if number[1] == "float" else "a whole number"
+        return f"--{key}: {value!r} is not {kind}"
     for line in lines:
         if match := re.match(r"Expected a dot import path string: (.+)", line):
             names = class_choices(key)

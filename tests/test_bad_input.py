@@ -101,6 +101,21 @@ CASES = [
     ),
     ("test --ckpt_path last with no run", lambda t, d: ["test", "--ckpt_path", "last"], "--ckpt_path last: no run"),
     ("negative max_epochs", lambda t, d: ["--max_epochs", "-3"], "`max_epochs` must be a non-negative integer or -1"),
+    (
+        "learning rate not a number",
+        lambda t, d: ["--model.optimizer.lr", "abc"],
+        "--model.optimizer.lr: 'abc' is not a",
+    ),
+    (
+        "no end with a one-cycle schedule",
+        lambda t, d: ["--max_epochs", "-1"],
+        "the learning-rate schedule spans the whole run (OneCycle, warm-up + cosine), but the run has no end",
+    ),
+    (
+        "subcommand after options",
+        lambda t, d: ["--max_epochs", "1", "test"],
+        "'test' after options is taken for an argument; a subcommand comes first: python train.py test [options]",
+    ),
     ("non-finite loss", lambda t, d: ["--model.net", "nan_net.NanAfter"], "the training loss became nan at step 0"),
 ]
 if not torch.cuda.is_available():

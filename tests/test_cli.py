@@ -6,6 +6,7 @@ import pytest
 import torch
 import yaml
 
+from project.cli import main
 from tests.conftest import FAST_TRAINER, read_events, results, run_cli, run_folder, scalars_by_step
 
 
@@ -120,6 +121,23 @@ def test_print_config_with_accelerator_gpu_needs_no_gpu():
     assert done.returncode == 0, done.stderr
     config = yaml.safe_load(done.stdout)
     assert config["trainer"]["accelerator"] == "gpu" and config["trainer"]["max_epochs"] == 3
+
+
+def test_print_config_shows_the_true_default_seed():
+    done = run_cli("--print_config")
+    assert done.returncode == 0, done.stderr
+    assert yaml.safe_load(done.stdout)["seed_everything"] == 0  # the seed runs use, not `true`
+
+
+def test_option_values_may_be_subcommand_words(mnist_dir, tmp_path, monkeypatch):
+    """`test`, `fit`, ... are subcommands only as the first word: as values, on the command line or in a config
+    file, they are values (a relative folder named `test` here), and the run fits, then tests."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "words.yaml").write_text("trainer:\n  default_root_dir: predict\n")
+    assert main(["--config", "words.yaml", "--data.data_dir", str(mnist_dir), *FAST_TRAINER]) == 0
+    assert "test/acc" in results(tmp_path / "predict")["metrics"]
+    assert main(["--default_root_dir", "test", "--data.data_dir", str(mnist_dir), *FAST_TRAINER]) == 0
+    assert "test/acc" in results(tmp_path / "test")["metrics"]
 
 
 def test_help_shows_flat_trainer_flags():
