@@ -173,12 +173,17 @@ class ImageClassifier(LightningModule):
             raise UserError(f"--model.optimizer: {error}") from error
         bad_lr = next((g["lr"] for g in optimizer.param_groups if float(g.get("lr", 1)) <= 0), None)
         if bad_lr is not None:
-            raise UserError(f"--model.optimizer.lr must be above 0, got {bad_lr}; the default recipe uses 0.001")
+            raise UserError(f"--model.optimizer.lr must be above 0, got {bad_lr}")
         if self.scheduler is None:
             return optimizer
         if takes_total_steps(self.scheduler):
             # OneCycleLR, WarmupCosine: they need the number of optimizer steps, which only the Trainer knows
             # (it counts gradient accumulation), and step after each of them.
+            if math.isinf(self.trainer.estimated_stepping_batches):
+                raise UserError(
+                    "the learning-rate schedule spans the whole run (OneCycle, warm-up + cosine), but the run has no "
+                    "end (--max_epochs -1): give --max_epochs N or --max_steps N, or another --model.scheduler"
+                )
             if math.isinf(self.trainer.estimated_stepping_batches):
                 raise UserError(
                     "the learning-rate schedule spans the whole run (OneCycle, warm-up + cosine), but the run has no "

@@ -4,7 +4,8 @@
 
 Trains for `--num_training` steps (100) while the rate grows exponentially from 1e-6 to 1, then prints the rate
 where the loss falls fastest and saves the loss-versus-rate plot as lr_find.png in a new run folder and in
-TensorBoard (image `lr_find`). Use the suggestion as --model.optimizer.lr (or a OneCycle max_lr a few times it).
+TensorBoard (image `lr_find`). Use the suggestion as --model.optimizer.lr (under the one-cycle recipes that rate
+is the peak: a few times the suggestion).
 """
 
 import sys

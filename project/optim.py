@@ -2,11 +2,11 @@
 
 import inspect
 import math
-from typing import Any
+from typing import Any, Literal
 
 from torch import nn
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LambdaLR, LRScheduler
+from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR
 
 from project.errors import UserError
 
@@ -73,6 +73,33 @@ class WarmupCosine(LambdaLR):
             return (step + 1) / self.warmup_steps
         progress = min(1.0, (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps))
         return self.min_factor + (1 - self.min_factor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class OneCycle(OneCycleLR):
+    """OneCycleLR whose peak is the optimizer's `lr` (per parameter group) instead of an argument of its own, so
+    that `--model.optimizer.lr` is the rate under this schedule too. Momentum is not cycled unless asked
+    (`cycle_momentum`; torch's default cycles it, which overrides SGD's `momentum` and Adam's first beta, and
+    gives plain SGD a momentum): the optimizer's options are what they say. Otherwise torch's arguments."""
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        total_steps: int | None = None,
+        pct_start: float = 0.3,
+        anneal_strategy: Literal["cos", "linear"] = "cos",
+        cycle_momentum: bool = False,
+        base_momentum: float = 0.85,
+        max_momentum: float = 0.95,
+        div_factor: float = 25.0,
+        final_div_factor: float = 1e4,
+        three_phase: bool = False,
+    ) -> None:
+        if total_steps is None:
+            raise ValueError("total_steps: OneCycle needs the run's number of optimizer steps (the CLI fills it in)")
+        super().__init__(
+            optimizer, [group["lr"] for group in optimizer.param_groups], total_steps, None, None, pct_start,
+            anneal_strategy, cycle_momentum, base_momentum, max_momentum, div_factor, final_div_factor, three_phase,
+        )  # fmt: skip
 
 
 def takes_total_steps(scheduler) -> bool:

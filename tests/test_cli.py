@@ -26,7 +26,7 @@ def test_fit_then_test_leaves_a_complete_run_folder(trained):
     assert "test/acc" in done.stdout
     config = yaml.safe_load((folder / "config.yaml").read_text())
     assert config["model"]["net"]["class_path"] == "project.models.CNN"
-    assert config["model"]["scheduler"]["class_path"] == "torch.optim.lr_scheduler.OneCycleLR"
+    assert config["model"]["scheduler"]["class_path"] == "project.optim.OneCycle"
     assert config["trainer"]["max_epochs"] == 1
 
 
@@ -234,7 +234,7 @@ def test_fast_recipe_runs_on_the_cpu(mnist_dir, tmp_path):
     assert done.returncode == 0, done.stderr
     config = yaml.safe_load((run_folder(tmp_path) / "config.yaml").read_text())
     assert config["data"]["init_args"]["on_device"] is True and config["model"]["channels_last"] is True
-    assert config["model"]["scheduler"]["init_args"]["max_lr"] == 0.01
+    assert config["model"]["optimizer"]["init_args"]["lr"] == 0.01  # the one-cycle peak
     assert "test/acc" in results(tmp_path)["metrics"]
 
 

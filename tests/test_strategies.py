@@ -12,7 +12,7 @@ from project.classifier import ImageClassifier
 from project.data import MNISTDataModule
 from project.errors import UserError
 from project.models import CNN, MLP
-from project.optim import WarmupCosine, parameter_groups
+from project.optim import OneCycle, WarmupCosine, parameter_groups
 from tests.conftest import FAST_TRAINER, REPO, results, run_cli
 
 
@@ -72,8 +72,7 @@ def test_one_cycle_counts_accumulated_steps(mnist_dir):
             if (batch_idx + 1) % 4 == 0:
                 seen.append(trainer.optimizers[0].param_groups[0]["lr"])
 
-    one_cycle = partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=0.1)
-    model = ImageClassifier(MLP(), optimizer=partial(torch.optim.SGD, lr=0.1), scheduler=one_cycle)
+    model = ImageClassifier(MLP(), optimizer=partial(torch.optim.SGD, lr=0.1), scheduler=OneCycle)  # peak: lr
     trainer(max_epochs=2, accumulate_grad_batches=4, callbacks=[Record()]).fit(model, data(mnist_dir, batch_size=25))
     reference = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
     expected_schedule = torch.optim.lr_scheduler.OneCycleLR(reference, max_lr=0.1, total_steps=10)
@@ -83,6 +82,27 @@ def test_one_cycle_counts_accumulated_steps(mnist_dir):
         expected_schedule.step()
         expected.append(reference.param_groups[0]["lr"])
     assert seen == pytest.approx(expected[: len(seen)]) and len(seen) == 10
+
+
+def test_one_cycle_peaks_at_each_parameter_group_lr():
+    """project.optim.OneCycle is torch's OneCycleLR with max_lr taken from the optimizer: the same rates."""
+
+    def optimizer():
+        return torch.optim.SGD(
+            [{"params": [nn.Parameter(torch.zeros(1))], "lr": lr} for lr in (0.01, 0.1)], momentum=0.9
+        )
+
+    ours, theirs = optimizer(), optimizer()
+    theirs_schedule = torch.optim.lr_scheduler.OneCycleLR(theirs, [0.01, 0.1], 10, cycle_momentum=False)
+    schedules = OneCycle(ours, total_steps=10), theirs_schedule
+    rates = []
+    for _ in range(10):
+        assert [g["lr"] for g in ours.param_groups] == [g["lr"] for g in theirs.param_groups]
+        rates.append(ours.param_groups[1]["lr"])
+        for each, schedule in zip((ours, theirs), schedules, strict=True):
+            each.step()
+            schedule.step()
+    assert rates[0] == pytest.approx(0.1 / 25) and max(rates) == pytest.approx(0.1)
 
 
 def test_l1_penalty_is_coefficient_times_sum_of_absolute_weights():
@@ -281,3 +301,12 @@ def test_plateau_schedule_is_returned_with_its_monitor():
     assert isinstance(config["lr_scheduler"]["scheduler"], torch.optim.lr_scheduler.ReduceLROnPlateau)
     plain = partial(torch.optim.lr_scheduler.ReduceLROnPlateau, mode="min")
     assert ImageClassifier(MLP(), scheduler=plain).configure_optimizers()["lr_scheduler"]["monitor"] == "val/loss"
+
+
+def test_one_cycle_leaves_the_optimizers_momentum_alone():
+    sgd = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)  # plain SGD: momentum 0
+    OneCycle(sgd, total_steps=10)
+    assert sgd.param_groups[0]["momentum"] == 0
+    adam = torch.optim.Adam([nn.Parameter(torch.zeros(1))], lr=0.1, betas=(0.8, 0.99))
+    OneCycle(adam, total_steps=10)
+    assert adam.param_groups[0]["betas"] == (0.8, 0.99)

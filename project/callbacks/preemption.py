@@ -84,7 +84,7 @@ class Preemption(Checkpoint):
 
     def save_and_stop(self, trainer: L.Trainer) -> None:
         path = self.last_checkpoint_path(trainer)
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=False)  # everything a resume needs
         job = os.environ.get("SLURM_JOB_ID")
         requeue = any_process(trainer, self.received == signal.SIGUSR1) and job is not None
         if trainer.is_global_zero:
