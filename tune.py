@@ -14,6 +14,7 @@ of its own, logs/tune/trial_N/. At the end the best trial is printed and written
 """
 
 import argparse
+import inspect
 import random
 import sys
 import time
@@ -22,6 +23,7 @@ from pathlib import Path
 import optuna
 import sqlalchemy
 import yaml
+from lightning import Trainer
 from optuna_integration import PyTorchLightningPruningCallback
 
 from project.callbacks.run_summary import write_atomically
@@ -122,13 +124,33 @@ def main(argv: list[str] | None = None) -> int:
     best = study.best_trial
     print(f"best trial {best.number}: val/acc_best {best.value:.4f} with {best.params}")
     if writes_the_summary(study, ran):
-        recipe = trial_recipe(optuna.trial.FixedTrial(best.params), args.net)
         header = f"# Best trial of study '{args.study}': trial {best.number}, val/acc_best {best.value:.4f}\n"
+        recipe = best_recipe(args.out / f"trial_{best.number}", best, args.net)
         write_atomically(args.out / "best.yaml", header + yaml.safe_dump(recipe, sort_keys=False))
         print(f"wrote {args.out / 'best.yaml'}; train with: python train.py --config {args.out / 'best.yaml'}")
     else:
         print(f"another worker is still running trials of study '{args.study}': it writes {args.out / 'best.yaml'}")
     return 0
+
+
+# Where a trial ran and how it showed progress: not part of what train.py needs to train it again.
+RUN_PLACE = ("default_root_dir", "logger", "callbacks", "enable_progress_bar")
+
+
+def best_recipe(trial_folder: Path, best: optuna.trial.FrozenTrial, net: str) -> dict:
+    """What train.py needs to train the best trial again: the configuration the trial ran with (data options,
+    epochs and seed included, as its config.yaml holds them), without where it ran; Trainer options only where
+    they differ from the Trainer's defaults. A trial whose folder is gone (another machine's) gives the values
+    tried, on the default recipe."""
+    saved = sorted(trial_folder.glob("*/version_*/config.yaml"))
+    if not saved:
+        return trial_recipe(optuna.trial.FixedTrial(best.params), net)
+    config = yaml.safe_load(saved[-1].read_text())
+    defaults = {name: p.default for name, p in inspect.signature(Trainer).parameters.items()}
+    trainer = {key: value for key, value in config["trainer"].items() if key not in RUN_PLACE}
+    trainer = {key: value for key, value in trainer.items() if key not in defaults or value != defaults[key]}
+    return {"seed_everything": config["seed_everything"], "trainer": trainer, "model": config["model"],
+            "data": config["data"]}  # fmt: skip
 
 
 def writes_the_summary(study: optuna.Study, ran: set[int]) -> bool:

@@ -1,5 +1,6 @@
 """The command line: LightningCLI with flat Trainer flags, and `fit` then `test` when no subcommand is given."""
 
+import json
 import os
 import re
 import sys
@@ -7,6 +8,7 @@ from argparse import ArgumentError
 from pathlib import Path
 
 import torch
+import yaml
 from lightning import LightningDataModule, Trainer
 from lightning.fabric.plugins import CheckpointIO
 from lightning.fabric.plugins.environments import ClusterEnvironment, SLURMEnvironment
@@ -24,7 +26,7 @@ from project.callbacks.random_state import RandomState
 from project.checkpoint_io import AtomicCheckpointIO
 from project.classifier import ImageClassifier
 from project.errors import UserError, explain_parse_error
-from project.resume import latest_run, read_checkpoint, run_folder_of
+from project.resume import latest_run, read_checkpoint, recipe_of, run_folder_of, run_version, saved_config
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 # Callbacks with their own switch (--<key>.enabled true|false) and options, in --help and in config files.
@@ -57,9 +59,9 @@ class ClassifierCLI(LightningCLI):
 
     def __init__(self, args: list[str], test_after_fit: bool = False, run: bool = True) -> None:
         self.test_after_fit = test_after_fit
-        self.dataset_given = any(a.startswith("--data.dataset") for a in args)
+        self.dataset_given = names_a_dataset(args)
         self.checkpoint: dict | None = None  # the --ckpt_path file's contents, read once
-        self.resume_folder: Path | None = None  # the run folder a `fit --ckpt_path` continues in
+        self.run_folder: Path | None = None  # the run folder of the --ckpt_path: fit continues, test writes in it
         raise_errors = {"exit_on_error": False}  # parse errors come back as exceptions, for main()'s one line
         callbacks = [RunSummary(), PredictionTable(), LearningRateMonitor("step")]
         # last.ckpt after every epoch, with the random state, for `--ckpt_path last`; no debris from failed runs.
@@ -118,21 +120,20 @@ class ClassifierCLI(LightningCLI):
             return
         if ckpt_path == "last":
             experiment = Path(config.trainer.default_root_dir) / experiment_name(config)
-            run = latest_run(experiment)
+            run = latest_run(experiment, recipe_of(config.as_dict()))
             if run is None and self.config.subcommand == "fit":
                 # Nothing to resume: a job script that always passes `--ckpt_path last` starts afresh.
-                print(f"No checkpoints/last.ckpt under {experiment}: starting a new run.", file=sys.stderr)
+                print(f"No run of this recipe under {experiment} has a last.ckpt: starting a new run.", file=sys.stderr)
                 config.ckpt_path = None
                 return
             if run is None:
                 raise UserError(
-                    f"--ckpt_path last: no run under {experiment} has a checkpoints/last.ckpt; "
+                    f"--ckpt_path last: no run of this recipe under {experiment} has a checkpoints/last.ckpt; "
                     "train first, or give a checkpoint's path"
                 )
             config.ckpt_path = str(run / "checkpoints" / "last.ckpt")
         self.checkpoint = read_checkpoint(Path(config.ckpt_path))
-        if self.config.subcommand == "fit":
-            self.resume_folder = run_folder_of(Path(config.ckpt_path))
+        self.run_folder = run_folder_of(Path(config.ckpt_path))
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -151,14 +152,15 @@ class ClassifierCLI(LightningCLI):
         if config.trainer.logger is None or config.trainer.logger is True:
             # TensorBoard under default_root_dir/<data set>_<model>/version_N, without the -1 "hp_metric"
             # placeholder (RunSummary logs real metrics against the hyper-parameters).
-            # A resumed fit continues in its own run folder: same event files, same checkpoints folder.
-            run = self.resume_folder
+            # One run, one folder: a resumed fit continues in the checkpoint's run folder, and test, validate
+            # and predict of a run's checkpoint write into it (same event files, checkpoints, results.json).
+            run = self.run_folder
             config.trainer.logger = {
                 "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
                 "init_args": {
                     "save_dir": str(run.parents[1]) if run else config.trainer.default_root_dir,
                     "name": run.parent.name if run else experiment_name(config),
-                    "version": run.name if run else None,
+                    "version": run_version(run) if run else None,
                     "default_hp_metric": False,
                 },
             }
@@ -197,8 +199,8 @@ class ClassifierCLI(LightningCLI):
 
     def after_fit(self) -> None:
         if self.test_after_fit and not self.trainer.interrupted:
-            # Evaluate the checkpoint that validated best, not the weights of the last epoch.
-            ckpt = "best" if self.trainer.checkpoint_callback.best_model_path else None
+            # Evaluate the checkpoint that validated best (val/acc), not the weights of the last epoch.
+            ckpt = self.trainer.checkpoint_callback.best_model_path or None
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt, weights_only=True)
 
 
@@ -264,6 +266,37 @@ def split_command(argv: list[str]) -> tuple[list[str], bool]:
     return [argv[0], "--config", str(DEFAULT_CONFIG), *argv[1:]], test_after_fit
 
 
+def run_data_defaults(args: list[str]) -> list[str]:
+    """With `--ckpt_path` to a checkpoint in a run folder, that run's data options (its config.yaml) go in
+    after the default recipe, so that `--config` files and flags given after them still override them."""
+    paths = [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--ckpt_path"]
+    paths += [a.split("=", 1)[1] for a in args if a.startswith("--ckpt_path=")]
+    run = run_folder_of(Path(paths[-1])) if paths else None
+    data = saved_config(run).get("data") if run else None
+    if not data:
+        return args
+    return [*args[:3], "--data", json.dumps(data), *args[3:]]  # after `SUBCOMMAND --config DEFAULT_CONFIG`
+
+
+def names_a_dataset(args: list[str]) -> bool:
+    """Whether the arguments choose a data set: a --data.dataset flag, or a --config file or --data value
+    that sets one (the default recipe does not)."""
+    for i, word in enumerate(args):
+        if word.startswith(("--data.dataset", "--data.init_args.dataset")):
+            return True
+        value = args[i + 1] if i + 1 < len(args) else ""
+        if word == "--data" and "dataset" in value:
+            return True
+        if word == "--config" and Path(value).is_file() and Path(value) != DEFAULT_CONFIG:
+            try:
+                data = (yaml.safe_load(Path(value).read_text()) or {}).get("data") or {}
+            except (yaml.YAMLError, AttributeError):  # not a YAML mapping: the parser says what is wrong
+                continue
+            if isinstance(data, dict) and ("dataset" in data or "dataset" in (data.get("init_args") or {})):
+                return True
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; a mistake the user can fix ends with one line on stderr and exit status 2.
     `--debug` shows the traceback instead."""
@@ -271,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv
     args, test_after_fit = split_command([word for word in argv if word != "--debug"])
     try:
-        ClassifierCLI(args, test_after_fit=test_after_fit)
+        cli = ClassifierCLI(run_data_defaults(args), test_after_fit=test_after_fit)
     except (UserError, MisconfigurationException) as error:
         if debug:
             raise
@@ -284,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
                 "Leave out --accelerator gpu to train on the CPU."
             )
         return fail(message)
+    if cli.trainer.is_global_zero and cli.trainer.logger is not None:
+        print(f"run folder: {cli.trainer.logger.log_dir}", file=sys.stderr)
     return 0
 
 

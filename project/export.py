@@ -64,8 +64,11 @@ def export_onnx(net: torch.nn.Module, images: torch.Tensor, expected: torch.Tens
         print('skipped ONNX: install the extra with pip install -e ".[onnx]"', file=sys.stderr)
         return None
     batch = torch.export.Dim("batch")
+    # external_data=False: the weights inside model.onnx, one file to ship (torch's default writes them to a
+    # model.onnx.data beside it, without which model.onnx does not load).
     torch.onnx.export(net, (images,), str(path), input_names=["images"], output_names=["logits"],
-                      dynamic_shapes={"images": {0: batch}}, dynamo=True, verbose=False)  # fmt: skip
+                      dynamic_shapes={"images": {0: batch}}, dynamo=True, verbose=False,
+                      external_data=False)  # fmt: skip
     try:
         import onnxruntime
     except ImportError:

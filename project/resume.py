@@ -1,31 +1,55 @@
 """What `--ckpt_path` points at: `last` is the newest run of this experiment that holds a last.ckpt, and any
 checkpoint is read once, weights only, with an error a person can act on when it is not one."""
 
+import json
 import re
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from project.errors import UserError
 
 RUN_FOLDER = re.compile(r"version_(\d+)")
 
 
-def latest_run(experiment: Path) -> Path | None:
-    """The run folder (experiment/version_N) with the highest N that holds checkpoints/last.ckpt."""
+def latest_run(experiment: Path, recipe: dict[str, Any] | None = None) -> Path | None:
+    """The run folder (experiment/version_N) with the highest N that holds checkpoints/last.ckpt and, when
+    `recipe` is given, whose config.yaml has the same recipe (see same_recipe)."""
     runs = [ckpt.parents[1] for ckpt in experiment.glob("version_*/checkpoints/last.ckpt")]
     runs = [run for run in runs if RUN_FOLDER.fullmatch(run.name)]
+    if recipe is not None:
+        runs = [run for run in runs if recipe == recipe_of(saved_config(run))]
     return max(runs, key=lambda run: int(RUN_FOLDER.fullmatch(run.name)[1]), default=None)
 
 
+def recipe_of(config: dict[str, Any]) -> dict[str, Any]:
+    """What makes two runs the same recipe: every model option (net, optimizer, schedule, loss, ...) and the
+    data module with its data set; not where the files are, nor Trainer options such as epochs or devices."""
+    data = config.get("data") or {}
+    arguments = data.get("init_args") or {}
+    recipe = {"model": config.get("model"), "data": [data.get("class_path"), arguments.get("dataset")]}
+    return json.loads(json.dumps(recipe, default=str))  # tuples and lists alike, as in a YAML file
+
+
+def saved_config(run: Path) -> dict[str, Any]:
+    """The config.yaml LightningCLI saved in a run folder, or {} where there is none."""
+    path = run / "config.yaml"
+    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+
+
 def run_folder_of(ckpt: Path) -> Path | None:
-    """The run folder a checkpoint was written into (<root>/<name>/version_N/checkpoints/x.ckpt), if it was."""
-    ckpt = ckpt.resolve()
+    """The run folder a checkpoint was written into (<root>/<name>/version_N/checkpoints/x.ckpt), if it was;
+    as the path was given (a relative path stays relative, so the run's own relative paths keep matching)."""
     if ckpt.parent.name == "checkpoints" and RUN_FOLDER.fullmatch(ckpt.parents[1].name):
         return ckpt.parents[1]
     return None
+
+
+def run_version(run: Path) -> int:
+    return int(RUN_FOLDER.fullmatch(run.name)[1])
 
 
 def read_checkpoint(path: Path, option: str = "--ckpt_path") -> dict[str, Any]:

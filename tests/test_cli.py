@@ -1,6 +1,8 @@
 """The command line end to end, in subprocesses, as a user types it."""
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -44,51 +46,32 @@ def test_tensorboard_has_the_metrics_and_real_hparams(trained):
     assert {"batch_size", "dataset", "net/class_path"} <= {h.name for h in hparams.hparam_infos}
 
 
-def test_test_subcommand_reproduces_the_test_metrics(trained):
+def copy_of_run(trained, tmp_path: Path) -> tuple[Path, str]:
+    """The shared run copied (tests that add to a run must not change the one others read); its best checkpoint."""
     root, _ = trained
-    summary = results(root / "logs")
-    again = root / "again"
-    done = run_cli(
-        "test",
-        "--ckpt_path",
-        summary["best_checkpoint"],
-        "--data.data_dir",
-        str(root / "data"),
-        "--default_root_dir",
-        str(again),
-        "--limit_test_batches",
-        "2",
-        "--data.batch_size",
-        "32",
-        "--data.val_size",
-        "100",
-    )
+    shutil.copytree(root / "logs", tmp_path / "logs")
+    best = results(root / "logs")["best_checkpoint"]
+    return tmp_path / "logs", str(tmp_path / "logs" / Path(best).relative_to(root / "logs"))
+
+
+def test_test_subcommand_reproduces_the_test_metrics(trained, tmp_path):
+    """`test` of a run's checkpoint: the run's data options (from its config.yaml), its folder, its metrics."""
+    logs, best = copy_of_run(trained, tmp_path)
+    before = results(logs)["metrics"]["test/acc"]
+    done = run_cli("test", "--ckpt_path", best, "--limit_test_batches", "2", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert results(again)["metrics"]["test/acc"] == pytest.approx(summary["metrics"]["test/acc"])
+    assert results(logs)["metrics"]["test/acc"] == pytest.approx(before)  # run_folder: still one under logs/
+    assert results(logs)["tested_checkpoint"] == best
 
 
 @pytest.mark.parametrize("subcommand", ["validate", "predict"])
-def test_other_subcommands_run(trained, subcommand):
-    root, _ = trained
-    ckpt = results(root / "logs")["best_checkpoint"]
-    done = run_cli(
-        subcommand,
-        "--ckpt_path",
-        ckpt,
-        "--data.data_dir",
-        str(root / "data"),
-        "--default_root_dir",
-        str(root / subcommand),
-        "--limit_val_batches",
-        "1",
-        "--limit_predict_batches",
-        "1",
-        "--enable_progress_bar",
-        "false",
-        "--data.val_size",
-        "100",
-    )
+def test_other_subcommands_run(trained, subcommand, tmp_path):
+    logs, best = copy_of_run(trained, tmp_path)
+    done = run_cli(subcommand, "--ckpt_path", best, "--limit_val_batches", "1", "--limit_predict_batches", "1",
+                   "--enable_progress_bar", "false", cwd=tmp_path)  # fmt: skip
     assert done.returncode == 0, done.stderr
+    assert run_folder(logs) == Path(best).parents[1]  # written into the run, no new version
+    assert (run_folder(logs) / "predictions.csv").exists() == (subcommand == "predict")
 
 
 @pytest.mark.parametrize("prefix", ["", "trainer."])
@@ -220,11 +203,12 @@ def test_two_cpu_processes_make_one_run(mnist_dir, tmp_path):
     assert sorted(p.name for p in (folder / "checkpoints").iterdir())[1:] == ["last.ckpt"]  # best + last
     # Each process scored half of the 200 test images; the reduced accuracy is the one process's over all 200.
     ddp = results(tmp_path / "ddp")
-    alone = run_cli("test", *common, "--ckpt_path", ddp["tested_checkpoint"], "--default_root_dir",
-                    str(tmp_path / "one"))  # fmt: skip
+    alone = run_cli("test", *common, "--ckpt_path", ddp["tested_checkpoint"])  # one process, into the same run
     assert alone.returncode == 0, alone.stderr
-    assert ddp["metrics"]["test/acc"] == results(tmp_path / "one")["metrics"]["test/acc"]
-    assert abs(ddp["metrics"]["test/loss"] - results(tmp_path / "one")["metrics"]["test/loss"]) < 1e-5
+    one = results(tmp_path / "ddp")
+    assert one["wall_seconds"] != ddp["wall_seconds"]  # rewritten by the one-process test
+    assert ddp["metrics"]["test/acc"] == one["metrics"]["test/acc"]
+    assert abs(ddp["metrics"]["test/loss"] - one["metrics"]["test/loss"]) < 1e-5
 
 
 def test_fast_recipe_runs_on_the_cpu(mnist_dir, tmp_path):

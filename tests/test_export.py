@@ -31,6 +31,7 @@ def test_export_matches_pytorch(checkpoint, tmp_path):
         expected = net(images)
         torch.testing.assert_close(torch.jit.load(str(tmp_path / "model.pt"))(images), expected)
     onnxruntime = pytest.importorskip("onnxruntime")
+    assert not (tmp_path / "model.onnx.data").exists()  # one self-contained file
     session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
     (logits,) = session.run(None, {"images": images.numpy()})
     torch.testing.assert_close(torch.from_numpy(logits), expected, rtol=1e-4, atol=1e-5)

@@ -14,13 +14,13 @@ import pytest
 import torch
 
 from project.cli import DEFAULT_CONFIG, ClassifierCLI
-from tests.conftest import REPO
+from tests.conftest import REPO, scalars_by_step
 from tests.idx_files import write_dataset
 
 # Two epochs of two steps: per-epoch schedules act once, per-step ones three times.
 SHORT = (
     "--max_epochs 2 --limit_train_batches 2 --limit_val_batches 1 --limit_test_batches 1 --data.val_size 100 "
-    "--data.batch_size 32 --enable_progress_bar false --enable_model_summary false --logger false"
+    "--data.batch_size 32 --enable_progress_bar false --enable_model_summary false"
 ).split()
 SGD = ["--model.optimizer", "SGD", "--model.optimizer.lr", "0.05"]
 MLP = ["--model.net", "MLP"]
@@ -66,6 +66,7 @@ KNOBS = {
     "--gradient_clip_val": ([], ["--gradient_clip_val", "1e-4"], "weights"),
     "--gradient_clip_algorithm": (["--gradient_clip_val", "1e-4"], ["--gradient_clip_algorithm", "value"], "weights"),
     "--precision": ([], ["--precision", "bf16-mixed"], "weights"),
+    "--log_every_n_steps": ([], ["--log_every_n_steps", "1"], "logged"),
 }
 # Options the README names that choose files, hardware or output, or whose effect another test shows.
 EXEMPT = {
@@ -107,6 +108,7 @@ def train(data: Path, root: Path, flags: list[str]) -> dict:
         "weights": {k: v.clone() for k, v in cli.model.net.state_dict().items()},
         "steps": cli.trainer.global_step,
         "split": (len(cli.datamodule.train_set), cli.datamodule.val_set.tensors[0].sum(dim=(1, 2)).tolist()),
+        "logged": sorted(scalars_by_step(Path(cli.trainer.log_dir), "train/loss")),
     }
 
 

@@ -57,15 +57,15 @@ def test_predict_command_table_and_csv(mnist_dir, tmp_path):
     (images / "d_broken.png").write_bytes(b"garbage")
     (images / "e_notes.txt").write_text("not an image")
 
-    done = run_cli("predict", "--ckpt_path", ckpt, "--data.predict_path", str(images),
-                   "--default_root_dir", str(tmp_path / "predict"))  # fmt: skip
+    done = run_cli("predict", "--ckpt_path", ckpt, "--data.predict_path", str(images))
     assert done.returncode == 0, done.stderr
     skipped = [line for line in done.stderr.splitlines() if line.startswith("skipped ")]
     assert len(skipped) == 2 and "d_broken.png" in skipped[0] and "e_notes.txt" in skipped[1]
     header = next(line for line in done.stdout.splitlines() if line.startswith("file"))
     assert header.split() == ["file", "predicted", "class", "confidence", "top3"]
 
-    rows = list(csv.DictReader((run_folder(tmp_path / "predict") / "predictions.csv").read_text().splitlines()))
+    # Written into the checkpoint's run folder (one run, one folder).
+    rows = list(csv.DictReader((run_folder(tmp_path / "train") / "predictions.csv").read_text().splitlines()))
     assert [r["file"].rsplit("/", 1)[1] for r in rows] == ["a_dark_on_light.png", "b_rgb.jpg", "c_with_alpha.png"]
     # The same predictions computed another way: the image prepared by hand, normalized, through the model.
     model = ImageClassifier.load_from_checkpoint(ckpt).eval()
@@ -97,8 +97,8 @@ def test_class_names_come_from_the_checkpoints_data_set(tmp_path):
     image = tmp_path / "shirt.png"
     bar_image((40, 40), dark_on_light=True).save(image)
     done = run_cli("predict", "--ckpt_path", results(tmp_path / "train")["best_checkpoint"],
-                   "--data.predict_path", str(image), "--default_root_dir", str(tmp_path / "predict"))  # fmt: skip
+                   "--data.predict_path", str(image))  # fmt: skip
     assert done.returncode == 0, done.stderr
-    row = next(csv.DictReader((run_folder(tmp_path / "predict") / "predictions.csv").read_text().splitlines()))
+    row = next(csv.DictReader((run_folder(tmp_path / "train") / "predictions.csv").read_text().splitlines()))
     assert row["class"] in DATASETS["fashion_mnist"].classes
-    assert run_folder(tmp_path / "predict").parent.name == "fashion_mnist_cnn"
+    assert run_folder(tmp_path / "train").parent.name == "fashion_mnist_cnn"

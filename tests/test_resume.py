@@ -1,6 +1,7 @@
 """Resume after a crash: `--ckpt_path last` continues the same run, bitwise, and checkpoints are never torn."""
 
 import io
+import json
 import os
 import random
 import shutil
@@ -17,7 +18,7 @@ import torch
 from project.callbacks.random_state import RandomState
 from project.checkpoint_io import AtomicCheckpointIO
 from project.cli import main
-from tests.conftest import REPO, results, run_cli, run_folder, scalars_by_step
+from tests.conftest import REPO, read_events, results, run_cli, run_folder, scalars_by_step
 from tests.idx_files import write_dataset
 
 # Three short epochs of the default CNN recipe (OneCycle, dropout, shuffling): everything a resume must restore.
@@ -233,3 +234,37 @@ def test_a_preemption_signal_saves_the_step_and_exits_with_status_0(mnist_dir, t
     assert run_folder(tmp_path / "logs") == folder
     assert results(tmp_path / "logs")["global_step"] == 8
     assert scalars_by_step(folder, "train/loss").keys() == {0, 2, 3, 4, 5, 6, 7}  # step 1's point: see README
+
+
+def test_one_run_one_folder_with_a_relative_logs_folder(mnist_dir, tmp_path, monkeypatch, recwarn):
+    """As a user types it, in the folder where logs/ is: a run stopped after its first epoch, a newer run of
+    another recipe beside it, then `--ckpt_path last`, `test` and `predict` of the run's checkpoint."""
+    monkeypatch.chdir(tmp_path)
+    common = [*THREE_EPOCHS, "--limit_train_batches", "3", "--limit_val_batches", "2", "--max_epochs", "2"]
+    stop_after_epoch = ["--trainer.callbacks+=tests.slow_stages.SignalAt", "--trainer.callbacks.step", "3"]
+    previous = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGUSR1)
+    with pytest.raises(SystemExit):
+        main(["--data.data_dir", str(mnist_dir), *common, *stop_after_epoch])
+    signal.signal(signal.SIGTERM, previous[0])
+    signal.signal(signal.SIGUSR1, previous[1])
+    other = ["--model.net.dropout", "0.5", "--max_epochs", "1"]  # the same net, another recipe, newer
+    assert main(["--data.data_dir", str(mnist_dir), *common, *other]) == 0
+
+    assert main(["--data.data_dir", str(mnist_dir), *common, "--ckpt_path", "last"]) == 0
+    run = Path("logs/mnist_cnn/version_0")
+    summary = json.loads((run / "results.json").read_text())
+    assert summary["global_step"] == 6
+    assert summary["best_checkpoint"].startswith(str(run / "checkpoints" / "epoch="))  # relative, as started
+    assert len(list((run / "checkpoints").glob("epoch=*.ckpt"))) == 1  # one best checkpoint, the stale one gone
+    assert not [w for w in recwarn if "dirpath" in str(w.message)]
+
+    # test and predict of the run's checkpoint: its data options from config.yaml, its folder, no new version.
+    checkpoint = str(run / "checkpoints" / "last.ckpt")
+    assert main(["test", "--ckpt_path", checkpoint, "--limit_test_batches", "2"]) == 0
+    assert main(["predict", "--ckpt_path", checkpoint, "--limit_predict_batches", "1"]) == 0
+    assert sorted(p.name for p in run.parent.iterdir()) == ["version_0", "version_1"]
+    assert (run / "predictions.csv").exists()
+    summary = json.loads((run / "results.json").read_text())
+    assert {"val/acc_best", "test/acc"} <= summary["metrics"].keys() and summary["tested_checkpoint"] == checkpoint
+    _, experiment = read_events(run)  # the newest HPARAMS summary still has the fit's column
+    assert {"val/acc_best", "test/acc"} <= {m.name.tag for m in experiment.metric_infos}

@@ -25,16 +25,18 @@ def test_three_trials_write_a_usable_recipe_and_the_study_resumes(mnist_dir, tmp
     assert len(study.trials) == 3
     best = yaml.safe_load((tmp_path / "tune" / "best.yaml").read_text())
     assert best["model"]["optimizer"]["init_args"]["lr"] == study.best_params["lr"]
-    assert best["data"]["batch_size"] == study.best_params["batch_size"]
+    assert best["data"]["init_args"]["batch_size"] == study.best_params["batch_size"]
+    assert best["data"]["init_args"]["data_dir"] == str(mnist_dir)  # what train.py needs, data included
+    assert best["trainer"]["max_epochs"] == 2 and "default_root_dir" not in best["trainer"]
 
     # Asked for 4 in all, the same study runs exactly one more trial.
     done = tune("--trials", "4", *common)
     assert done.returncode == 0, done.stderr
     assert len(optuna.load_study(study_name="mnist", storage=storage).trials) == 4
 
-    # The recipe trains as it is.
-    done = run_cli("--config", str(tmp_path / "tune" / "best.yaml"), "--data.data_dir", str(mnist_dir),
-                   "--default_root_dir", str(tmp_path / "train"), *FAST_TRAINER)  # fmt: skip
+    # The recipe trains as it is: the data options come with it.
+    done = run_cli("--config", str(tmp_path / "tune" / "best.yaml"), "--default_root_dir", str(tmp_path / "train"),
+                   "--limit_train_batches", "3", "--limit_val_batches", "1", "--limit_test_batches", "2")  # fmt: skip
     assert done.returncode == 0, done.stderr
     config = yaml.safe_load((run_folder(tmp_path / "train") / "config.yaml").read_text())
     assert config["model"]["net"]["class_path"] == "project.models.MLP"

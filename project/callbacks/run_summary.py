@@ -2,6 +2,7 @@
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,21 @@ class RunSummary(Callback):
     def __init__(self) -> None:
         self.started = time.perf_counter()
         self.results: dict[str, Any] = {"metrics": {}}
+        self.folder: Path | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        folder = Path(trainer.log_dir or trainer.default_root_dir)  # on every process: a collective call
+        if folder == self.folder:
+            return
+        self.folder = folder
+        # One run, one folder: a resumed run, or a test of a run's checkpoint, adds to what the run wrote.
+        path = folder / "results.json"
+        if path.is_file():
+            saved = json.loads(path.read_text())
+            metrics = {**saved.get("metrics", {}), **self.results["metrics"]}
+            self.results = {**saved, **self.results, "metrics": metrics}
+        if trainer.is_global_zero:
+            print(f"run folder: {folder}", file=sys.stderr)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         checkpoint = trainer.checkpoint_callback
@@ -29,7 +45,7 @@ class RunSummary(Callback):
         self._record(trainer)
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.results.setdefault("tested_checkpoint", trainer.ckpt_path)
+        self.results["tested_checkpoint"] = trainer.ckpt_path
         self._record(trainer)
         metrics = {k: v for k, v in self.results["metrics"].items() if k in HPARAM_METRICS}
         for logger in trainer.loggers:
@@ -39,9 +55,8 @@ class RunSummary(Callback):
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         self.results["metrics"].update(metrics)
         self.results["wall_seconds"] = round(time.perf_counter() - self.started, 2)
-        folder = trainer.log_dir or trainer.default_root_dir  # on every process: log_dir is a collective call
         if trainer.is_global_zero:
-            write_atomically(Path(folder) / "results.json", json.dumps(self.results, indent=2) + "\n")
+            write_atomically(self.folder / "results.json", json.dumps(self.results, indent=2) + "\n")
 
 
 def _hparams(trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
