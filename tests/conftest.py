@@ -51,6 +51,14 @@ def run_cli(*args: str, cwd: Path = REPO, env: dict | None = None) -> subprocess
     )
 
 
+def copy_of_run(trained, tmp_path: Path) -> tuple[Path, str]:
+    """The shared run copied (tests that add to a run must not change the one others read); its best checkpoint."""
+    root, _ = trained
+    shutil.copytree(root / "logs", tmp_path / "logs")
+    best = results(root / "logs")["best_checkpoint"]
+    return tmp_path / "logs", str(tmp_path / "logs" / Path(best).relative_to(root / "logs"))
+
+
 def run_folder(root: Path) -> Path:
     """The single run folder (logs/<name>/version_N) under root."""
     folders = [p.parent for p in root.rglob("config.yaml")]

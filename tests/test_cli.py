@@ -1,7 +1,6 @@
 """The command line end to end, in subprocesses, as a user types it."""
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -9,7 +8,7 @@ import torch
 import yaml
 
 from project.cli import main
-from tests.conftest import FAST_TRAINER, read_events, results, run_cli, run_folder, scalars_by_step
+from tests.conftest import FAST_TRAINER, copy_of_run, read_events, results, run_cli, run_folder, scalars_by_step
 
 
 def test_fit_then_test_leaves_a_complete_run_folder(trained):
@@ -44,14 +43,6 @@ def test_tensorboard_has_the_metrics_and_real_hparams(trained):
     # The HPARAMS tab: the run's hyper-parameters against real metrics.
     assert {m.name.tag for m in hparams.metric_infos} == {"val/acc_best", "test/acc"}
     assert {"batch_size", "dataset", "net/class_path"} <= {h.name for h in hparams.hparam_infos}
-
-
-def copy_of_run(trained, tmp_path: Path) -> tuple[Path, str]:
-    """The shared run copied (tests that add to a run must not change the one others read); its best checkpoint."""
-    root, _ = trained
-    shutil.copytree(root / "logs", tmp_path / "logs")
-    best = results(root / "logs")["best_checkpoint"]
-    return tmp_path / "logs", str(tmp_path / "logs" / Path(best).relative_to(root / "logs"))
 
 
 def test_test_subcommand_reproduces_the_test_metrics(trained, tmp_path):

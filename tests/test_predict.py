@@ -1,6 +1,7 @@
 """`python train.py predict` on your own image files: any size, colour or grey, either polarity; broken ones skipped."""
 
 import csv
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,7 +10,7 @@ from PIL import Image
 from project.classifier import ImageClassifier
 from project.data import DATASETS
 from project.data.images import load_image
-from tests.conftest import FAST_TRAINER, results, run_cli, run_folder
+from tests.conftest import FAST_TRAINER, copy_of_run, results, run_cli, run_folder
 
 
 def bar_image(size, dark_on_light: bool, mode: str = "L") -> Image.Image:
@@ -102,3 +103,17 @@ def test_class_names_come_from_the_checkpoints_data_set(tmp_path):
     row = next(csv.DictReader((run_folder(tmp_path / "train") / "predictions.csv").read_text().splitlines()))
     assert row["class"] in DATASETS["fashion_mnist"].classes
     assert run_folder(tmp_path / "train").parent.name == "fashion_mnist_cnn"
+
+
+def test_a_data_set_chosen_in_a_config_file_wins_over_the_checkpoints(trained, tmp_path):
+    """The run's data options are defaults: a --config file that names another data set is obeyed."""
+    from tests.idx_files import write_dataset
+
+    _, best = copy_of_run(trained, tmp_path)  # an MNIST run
+    write_dataset(tmp_path / "data" / "FashionMNIST" / "raw")
+    (tmp_path / "fashion.yaml").write_text(f"data:\n  dataset: fashion_mnist\n  data_dir: {tmp_path / 'data'}\n")
+    done = run_cli("predict", "--ckpt_path", best, "--config", str(tmp_path / "fashion.yaml"),
+                   "--limit_predict_batches", "1", cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader((Path(best).parents[1] / "predictions.csv").read_text().splitlines()))
+    assert {row["true"] for row in rows} <= set(DATASETS["fashion_mnist"].classes)
