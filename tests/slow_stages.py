@@ -55,11 +55,12 @@ class SlowCheckpointIO(AtomicCheckpointIO):
 
 
 class SignalAt(Callback):
-    """Sends `signal` to its own process after training step `step`, as a cluster would at that moment."""
+    """Sends `signal` to its own process after training step `step`, as a cluster would at that moment; with
+    `rank`, only the process of that global rank gets it."""
 
-    def __init__(self, step: int, signal: str = "SIGUSR1") -> None:
-        self.step, self.signal = step, signal
+    def __init__(self, step: int, signal: str = "SIGUSR1", rank: int | None = None) -> None:
+        self.step, self.signal, self.rank = step, signal, rank
 
     def on_train_batch_end(self, trainer, *args) -> None:
-        if trainer.global_step == self.step:
+        if trainer.global_step == self.step and self.rank in (None, trainer.global_rank):
             os.kill(os.getpid(), getattr(signal, self.signal))

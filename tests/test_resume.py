@@ -268,3 +268,22 @@ def test_one_run_one_folder_with_a_relative_logs_folder(mnist_dir, tmp_path, mon
     assert {"val/acc_best", "test/acc"} <= summary["metrics"].keys() and summary["tested_checkpoint"] == checkpoint
     _, experiment = read_events(run)  # the newest HPARAMS summary still has the fit's column
     assert {"val/acc_best", "test/acc"} <= {m.name.tag for m in experiment.metric_infos}
+
+
+@pytest.mark.slow
+def test_a_signal_to_one_ddp_process_stops_all_at_the_same_step(mnist_dir, tmp_path):
+    """Two CPU processes; only rank 1 is signalled: both save and stop after the same step, the launch exits with
+    status 0, and the resumed run ends at the planned step count."""
+    args = ["--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path / "logs"), *THREE_EPOCHS,
+            "--limit_train_batches", "4", "--limit_val_batches", "1", "--max_epochs", "2",
+            "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp"]  # fmt: skip
+    signal_rank_1 = ["--trainer.callbacks+=tests.slow_stages.SignalAt", "--trainer.callbacks.step", "2",
+                     "--trainer.callbacks.rank", "1"]  # fmt: skip
+    stopped = run_cli(*args, *signal_rank_1)
+    assert stopped.returncode == 0, stopped.stderr
+    assert "a signal to another process: saved" in stopped.stderr
+    folder = run_folder(tmp_path / "logs")
+    assert torch.load(folder / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2
+    resumed = run_cli(*args, "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr
+    assert results(tmp_path / "logs")["global_step"] == 8  # 4 steps an epoch (limit_train_batches), 2 epochs
