@@ -26,6 +26,7 @@ from project.callbacks.random_state import RandomState
 from project.checkpoint_io import AtomicCheckpointIO
 from project.classifier import ImageClassifier
 from project.errors import UserError, explain_parse_error
+from project.help import help_text
 from project.resume import latest_run, read_checkpoint, recipe_of, run_folder_of, run_version, saved_config
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
@@ -302,6 +303,9 @@ def main(argv: list[str] | None = None) -> int:
     `--debug` shows the traceback instead."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
+    if "-h" in argv or "--help" in argv:
+        print(help_text(DESCRIPTION, {"checkpoint": ModelCheckpoint, **OPTIONAL_CALLBACKS}))
+        return 0
     args, test_after_fit = split_command([word for word in argv if word != "--debug"])
     try:
         cli = ClassifierCLI(run_data_defaults(args), test_after_fit=test_after_fit)

@@ -114,17 +114,22 @@ def test_option_values_may_be_subcommand_words(mnist_dir, tmp_path, monkeypatch)
     assert "test/acc" in results(tmp_path / "test")["metrics"]
 
 
-def test_help_shows_flat_trainer_flags():
+def test_help_lists_the_options_of_each_class_once_and_not_every_torch_class():
     done = run_cli("--help")
     assert done.returncode == 0
     for flag in (
         "--accelerator ACCELERATOR",
         "--max_epochs MAX_EPOCHS",
-        "--trainer.max_epochs MAX_EPOCHS",
-        "--model.net",
-        "--data.help MNISTDataModule",
+        "--model.label_smoothing LABEL_SMOOTHING",
+        "--model.net CNN|MLP|CLASS_PATH",
+        "--model.net.channels",  # the CNN's
+        "--model.net.hidden_sizes",  # the MLP's
+        "--data.batch_size BATCH_SIZE",
+        "--non_finite.every_n_steps",
     ):
         assert flag in done.stdout, flag
+    assert "torch.nn.Identity" not in done.stdout and len(done.stdout.splitlines()) < 700
+    assert run_cli("test", "--help").stdout == done.stdout
 
 
 def test_mlp_config_and_optimizer_injection(mnist_dir, tmp_path):
