@@ -91,3 +91,23 @@ def test_postgresql_storage_without_its_driver_names_the_extra(monkeypatch, caps
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and error.startswith("error: --storage postgresql://...: the database driver")
     assert 'pip install -e ".[postgres]"' in error
+
+
+def test_best_yaml_is_the_trials_own_config_without_where_it_ran(tmp_path):
+    """What train.py needs to train the best trial again: its data options, epochs and seed, not its folders."""
+    import tune
+
+    run = tmp_path / "trial_3" / "mnist_mlp" / "version_0"
+    run.mkdir(parents=True)
+    config = {
+        "seed_everything": 0,
+        "trainer": {"default_root_dir": str(tmp_path / "trial_3"), "logger": {"class_path": "TensorBoardLogger"},
+                    "enable_progress_bar": False, "max_epochs": 2, "accelerator": "auto"},
+        "model": {"net": {"class_path": "project.models.MLP"}, "optimizer": {"init_args": {"lr": 0.01}}},
+        "data": {"class_path": "project.data.MNISTDataModule", "init_args": {"data_dir": "/d", "batch_size": 64}},
+    }  # fmt: skip
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    trial = optuna.trial.create_trial(params={}, distributions={}, value=0.9)
+    recipe = tune.best_recipe(tmp_path / "trial_3", trial, "MLP")
+    assert recipe["trainer"] == {"max_epochs": 2}  # where it ran and Trainer defaults left out
+    assert recipe["data"] == config["data"] and recipe["model"] == config["model"] and recipe["seed_everything"] == 0
