@@ -123,13 +123,13 @@ def main(argv: list[str] | None = None) -> int:
         return fail(str(error))
     best = study.best_trial
     print(f"best trial {best.number}: val/acc_best {best.value:.4f} with {best.params}")
-    if writes_the_summary(study, ran):
+    if writes_the_summary(study, ran, args.out / "best.yaml"):
         header = f"# Best trial of study '{args.study}': trial {best.number}, val/acc_best {best.value:.4f}\n"
         recipe = best_recipe(args.out / f"trial_{best.number}", best, args.net)
         write_atomically(args.out / "best.yaml", header + yaml.safe_dump(recipe, sort_keys=False))
         print(f"wrote {args.out / 'best.yaml'}; train with: python train.py --config {args.out / 'best.yaml'}")
     else:
-        print(f"another worker is still running trials of study '{args.study}': it writes {args.out / 'best.yaml'}")
+        print(f"{args.out / 'best.yaml'} is written by the worker that finishes the study's last trial")
     return 0
 
 
@@ -153,15 +153,16 @@ def best_recipe(trial_folder: Path, best: optuna.trial.FrozenTrial, net: str) ->
             "data": config["data"]}  # fmt: skip
 
 
-def writes_the_summary(study: optuna.Study, ran: set[int]) -> bool:
+def writes_the_summary(study: optuna.Study, ran: set[int], path: Path) -> bool:
     """Whether this worker writes best.yaml: the one that finished the study's last trial, once no trial runs
-    (several workers on one study would otherwise each write it), or any worker when none ran a trial."""
+    (several workers on one study would otherwise each write it); a worker that ran no trial (the study was
+    complete when it started) only where no best.yaml is yet."""
     trials = study.get_trials(deepcopy=False)
     if any(t.state == optuna.trial.TrialState.RUNNING for t in trials):
         return False
     finished = [t for t in trials if t.datetime_complete is not None]
     if not ran or not finished:
-        return True
+        return not path.exists()
     return max(finished, key=lambda t: t.datetime_complete).number in ran
 
 
