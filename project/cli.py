@@ -192,8 +192,11 @@ class ClassifierCLI(LightningCLI):
             plugins.append(SLURMEnvironment(auto_requeue=False))
         kwargs["plugins"] = plugins
         trainer = super().instantiate_trainer(**kwargs)
-        if not trainer.loggers:  # `--logger false`: no learning rates to log, and the monitor would refuse to run
-            trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, LearningRateMonitor)]
+        # A callback that is switched off is not registered: Lightning calls every registered callback's hooks on
+        # every step. `--logger false`: no learning rates to log, and the monitor would refuse to run.
+        trainer.callbacks = [
+            c for c in trainer.callbacks if is_on(c) and (trainer.loggers or not isinstance(c, LearningRateMonitor))
+        ]
         # Preemption acts after every other checkpoint callback has saved at an epoch's end: last in the list.
         trainer.callbacks.sort(key=lambda callback: isinstance(callback, Preemption))
         return trainer
@@ -227,6 +230,13 @@ def add_flat_trainer_flags(parser: LightningArgumentParser) -> None:
                 action.option_strings.append(flat)
                 parser._option_string_actions[flat] = action
                 taken.add(flat)
+
+
+def is_on(callback) -> bool:
+    """False for the template's optional callbacks when switched off (`enabled: false`, step checkpoints every 0)."""
+    if isinstance(callback, StepCheckpoint):
+        return callback.every_n_steps > 0
+    return getattr(callback, "enabled", True)
 
 
 def experiment_name(config) -> str:

@@ -236,3 +236,24 @@ def test_train_loss_is_logged_on_the_steps_the_logger_writes(mnist_dir, tmp_path
     assert done.returncode == 0, done.stderr
     assert sorted(scalars_by_step(run_folder(tmp_path), "train/loss")) == [2, 5, 8, 11]
     assert sorted(scalars_by_step(run_folder(tmp_path), "lr-Adam")) == [2, 5, 8, 11]  # Lightning's own cadence
+
+
+def test_callbacks_that_are_off_are_not_registered(mnist_dir, tmp_path):
+    """Lightning calls every registered callback's hooks on every step: one that is switched off is left out."""
+    from project.callbacks.last_checkpoint import StepCheckpoint
+    from project.callbacks.non_finite import StopOnNonFiniteLoss
+    from project.callbacks.pictures import GradientNorm, ModelGraph, WeightHistograms
+    from project.cli import DEFAULT_CONFIG, ClassifierCLI
+
+    def registered(*flags: str) -> set[type]:
+        args = ["--config", str(DEFAULT_CONFIG), "--data.data_dir", str(mnist_dir), *flags]
+        return {
+            type(c) for c in ClassifierCLI([*args, "--default_root_dir", str(tmp_path)], run=False).trainer.callbacks
+        }
+
+    default = registered()
+    assert not default & {GradientNorm, WeightHistograms, ModelGraph, StepCheckpoint}  # off by default
+    assert StopOnNonFiniteLoss in default
+    switched = registered("--histograms.enabled", "true", "--step_checkpoint.every_n_steps", "5",
+                          "--non_finite.enabled", "false")  # fmt: skip
+    assert {WeightHistograms, StepCheckpoint} <= switched and StopOnNonFiniteLoss not in switched

@@ -23,7 +23,7 @@ class StopOnNonFiniteLoss(Callback):
         self.enabled, self.every_n_steps = enabled, max(1, every_n_steps)
 
     def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor) -> None:
-        if not self.enabled or trainer.global_step % self.every_n_steps or torch.isfinite(loss).all():
+        if trainer.global_step % self.every_n_steps or torch.isfinite(loss).all():
             return
         last = next((c.best_model_path for c in trainer.checkpoint_callbacks if isinstance(c, LastCheckpoint)), "")
         last = last or "none written yet"

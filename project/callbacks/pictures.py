@@ -1,4 +1,5 @@
-"""TensorBoard pictures, one callback each; the CLI adds them all and a config switches each on or off.
+"""TensorBoard pictures, one callback each; `enabled` (a flag or config key) decides whether the CLI registers it
+(one that is off is not in trainer.callbacks and costs nothing).
 
 --input_grid.enabled false   --test_pictures.worst 32   --histograms.enabled true   --grad_norm.enabled true
 """
@@ -44,7 +45,7 @@ class InputGrid(Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         writer = tensorboard(trainer)
-        if self.enabled and writer is not None and trainer.global_step == 0 and batch_idx == 0:
+        if writer is not None and trainer.global_step == 0 and batch_idx == 0:
             images = batch[0][: self.count]
             writer.add_image("train/inputs", make_grid(to_display(images), nrow=8, pad_value=1), trainer.global_step)
 
@@ -61,7 +62,7 @@ class TestPictures(Callback):
         self.mistakes: list[tuple[float, torch.Tensor, int, int]] = []  # (confidence, image, true, predicted)
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        if not self.enabled or outputs is None:
+        if outputs is None:
             return
         images, labels = batch
         probabilities = outputs.softmax(dim=1)
@@ -74,8 +75,6 @@ class TestPictures(Callback):
         self.mistakes = sorted(self.mistakes, key=lambda m: -m[0])[: self.worst]
 
     def on_test_epoch_end(self, trainer, pl_module) -> None:
-        if not self.enabled:
-            return
         matrix = self.confusion.compute().cpu()  # on every process: with several, compute() gathers from all
         writer = tensorboard(trainer)
         if writer is None:
@@ -127,7 +126,7 @@ class WeightHistograms(Callback):
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
         writer = tensorboard(trainer)
-        if self.enabled and writer is not None and trainer.is_last_batch:
+        if writer is not None and trainer.is_last_batch:
             for name, parameter in pl_module.named_parameters():
                 writer.add_histogram(f"weights/{name}", parameter.detach().cpu(), trainer.global_step)
                 if parameter.grad is not None:
@@ -141,8 +140,7 @@ class GradientNorm(Callback):
         self.enabled = enabled
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
-        if self.enabled:
-            pl_module.log("train/grad_norm", grad_norm(pl_module, norm_type=2)["grad_2.0_norm_total"])
+        pl_module.log("train/grad_norm", grad_norm(pl_module, norm_type=2)["grad_2.0_norm_total"])
 
 
 class ModelGraph(Callback):
@@ -153,5 +151,5 @@ class ModelGraph(Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         writer = tensorboard(trainer)
-        if self.enabled and writer is not None and trainer.global_step == 0 and batch_idx == 0:
+        if writer is not None and trainer.global_step == 0 and batch_idx == 0:
             writer.add_graph(pl_module.net, batch[0][:1])
