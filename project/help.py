@@ -28,7 +28,6 @@ CLASS_OPTIONS = """How classes are chosen (then their own options follow, e.g. -
   --seed_everything N                 the seed of the run (default 0)
   --ckpt_path PATH|last               the checkpoint to resume, test or predict (last: the newest run's)
   --print_config                      print the resolved configuration and run nothing
-  --debug                             a Python traceback instead of the one-line error
 """
 
 

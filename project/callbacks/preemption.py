@@ -91,9 +91,11 @@ class Preemption(Checkpoint):
             what = f"requeueing SLURM job {job} on exit" if requeue else "stopping"
             name = self.received.name if self.received else "a signal to another process"
             print(f"{name}: saved {path} at step {trainer.global_step}; {what}", file=sys.stderr)
-        task = os.environ.get("SLURM_ARRAY_TASK_ID")  # an array task is known by its array form
-        job_id = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{task}" if task else job
-        atexit.register(leave_quietly, job_id if requeue and trainer.is_global_zero else None)
+        job_id = None  # the job to requeue at exit, by process 0 only
+        if requeue and trainer.is_global_zero:
+            task = os.environ.get("SLURM_ARRAY_TASK_ID")  # an array task is known by its array form
+            job_id = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{task}" if task else job
+        atexit.register(leave_quietly, job_id)
         raise Preempted()
 
     @staticmethod
