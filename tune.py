@@ -26,9 +26,9 @@ import yaml
 from lightning import Trainer
 from optuna_integration import PyTorchLightningPruningCallback
 
-from project.callbacks.run_summary import write_atomically
-from project.cli import DEFAULT_CONFIG, ClassifierCLI, fail
-from project.errors import UserError
+from project.cli import DEFAULT_CONFIG, ClassifierCLI
+from project.errors import UserError, fail
+from project.run_files import write_atomically
 
 OPTIMIZERS = {"Adam": {}, "AdamW": {"weight_decay": 0.01}, "SGD": {"momentum": 0.9, "nesterov": True}}
 

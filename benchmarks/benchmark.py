@@ -6,14 +6,14 @@
 
 Three ways to train, each in a subprocess of its own (so each has its own peak memory), one after the other:
   lightning  the project: ImageClassifier + MNISTDataModule through Lightning's Trainer (progress bar off)
-  articles   a plain PyTorch loop as the articles write it: torchvision's dataset class with per-image
+  per_image  a plain PyTorch loop over a per-image pipeline: torchvision's dataset class with per-image
              ToTensor + Normalize, a shuffling DataLoader, the loop
   tensors    a plain PyTorch loop over the same in-memory uint8 tensors, normalized per batch: the Lightning-free
              lower bound
 All three train the same net from the same initial weights with Adam (lr 1e-3) on the same 55k training images
 and are validated on the same 5k after each epoch (validation time is not counted in the epoch time).
 (a) and (c) use Adam as the project's recipes do, fused (one kernel for all parameters); (b) uses it as the
-articles do, one tensor at a time. So a/c is Lightning's overhead alone, and b/a all that the template does
+classic loop does, one tensor at a time. So a/c is Lightning's overhead alone, and b/a all that the template does
 differently.
 """
 
@@ -39,7 +39,7 @@ from project.data import DATASETS, MNISTDataModule  # noqa: E402
 from project.data.idx import IDX_FILES, find_idx_files  # noqa: E402
 from project.models import CNN, MLP  # noqa: E402
 
-APPROACHES = ("lightning", "articles", "tensors")
+APPROACHES = ("lightning", "per_image", "tensors")
 NETS = {"mlp": MLP, "cnn": CNN}
 
 
@@ -101,7 +101,7 @@ def run_lightning(args, device: torch.device) -> dict:
 
 
 def plain_loop(args, device, net, train_batches, val_batches, fused: bool) -> dict:
-    """The loop of the articles: zero_grad, forward, loss, backward, step; then evaluate without gradients."""
+    """The classic loop: zero_grad, forward, loss, backward, step; then evaluate without gradients."""
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3, fused=fused)
     seconds, accuracies = [], []
     for _ in range(args.epochs):
@@ -127,7 +127,7 @@ def plain_loop(args, device, net, train_batches, val_batches, fused: bool) -> di
     return {"epoch_seconds": seconds, "val_acc": accuracies}
 
 
-def run_articles(args, device: torch.device) -> dict:
+def run_per_image(args, device: torch.device) -> dict:
     from torch.utils.data import DataLoader, Subset
     from torchvision import transforms
 
@@ -162,7 +162,8 @@ def run_tensors(args, device: torch.device) -> dict:
 def worker(args) -> None:
     """One approach, one model: print its measurements as one JSON line."""
     device = torch.device("cuda" if args.accelerator == "gpu" else "cpu")
-    measured = {"lightning": run_lightning, "articles": run_articles, "tensors": run_tensors}[args.worker](args, device)
+    runs = {"lightning": run_lightning, "per_image": run_per_image, "tensors": run_tensors}
+    measured = runs[args.worker](args, device)
     measured["peak_memory_mb"] = round(peak_memory_mb(device), 1)
     print("RESULT " + json.dumps(measured))
 
@@ -196,7 +197,7 @@ def summarize(model: str, runs: dict[str, dict], target: float) -> list[dict]:
     by = {row["approach"]: row["epoch_seconds"] for row in rows}
     for row in rows:
         if row["approach"] == "lightning":
-            row["speedup_over_articles"] = round(by["articles"] / by["lightning"], 2)
+            row["speedup_over_per_image"] = round(by["per_image"] / by["lightning"], 2)
             row["overhead_over_tensors"] = round(by["lightning"] / by["tensors"], 3)
     return rows
 
@@ -209,7 +210,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--val-size", type=int, default=5000, help="training images held out for validation")
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--workers", type=int, default=0, help="DataLoader workers (lightning and articles)")
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader workers (lightning and per_image)")
     parser.add_argument("--accelerator", choices=["cpu", "gpu"], default="cpu")
     parser.add_argument("--target-acc", type=float, default=0.85, help="validation accuracy for time-to-target")
     parser.add_argument("--json", type=Path, help="also write the results here")
@@ -250,7 +251,7 @@ def main() -> None:
               f"{row['peak_memory_mb']:>9}{row['final_val_acc']:>9}{row[target] or '-':>16}")  # fmt: skip
     for row in rows:
         if row["approach"] == "lightning":
-            print(f"{row['model']}: project {row['speedup_over_articles']}x faster than the articles' loop (b/a); "
+            print(f"{row['model']}: project {row['speedup_over_per_image']}x faster than the per-image loop (b/a); "
                   f"Lightning overhead {row['overhead_over_tensors']}x of the plain tensor loop (a/c)")  # fmt: skip
     report = {"device": device_name(args.accelerator), "torch": torch.__version__, "args": vars(args), "rows": rows}
     print(json.dumps(report, indent=2, default=str))

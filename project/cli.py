@@ -1,20 +1,20 @@
 """The command line: LightningCLI with flat Trainer flags, and `fit` then `test` when no subcommand is given."""
 
+import inspect
 import json
 import os
-import re
 import sys
+import traceback
 from argparse import ArgumentError
 from pathlib import Path
 
 import torch
-import yaml
 from lightning import LightningDataModule, Trainer
 from lightning.fabric.plugins import CheckpointIO
 from lightning.fabric.plugins.environments import ClusterEnvironment, SLURMEnvironment
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.callbacks import Checkpoint, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 from project.callbacks import PredictionTable, RunSummary
 from project.callbacks.failed_run import RemoveFailedRun
@@ -23,13 +23,12 @@ from project.callbacks.non_finite import StopOnNonFiniteLoss
 from project.callbacks.pictures import GradientNorm, InputGrid, ModelGraph, TestPictures, WeightHistograms
 from project.callbacks.preemption import Preemption
 from project.callbacks.random_state import RandomState
-from project.checkpoint_io import AtomicCheckpointIO
 from project.classifier import ImageClassifier
-from project.errors import UserError, explain_parse_error
+from project.errors import SUBCOMMANDS, UserError, explain_parse_error, fail
 from project.help import help_text
 from project.resume import latest_run, read_checkpoint, recipe_of, run_folder_of, run_version, saved_config
+from project.run_files import AtomicCheckpointIO
 
-SUBCOMMANDS = ("fit", "validate", "test", "predict")
 # Callbacks with their own switch (--<key>.enabled true|false) and options, in --help and in config files.
 OPTIONAL_CALLBACKS = {
     "non_finite": StopOnNonFiniteLoss,
@@ -39,6 +38,16 @@ OPTIONAL_CALLBACKS = {
     "histograms": WeightHistograms,
     "graph": ModelGraph,
     "step_checkpoint": StepCheckpoint,
+}
+# Callbacks of every run, each of which `--<key>.enabled false` (or the same in a config file) leaves out.
+DEFAULT_CALLBACKS = {
+    "run_summary": RunSummary,  # results.json and the HPARAMS tab
+    "prediction_table": PredictionTable,  # predict: the table and predictions.csv
+    "lr_monitor": lambda: LearningRateMonitor("step"),
+    "last_checkpoint": LastCheckpoint,  # last.ckpt after every epoch, for `--ckpt_path last`
+    "random_state": RandomState,  # the random generators in every checkpoint: a resume draws what the run would
+    "remove_failed_run": RemoveFailedRun,  # no run folder left by a run that failed before its first step
+    "preemption": Preemption,  # SIGUSR1 (SLURM, before the time limit) or SIGTERM: save last.ckpt, exit
 }
 
 # The recipe of a bare `python train.py` (net, optimizer, schedule, epochs) lives in configs/cnn.yaml, which
@@ -60,56 +69,55 @@ class ClassifierCLI(LightningCLI):
 
     def __init__(self, args: list[str], test_after_fit: bool = False, run: bool = True) -> None:
         self.test_after_fit = test_after_fit
-        self.dataset_given = names_a_dataset(args)
         self.checkpoint: dict | None = None  # the --ckpt_path file's contents, read once
         self.run_folder: Path | None = None  # the run folder of the --ckpt_path: fit continues, test writes in it
+        self.parsers: list[LightningArgumentParser] = []  # one per subcommand, in LightningCLI.subcommands() order
         raise_errors = {"exit_on_error": False}  # parse errors come back as exceptions, for main()'s one line
-        callbacks = [RunSummary(), PredictionTable(), LearningRateMonitor("step")]
-        # last.ckpt after every epoch, with the random state, for `--ckpt_path last`; no debris from failed runs.
-        callbacks += [LastCheckpoint(), RandomState(), RemoveFailedRun()]
-        # A SIGUSR1 (SLURM, before the time limit) or SIGTERM saves last.ckpt at the next step, and exits.
-        callbacks.append(Preemption())
-        super().__init__(
-            ImageClassifier,
-            LightningDataModule,
-            subclass_mode_data=True,  # any LightningDataModule, MNISTDataModule unless a config names another
-            trainer_defaults={"callbacks": callbacks},
-            auto_configure_optimizers=False,  # the model's own configure_optimizers uses the injected ones
-            seed_everything_default=0,  # the same numbers every run unless --seed_everything says otherwise
-            save_config_kwargs={"overwrite": False},
-            parser_kwargs={
-                "description": DESCRIPTION,
-                **raise_errors,
-                **{name: dict(raise_errors) for name in SUBCOMMANDS},
-                "fit": {"description": DESCRIPTION, **raise_errors},
-            },
-            args=args,
-            run=run,  # False: build model, data and Trainer only (project.lr_find)
-        )
+        try:
+            super().__init__(
+                ImageClassifier,
+                LightningDataModule,
+                subclass_mode_data=True,  # any LightningDataModule, MNISTDataModule unless a config names another
+                save_config_callback=KeepRunConfig,
+                auto_configure_optimizers=False,  # the model's own configure_optimizers uses the injected ones
+                seed_everything_default=0,  # the same numbers every run unless --seed_everything says otherwise
+                parser_kwargs={
+                    "description": DESCRIPTION,
+                    **raise_errors,
+                    **{name: dict(raise_errors) for name in SUBCOMMANDS},
+                    "fit": {"description": DESCRIPTION, **raise_errors},
+                },
+                args=args,
+                run=run,  # False: build model, data and Trainer only (project.lr_find, tune.py)
+            )
+        except (ValueError, TypeError) as error:
+            if (message := self.as_option_error(error)) is None:
+                raise
+            raise UserError(message) from error
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        # Not add_lightning_class_args: instantiate_trainer registers only the callbacks that are on.
+        parser.add_class_arguments(ModelCheckpoint, "checkpoint", fail_untyped=False, sub_configs=True)
         for key, callback in OPTIONAL_CALLBACKS.items():
-            parser.add_lightning_class_args(callback, key)
+            parser.add_class_arguments(callback, key, fail_untyped=False, sub_configs=True)
+        for key in DEFAULT_CALLBACKS:
+            parser.add_argument(f"--{key}.enabled", type=bool, default=True, help=f"register the {key} callback")
         parser.set_defaults(DEFAULTS)
-        add_flat_trainer_flags(parser)
+        self.parsers.append(parser)
 
     def parse_arguments(self, parser: LightningArgumentParser, args: list[str]) -> None:
-        # Same as LightningCLI's, minus its warning about args given beside sys.argv: main() derives args
-        # from sys.argv on purpose (and does so again in every process DDP relaunches).
+        # As LightningCLI's, minus its warning about args given beside sys.argv (main() derives them from
+        # sys.argv on purpose, and does so again in every process DDP relaunches), with flat Trainer flags.
+        if len(self.parsers) == 1:  # run=False: a parser without subcommands
+            sub, head, rest = self.parsers[0], [], args
+        else:
+            sub, head, rest = dict(zip(self.subcommands(), self.parsers, strict=True))[args[0]], args[:1], args[1:]
+        keys = [key.replace(".init_args.", ".") for key in sub.get_defaults().keys()]  # noqa: SIM118 (a Namespace)
+        flat = {key.removeprefix("trainer.") for key in keys if key.count(".") == 1 and key.startswith("trainer.")}
         try:
-            self.config = parser.parse_args(args)
+            self.config = parser.parse_args([*head, *with_trainer_prefix(rest, flat)])
         except ArgumentError as error:
-            unexpected = re.match(r"unrecognized arguments: (.*)", str(error))
-            if unexpected and (word := next((w for w in unexpected[1].split() if w in SUBCOMMANDS), None)):
-                raise UserError(
-                    f"{word!r} after options is taken for an argument; a subcommand comes first: "
-                    f"python train.py {word} [options]"
-                ) from error
-            subcommand = args[0] if args and args[0] in SUBCOMMANDS else None
-            sub = parser._subcommands_action._name_parser_map.get(subcommand, parser) if subcommand else parser
-            options = [o for o in sub._option_string_actions if o.startswith("--")]
-            keys = [a.dest for a in sub._actions]
+            options = [f"--{key}" for key in keys] + [f"--{name}" for name in flat]
             raise UserError(explain_parse_error(str(error), options, keys)) from error
         if self.config.get("subcommand"):
             self.find_checkpoint(self.config[self.config.subcommand])
@@ -138,12 +146,6 @@ class ClassifierCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
-        if self.checkpoint and not self.dataset_given and "dataset" in config.data.init_args:
-            # A checkpoint is evaluated on the data set it was trained on (its class names, its normalization),
-            # unless --data.dataset says otherwise.
-            data = self.checkpoint.get("datamodule_hyper_parameters")
-            if data and "dataset" in data:
-                config.data.init_args.dataset = data["dataset"]
         if self.subcommand:
             check_writable(Path(config.trainer.default_root_dir))
             check_devices(config.trainer.accelerator, config.trainer.devices)
@@ -165,24 +167,52 @@ class ClassifierCLI(LightningCLI):
                     "default_hp_metric": False,
                 },
             }
-            if run:
-                # config.yaml stays as the run was started (resuming means "with the same config").
-                self.save_config_callback = None
 
-    def instantiate_classes(self) -> None:
-        try:
-            super().instantiate_classes()
-        except ValueError as error:
-            # jsonargparse wraps a constructor's UserError (e.g. batch size 0) in its own ValueError.
-            cause = error.__cause__
-            while cause is not None and not isinstance(cause, UserError):
-                cause = cause.__cause__
-            if cause is None:
-                raise
-            raise cause from error
+    def as_option_error(self, error: Exception) -> str | None:
+        """A one-line message naming the option, for an error that a configured class raised about its arguments
+        (in its constructor, configure_optimizers, or a data module's prepare_data and setup); None for others.
+
+        Reusable classes raise ValueError naming their own parameter ("batch_size must be at least 1, got 0");
+        here that becomes "--data.batch_size must be ...". The class is found on the traceback (jsonargparse
+        wraps a constructor's error in its own ValueError: the original is its innermost cause).
+        """
+        while error.__cause__ is not None and not isinstance(error, UserError):
+            error = error.__cause__
+        if isinstance(error, UserError):
+            return str(error)
+        config = self.config.get(str(self.config.get("subcommand")), self.config)
+        sections = {"model": ImageClassifier, "checkpoint": ModelCheckpoint, **OPTIONAL_CALLBACKS}
+        paths = {"data": config.data.class_path, "model.net": config.model.net.get("class_path")}
+        paths |= {f"model.{key}": (config.model.get(key) or {}).get("class_path") for key in ("optimizer", "scheduler")}
+        for frame, _ in reversed(list(traceback.walk_tb(error.__traceback__))):
+            obj, function = frame.f_locals.get("self"), frame.f_code.co_name
+            if obj is None or function not in ("__init__", "configure_optimizers", "prepare_data", "setup"):
+                continue
+            key = next((k for k, cls in sections.items() if type(obj) is cls), None)
+            name = type(obj).__name__  # torch.optim.Adam is torch.optim.adam.Adam: compared by class name
+            key = key or next((k for k, path in paths.items() if path and path.rsplit(".", 1)[-1] == name), None)
+            if key is None:
+                continue
+            first = str(error).split(" ", 1)[0].split(".")[0].rstrip(":")
+            if first in inspect.signature(type(obj)).parameters:
+                return f"--{key}.{error}"
+            return f"--{key}: {error}"
+        return None
 
     def instantiate_trainer(self, **kwargs) -> Trainer:
         config = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        callbacks = list(config.trainer.callbacks or [])  # a config's own trainer.callbacks, beside these
+        callbacks += [config[key] for key in ("checkpoint", *OPTIONAL_CALLBACKS)]
+        callbacks += [make() for key, make in DEFAULT_CALLBACKS.items() if config[key].enabled]
+        # A callback that is switched off is not registered: Lightning calls every registered callback's hooks on
+        # every step. `--logger false`: no learning rates to log, and the monitor would refuse to run.
+        # `--enable_checkpointing false`: Lightning refuses checkpoint callbacks.
+        checkpoints = config.trainer.enable_checkpointing is not False
+        callbacks = [c for c in callbacks if is_on(c) and (checkpoints or not isinstance(c, Checkpoint))]
+        logged = config.trainer.logger is not False
+        callbacks = [c for c in callbacks if logged or not isinstance(c, LearningRateMonitor)]
+        # Preemption acts after every other checkpoint callback has saved at an epoch's end: last in the list.
+        kwargs["callbacks"] = sorted(callbacks, key=lambda callback: isinstance(callback, Preemption))
         plugins = config.trainer.plugins or []
         plugins = list(plugins) if isinstance(plugins, list) else [plugins]
         if not any(isinstance(p, CheckpointIO) for p in plugins):
@@ -191,21 +221,24 @@ class ClassifierCLI(LightningCLI):
             # Preemption saves into the run folder and requeues; Lightning's handler would save elsewhere.
             plugins.append(SLURMEnvironment(auto_requeue=False))
         kwargs["plugins"] = plugins
-        trainer = super().instantiate_trainer(**kwargs)
-        # A callback that is switched off is not registered: Lightning calls every registered callback's hooks on
-        # every step. `--logger false`: no learning rates to log, and the monitor would refuse to run.
-        trainer.callbacks = [
-            c for c in trainer.callbacks if is_on(c) and (trainer.loggers or not isinstance(c, LearningRateMonitor))
-        ]
-        # Preemption acts after every other checkpoint callback has saved at an epoch's end: last in the list.
-        trainer.callbacks.sort(key=lambda callback: isinstance(callback, Preemption))
-        return trainer
+        return super().instantiate_trainer(**kwargs)
 
     def after_fit(self) -> None:
         if self.test_after_fit and not self.trainer.interrupted:
             # Evaluate the checkpoint that validated best (val/acc), not the weights of the last epoch.
-            ckpt = self.trainer.checkpoint_callback.best_model_path or None
+            best = self.trainer.checkpoint_callback
+            ckpt = (best.best_model_path or None) if isinstance(best, ModelCheckpoint) else None
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt, weights_only=True)
+
+
+class KeepRunConfig(SaveConfigCallback):
+    """Writes the run's config.yaml when the run starts; a resumed run, or a test of the run's checkpoint, keeps it
+    as the run was started (resuming means "with the same config")."""
+
+    def setup(self, trainer: Trainer, pl_module, stage: str) -> None:
+        path = Path(trainer.log_dir) / self.config_filename  # log_dir on every process: a collective call
+        if not trainer.strategy.broadcast(trainer.is_global_zero and path.is_file()):
+            super().setup(trainer, pl_module, stage)
 
 
 DESCRIPTION = """Train and test an MNIST-family image classifier.
@@ -219,17 +252,14 @@ An error prints one line; --debug shows its Python traceback instead.
 """
 
 
-def add_flat_trainer_flags(parser: LightningArgumentParser) -> None:
-    """Give every `--trainer.x` option the flat alias `--x`, so `--accelerator gpu` works and shows in --help."""
-    taken = set(parser._option_string_actions)
-    for action in list(parser._actions):
-        for option in list(action.option_strings):
-            match = re.fullmatch(r"--trainer\.(\w+)", option)
-            if match and f"--{match[1]}" not in taken:
-                flat = f"--{match[1]}"
-                action.option_strings.append(flat)
-                parser._option_string_actions[flat] = action
-                taken.add(flat)
+def with_trainer_prefix(args: list[str], trainer_options: set[str]) -> list[str]:
+    """`--max_epochs 3` -> `--trainer.max_epochs 3` for every Trainer option, so Trainer flags work flat.
+    A word after an option taking a value is left alone (`--default_root_dir --x` keeps its value)."""
+    result = []
+    for word in args:
+        name, equals, value = word[2:].partition("=")
+        result.append(f"--trainer.{name}{equals}{value}" if word.startswith("--") and name in trainer_options else word)
+    return result
 
 
 def is_on(callback) -> bool:
@@ -256,7 +286,12 @@ def check_writable(folder: Path) -> None:
 
 
 def check_devices(accelerator, devices) -> None:
-    """More CPU processes than cores would only slow DDP down; say so instead of starting them."""
+    """A GPU that is not there, or more CPU processes than cores (which would only slow DDP down): one line."""
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise UserError(
+            f"--accelerator {accelerator} needs a GPU, but PyTorch sees none on this machine "
+            "(torch.cuda.is_available() is False); leave out --accelerator to train on the CPU"
+        )
     on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
     count = int(devices) if str(devices).isdigit() else None
     if on_cpu and count and count > (os.cpu_count() or 1):
@@ -278,34 +313,23 @@ def split_command(argv: list[str]) -> tuple[list[str], bool]:
 
 
 def run_data_defaults(args: list[str]) -> list[str]:
-    """With `--ckpt_path` to a checkpoint in a run folder, that run's data options (its config.yaml) go in
-    after the default recipe, so that `--config` files and flags given after them still override them."""
+    """With `--ckpt_path` to a checkpoint, the data options it was trained with (its run's config.yaml, or the
+    data set saved in the checkpoint) go in after the default recipe, so that a checkpoint is evaluated on its own
+    data set (class names, normalization) while `--config` files and flags given later still override them."""
     paths = [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--ckpt_path"]
     paths += [a.split("=", 1)[1] for a in args if a.startswith("--ckpt_path=")]
-    run = run_folder_of(Path(paths[-1])) if paths else None
+    ckpt = Path(paths[-1]) if paths else None
+    if ckpt is None or not ckpt.is_file():
+        return args  # `last`, or no file: find_checkpoint says what is wrong
+    run = run_folder_of(ckpt)
     data = saved_config(run).get("data") if run else None
     if not data:
-        return args
-    return [*args[:3], "--data", json.dumps(data), *args[3:]]  # after `SUBCOMMAND --config DEFAULT_CONFIG`
-
-
-def names_a_dataset(args: list[str]) -> bool:
-    """Whether the arguments choose a data set: a --data.dataset flag, or a --config file or --data value
-    that sets one (the default recipe does not)."""
-    for i, word in enumerate(args):
-        if word.startswith(("--data.dataset", "--data.init_args.dataset")):
-            return True
-        value = args[i + 1] if i + 1 < len(args) else ""
-        if word == "--data" and "dataset" in value:
-            return True
-        if word == "--config" and Path(value).is_file() and Path(value) != DEFAULT_CONFIG:
-            try:
-                data = (yaml.safe_load(Path(value).read_text()) or {}).get("data") or {}
-            except (yaml.YAMLError, AttributeError):  # not a YAML mapping: the parser says what is wrong
-                continue
-            if isinstance(data, dict) and ("dataset" in data or "dataset" in (data.get("init_args") or {})):
-                return True
-    return False
+        try:
+            saved = torch.load(ckpt, map_location="cpu", weights_only=True).get("datamodule_hyper_parameters") or {}
+        except Exception:  # not a checkpoint: read_checkpoint reports it once the arguments are parsed
+            return args
+        data = {"init_args": {"dataset": saved["dataset"]}} if "dataset" in saved else None
+    return [*args[:3], "--data", json.dumps(data), *args[3:]] if data else args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -314,28 +338,15 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     if "-h" in argv or "--help" in argv:
-        print(help_text(DESCRIPTION, {"checkpoint": ModelCheckpoint, **OPTIONAL_CALLBACKS}))
+        print(help_text(DESCRIPTION, {"checkpoint": ModelCheckpoint, **OPTIONAL_CALLBACKS}, list(DEFAULT_CALLBACKS)))
         return 0
     args, test_after_fit = split_command([word for word in argv if word != "--debug"])
     try:
         cli = ClassifierCLI(run_data_defaults(args), test_after_fit=test_after_fit)
-    except (UserError, MisconfigurationException) as error:
+    except (UserError, MisconfigurationException) as error:  # Lightning's own errors about a configuration
         if debug:
             raise
-        message = " ".join(str(error).split())  # one line, whatever the message's own layout
-        no_gpu = "gpu" in message.lower() and not torch.cuda.is_available()
-        if isinstance(error, MisconfigurationException) and no_gpu:
-            message = (
-                "--accelerator gpu needs a GPU, but PyTorch sees none on this machine "
-                f"(torch.cuda.is_available() is False; Lightning said: {message}). "
-                "Leave out --accelerator gpu to train on the CPU."
-            )
-        return fail(message)
+        return fail(str(error))
     if cli.trainer.is_global_zero and cli.trainer.logger is not None:
         print(f"run folder: {cli.trainer.logger.log_dir}", file=sys.stderr)
     return 0
-
-
-def fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return 2

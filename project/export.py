@@ -17,9 +17,8 @@ from pathlib import Path
 import torch
 
 from project.classifier import ImageClassifier
-from project.cli import fail
 from project.data import DATASETS
-from project.errors import UserError
+from project.errors import UserError, fail
 from project.resume import read_checkpoint
 
 

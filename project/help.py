@@ -35,7 +35,7 @@ class Formatter(RawDescriptionHelpFormatter, DefaultHelpFormatter):
     """jsonargparse's help layout, with the description's own line breaks kept."""
 
 
-def help_text(description: str, callbacks: dict[str, type]) -> str:
+def help_text(description: str, callbacks: dict[str, type], default_callbacks: list[str]) -> str:
     """The help: description, how classes are chosen, then each class's options as its signature gives them."""
     parser = ArgumentParser(usage=USAGE, description=description + "\n" + CLASS_OPTIONS, add_help=False,
                             formatter_class=Formatter)  # fmt: skip
@@ -44,6 +44,8 @@ def help_text(description: str, callbacks: dict[str, type]) -> str:
     parser.add_class_arguments(MNISTDataModule, "data")
     for key, callback in callbacks.items():
         parser.add_class_arguments(callback, key)
+    for key in default_callbacks:
+        parser.add_argument(f"--{key}.enabled", type=bool, default=True, help=f"register the {key} callback")
     parts = [parser.format_help()]
     for net in (CNN, MLP):  # the same keys (--model.net.dropout): one parser each
         net_parser = ArgumentParser(usage=SUPPRESS, add_help=False, formatter_class=Formatter)

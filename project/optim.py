@@ -8,11 +8,9 @@ from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR
 
-from project.errors import UserError
-
 
 def parameter_groups(
-    net: nn.Module, groups: list[dict[str, Any]] | None = None, exempt_bias_and_norm: bool = False
+    net: nn.Module, param_groups: list[dict[str, Any]] | None = None, exempt_bias_and_norm: bool = False
 ) -> list[dict[str, Any]]:
     """Optimizer parameter groups: one per `{"prefix": "features", "lr": 0.01, ...}`, then the rest.
 
@@ -23,16 +21,16 @@ def parameter_groups(
     named = list(net.named_parameters())
     taken: set[str] = set()
     result = []
-    for spec in groups or []:
+    for spec in param_groups or []:
         options = dict(spec)
         prefix = options.pop("prefix", None)
         if not prefix:
-            raise UserError(f'--model.param_groups: each group needs a "prefix", got {spec}')
+            raise ValueError(f'param_groups: each group needs a "prefix", got {spec}')
         members = [(n, p) for n, p in named if n.startswith(prefix) and n not in taken]
         if not members:
             tops = sorted({n.split(".")[0] for n, _ in named})
-            raise UserError(
-                f"--model.param_groups: prefix {prefix!r} matches no parameter of the net; its parameter "
+            raise ValueError(
+                f"param_groups: prefix {prefix!r} matches no parameter of the net; its parameter "
                 f"names start with {', '.join(tops)} (see net.named_parameters())"
             )
         taken.update(n for n, _ in members)
@@ -64,7 +62,9 @@ class WarmupCosine(LambdaLR):
         self, optimizer: Optimizer, warmup_steps: int = 100, total_steps: int | None = None, min_factor: float = 0.0
     ) -> None:
         if total_steps is None:
-            raise UserError("WarmupCosine needs total_steps (the CLI fills it in from the Trainer)")
+            raise ValueError(
+                "total_steps: WarmupCosine needs the number of optimizer steps (ImageClassifier fills it in)"
+            )
         self.warmup_steps, self.total_steps, self.min_factor = warmup_steps, total_steps, min_factor
         super().__init__(optimizer, self.factor)
 
@@ -77,7 +77,7 @@ class WarmupCosine(LambdaLR):
 
 class OneCycle(OneCycleLR):
     """OneCycleLR whose peak is the optimizer's `lr` (per parameter group) instead of an argument of its own, so
-    that `--model.optimizer.lr` is the rate under this schedule too. Momentum is not cycled unless asked
+    that the optimizer's lr is the rate under this schedule too. Momentum is not cycled unless asked
     (`cycle_momentum`; torch's default cycles it, which overrides SGD's `momentum` and Adam's first beta, and
     gives plain SGD a momentum): the optimizer's options are what they say. Otherwise torch's arguments."""
 
@@ -95,7 +95,7 @@ class OneCycle(OneCycleLR):
         three_phase: bool = False,
     ) -> None:
         if total_steps is None:
-            raise ValueError("total_steps: OneCycle needs the run's number of optimizer steps (the CLI fills it in)")
+            raise ValueError("total_steps: OneCycle needs the number of optimizer steps (ImageClassifier fills it in)")
         super().__init__(
             optimizer, [group["lr"] for group in optimizer.param_groups], total_steps, None, None, pct_start,
             anneal_strategy, cycle_momentum, base_momentum, max_momentum, div_factor, final_div_factor, three_phase,

@@ -81,24 +81,3 @@ def read_checkpoint(path: Path, option: str = "--ckpt_path") -> dict[str, Any]:
             "pass a .ckpt file written by train.py"
         )
     return checkpoint
-
-
-def check_same_network(saved: dict[str, torch.Tensor], current: dict[str, torch.Tensor]) -> None:
-    """Raise a UserError naming the first tensor that a checkpoint lacks, adds or shapes differently."""
-    for name, tensor in current.items():
-        if name not in saved:
-            problem = f"this model has {name}, the checkpoint does not"
-        elif saved[name].shape != tensor.shape:
-            problem = f"{name} is {tuple(saved[name].shape)} in the checkpoint, {tuple(tensor.shape)} in this model"
-        else:
-            continue
-        break
-    else:
-        extra = next((name for name in saved if name not in current), None)
-        if extra is None:
-            return
-        problem = f"the checkpoint has {extra}, this model does not"
-    raise UserError(
-        f"the checkpoint was trained with a different network ({problem}); run with the settings it was "
-        "trained with, e.g. --config <its run folder>/config.yaml, or leave out the --model.net options"
-    )

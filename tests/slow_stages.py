@@ -9,8 +9,8 @@ from pathlib import Path
 
 from lightning.pytorch.callbacks import Callback
 
-from project.checkpoint_io import AtomicCheckpointIO
 from project.data import MNISTDataModule
+from project.run_files import AtomicCheckpointIO
 
 
 def mark(stage: str, seconds: float) -> None:

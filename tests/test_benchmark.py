@@ -21,12 +21,12 @@ def test_benchmark_reports_all_three_approaches(tmp_path):
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     rows = json.loads(report.read_text())["rows"]
-    assert [row["approach"] for row in rows] == ["lightning", "articles", "tensors"]
+    assert [row["approach"] for row in rows] == ["lightning", "per_image", "tensors"]
     for row in rows:
         assert len(row["all_epoch_seconds"]) == 2 and row["epoch_seconds"] > 0
         assert row["samples_per_second"] > 0
         assert 0 <= row["final_val_acc"] <= 1
     lightning = rows[0]
     by = {row["approach"]: row["epoch_seconds"] for row in rows}
-    assert lightning["speedup_over_articles"] == round(by["articles"] / by["lightning"], 2)
-    assert "project" in done.stdout and "x faster than the articles' loop" in done.stdout
+    assert lightning["speedup_over_per_image"] == round(by["per_image"] / by["lightning"], 2)
+    assert "project" in done.stdout and "x faster than the per-image loop" in done.stdout

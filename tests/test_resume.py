@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from project.callbacks.random_state import RandomState
-from project.checkpoint_io import AtomicCheckpointIO
 from project.cli import main
+from project.run_files import AtomicCheckpointIO
 from tests.conftest import REPO, read_events, results, run_cli, run_folder, scalars_by_step
 from tests.idx_files import write_dataset
 

@@ -10,7 +10,6 @@ from torch.nn import functional as F
 
 from project.classifier import ImageClassifier
 from project.data import MNISTDataModule
-from project.errors import UserError
 from project.models import CNN, MLP
 from project.optim import OneCycle, WarmupCosine, parameter_groups
 from tests.conftest import FAST_TRAINER, REPO, results, run_cli
@@ -47,7 +46,7 @@ def test_bias_and_norm_exempt_from_weight_decay():
 
 
 def test_prefix_matching_nothing_is_a_clear_error():
-    with pytest.raises(UserError, match="prefix 'head' matches no parameter of the net; .* start with layers"):
+    with pytest.raises(ValueError, match="param_groups: prefix 'head' matches no parameter of the net; .* start with layers"):
         parameter_groups(MLP(), [{"prefix": "head", "lr": 0.1}])
 
 

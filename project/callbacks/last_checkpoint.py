@@ -7,8 +7,6 @@ would repeat epochs). A ModelCheckpoint without a monitor, named "last", saves a
 
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from project.errors import UserError
-
 LAST = "last"
 
 
@@ -26,7 +24,7 @@ class StepCheckpoint(ModelCheckpoint):
 
     def __init__(self, every_n_steps: int = 0) -> None:
         if every_n_steps < 0:
-            raise UserError(f"--step_checkpoint.every_n_steps must be 0 (off) or more, got {every_n_steps}")
+            raise ValueError(f"every_n_steps must be 0 (off) or more, got {every_n_steps}")
         # every_n_epochs=0: the epoch ends are LastCheckpoint's (one callback cannot do both cadences).
         on = every_n_steps > 0
         super().__init__(

@@ -1,4 +1,4 @@
-"""StopOnNonFiniteLoss: the articles' "NaN during training", caught at the first bad step with a reason."""
+"""StopOnNonFiniteLoss: a NaN or infinite training loss caught at the first bad step with a reason."""
 
 import lightning as L
 import torch

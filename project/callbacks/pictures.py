@@ -11,18 +11,11 @@ matplotlib.use("Agg")  # draw to memory, never to a window
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from lightning.pytorch.callbacks import Callback  # noqa: E402
-from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
 from lightning.pytorch.utilities import grad_norm  # noqa: E402
 from torchmetrics.classification import MulticlassConfusionMatrix  # noqa: E402
 from torchvision.utils import make_grid  # noqa: E402
 
-
-def tensorboard(trainer: L.Trainer):
-    """The SummaryWriter of the run's TensorBoard logger, or None (other loggers get no pictures)."""
-    for logger in trainer.loggers:
-        if isinstance(logger, TensorBoardLogger) and trainer.is_global_zero:
-            return logger.experiment
-    return None
+from project.run_files import tensorboard  # noqa: E402
 
 
 def class_names(trainer: L.Trainer, count: int) -> list[str]:

@@ -2,33 +2,30 @@
 
 import csv
 import io
-import warnings
 from pathlib import Path
-from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.callbacks import Callback
 
-from project.callbacks.run_summary import write_atomically
+from project.run_files import write_atomically
 
 COLUMNS = ("file", "predicted", "class", "confidence", "top3", "true")
 
 
-class PredictionTable(BasePredictionWriter):
-    """Prints file, predicted class, confidence and top-3 for every image, and writes predictions.csv."""
+class PredictionTable(Callback):
+    """Prints file, predicted class, confidence and top-3 for every image, and writes predictions.csv.
+    Rows are matched to files by order: the predict loader does not shuffle."""
 
-    def __init__(self) -> None:
-        super().__init__(write_interval="epoch")
-        # Rows are matched to files by order (the predict loader does not shuffle), not by the batch indices
-        # that Lightning tries, and fails, to read from our batch-of-indices sampler.
-        warnings.filterwarnings("ignore", message="Couldn't infer the batch indices")
+    def on_predict_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.predictions: list[torch.Tensor] = []
 
-    def write_on_epoch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, predictions: list[Any], batch_indices: Any
-    ) -> None:
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self.predictions.append(outputs)
+
+    def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         datamodule = trainer.datamodule
-        probabilities = torch.cat(predictions).float().cpu()
+        probabilities = torch.cat(self.predictions).float().cpu()
         names = getattr(datamodule, "predict_names", None) or [str(i) for i in range(len(probabilities))]
         classes = getattr(datamodule, "classes", None) or [str(i) for i in range(probabilities.shape[1])]
         labels = getattr(datamodule, "predict_set", None)

@@ -1,7 +1,6 @@
 """RunSummary: what a run achieved, written beside its logs (results.json) and into TensorBoard's HPARAMS tab."""
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -9,6 +8,8 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+from project.run_files import write_atomically
 
 # Metrics shown against the hyper-parameters in TensorBoard, so runs can be compared and sorted there.
 HPARAM_METRICS = ("val/acc_best", "test/acc")
@@ -63,15 +64,5 @@ def _hparams(trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]
     """The same merge of model and data hyper-parameters that Lightning logs at the start of a run."""
     datamodule = trainer.datamodule
     data_hparams = dict(datamodule.hparams_initial) if datamodule is not None else {}
-    hparams = {**data_hparams, **pl_module.hparams_initial}
-    hparams.pop("_instantiator", None)
-    return hparams
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write then rename, so a reader never sees half a file (the temporary name is per process, so that two
-    writers of the same file, e.g. two tune.py workers, do not write into each other's)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    # Names with a leading underscore are Lightning's bookkeeping (how to rebuild the model), not settings.
+    return {k: v for k, v in {**data_hparams, **pl_module.hparams_initial}.items() if not k.startswith("_")}

@@ -15,7 +15,6 @@ from project.data.augment import random_affine
 from project.data.idx import IDX_FILES, find_idx_files, read_split
 from project.data.images import list_images, load_image
 from project.data.loaders import DeviceBatches, index_batches, per_sample_batches
-from project.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -82,11 +81,11 @@ class MNISTDataModule(L.LightningDataModule):
         """
         super().__init__()
         if batch_size < 1:
-            raise UserError(f"--data.batch_size must be at least 1, got {batch_size}")
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if on_device and pipeline != "tensor":
-            raise UserError("--data.on_device true needs --data.pipeline tensor (per-image transforms run on the CPU)")
+            raise ValueError("on_device true needs pipeline tensor (per-image transforms run on the CPU)")
         if val_size < 1:
-            raise UserError(f"--data.val_size must be at least 1 (validation picks the best epoch), got {val_size}")
+            raise ValueError(f"val_size must be at least 1 (validation picks the best epoch), got {val_size}")
         self.save_hyperparameters()
         self.info = DATASETS[dataset]
         self.classes = self.info.classes
@@ -105,7 +104,7 @@ class MNISTDataModule(L.LightningDataModule):
 
     def _download(self) -> None:
         raw = self.search_folders()[0]
-        reason = "download switched off (--data.download false)"
+        reason = "download switched off (download false)"
         if self.hparams.download:
             created = [p for p in (raw.parent.parent, raw.parent, raw) if not p.exists()]
             before = set(raw.iterdir()) if raw.exists() else set()
@@ -121,10 +120,10 @@ class MNISTDataModule(L.LightningDataModule):
                 if folder.exists() and not any(folder.iterdir()):
                     folder.rmdir()
         name = self.info.torchvision_class.__name__
-        raise UserError(
-            f"{name} files not found: expected {', '.join(IDX_FILES.values())} (plain or .gz) in "
+        raise ValueError(
+            f"data_dir: {name} files not found: expected {', '.join(IDX_FILES.values())} (plain or .gz) in "
             f"{' or '.join(str(p) for p in self.search_folders())}; {reason}. "
-            "Put the four files in one of these folders or point --data.data_dir at them."
+            "Put the four files in one of these folders or point data_dir at them."
         )
 
     def setup(self, stage: str) -> None:
@@ -142,8 +141,8 @@ class MNISTDataModule(L.LightningDataModule):
         test_images, test_labels = read_split(files["test_images"], files["test_labels"], num_classes)
         val_size = self.hparams.val_size
         if val_size >= len(images):
-            raise UserError(
-                f"--data.val_size {val_size} leaves no training images: the training set has {len(images)}; "
+            raise ValueError(
+                f"val_size {val_size} leaves no training images: the training set has {len(images)}; "
                 "choose a smaller value"
             )
         order = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.hparams.split_seed))
@@ -156,7 +155,7 @@ class MNISTDataModule(L.LightningDataModule):
 
     def _setup_own_images(self, path: Path) -> None:
         if not path.exists():
-            raise UserError(f"--data.predict_path {path} does not exist; give an image file or a folder of images")
+            raise ValueError(f"predict_path {path} does not exist; give an image file or a folder of images")
         digits = self.hparams.dataset != "fashion_mnist"  # clothes fill their box; digits sit in a 20 px box
         images, names = [], []
         for file in list_images(path):
@@ -166,7 +165,7 @@ class MNISTDataModule(L.LightningDataModule):
             except ValueError as error:
                 print(f"skipped {error}", file=sys.stderr)  # reported by name, the other files go on
         if not images:
-            raise UserError(f"no readable image in {path}; give PNG or JPG files")
+            raise ValueError(f"predict_path: no readable image in {path}; give PNG or JPG files")
         # Unknown true classes are -1; batches keep the (images, labels) shape of every other stage.
         self.predict_set = TensorDataset(torch.stack(images), torch.full((len(images),), -1))
         self.predict_names = names

@@ -4,7 +4,7 @@ from torch import Tensor, nn
 
 
 class CNN(nn.Module):
-    """The articles' small CNN: conv 32 -> conv 64 -> fc 128 -> fc 10, each conv 3x3 then 2x2 max-pool."""
+    """A small CNN: conv 32 -> conv 64 -> fc 128 -> fc 10, each conv 3x3 then 2x2 max-pool."""
 
     def __init__(
         self,

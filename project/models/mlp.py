@@ -4,7 +4,7 @@ from torch import Tensor, nn
 
 
 class MLP(nn.Module):
-    """Multi-layer perceptron on the flattened image: 784-512-10 by default, as in the articles."""
+    """Multi-layer perceptron on the flattened image: 784-512-10 by default."""
 
     def __init__(
         self,

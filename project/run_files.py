@@ -1,13 +1,31 @@
-"""AtomicCheckpointIO: a checkpoint file is either the old one or the new one, never half of one."""
+"""Writing into a run folder: whole files or none (text and checkpoints), and the run's TensorBoard writer."""
 
 import os
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
 from lightning.fabric.utilities.cloud_io import get_filesystem
-from lightning.fabric.utilities.types import _PATH
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write then rename, so a reader never sees half a file (the temporary name is per process, so that two
+    writers of the same file, e.g. two tune.py workers, do not write into each other's)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def tensorboard(trainer: L.Trainer):
+    """The SummaryWriter of the run's TensorBoard logger on process 0, or None (other loggers get no pictures)."""
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger) and trainer.is_global_zero:
+            return logger.experiment
+    return None
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -19,7 +37,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     Lightning's writer.
     """
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None) -> None:
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None) -> None:
         if storage_options is not None or "file" not in get_filesystem(path).protocol:
             return super().save_checkpoint(checkpoint, path, storage_options)
         target = Path(path)
