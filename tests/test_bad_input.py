@@ -8,7 +8,8 @@ import torch
 from torchvision.datasets import MNIST
 
 from project.classifier import ImageClassifier
-from project.cli import main
+from project.cli import DEFAULT_CONFIG, ClassifierCLI, main
+from project.errors import UserError
 from project.models import MLP
 from tests.conftest import FAST_TRAINER, REPO, run_cli
 from tests.idx_files import write_idx
@@ -190,3 +191,35 @@ def test_a_real_process_prints_no_traceback_and_debug_shows_it(tmp_path):
     loud = run_cli("--max_epocs", "3", "--debug", "--default_root_dir", str(tmp_path))
     assert loud.returncode != 0 and "Traceback" in loud.stderr and "UserError" in loud.stderr
     assert not any(tmp_path.iterdir())
+
+
+def test_each_parse_error_wording_is_still_recognized(tmp_path):
+    """jsonargparse words its errors in English only; explain_parse_error reads that wording. Each case must
+    still come out as the template's own line, not as jsonargparse's text passed through."""
+    cases = {
+        ("--max_epocs", "3"): "unknown option --max_epocs; did you mean --max_epochs?",
+        ("--model.net", "LeNet"): "--model.net: no class named 'LeNet'; choose one of CNN, MLP or give a full",
+        ("--model.optimizer.lr", "abc"): "--model.optimizer.lr: 'abc' is not a number",
+        ("--data.dataset", "cifar"): "--data.dataset: 'cifar' is not one of mnist, fashion_mnist, kmnist",
+        ("--model.net", "MLP", "--model.net.hidden_size", "8"): "--model.net: unknown option 'hidden_size'; did",
+        ("--config", str(tmp_path / "nope.yaml")): "--config: file not found:",
+        ("--config", str(write(tmp_path / "typo.yaml", "trainer:\n  max_epoch: 3\n"))): "unknown key 'trainer.max",
+        ("--config", str(write(tmp_path / "bad.yaml", "a: [3\n"))): "a --config file is not valid YAML at line",
+        ("--max_epochs", "1", "test"): "'test' after options is taken for an argument",
+    }
+    for args, expected in cases.items():
+        with pytest.raises(UserError) as error:
+            ClassifierCLI(["fit", "--config", str(DEFAULT_CONFIG), *args])  # fails while parsing: runs nothing
+        changed = f"project.errors.explain_parse_error no longer recognizes jsonargparse's words for {args}"
+        assert str(error.value).startswith(expected), f"{changed}: {error.value}"
+
+
+def test_the_net_names_offered_are_those_of_project_models(monkeypatch):
+    """A fork's own net, added to project.models, is among the names an unknown --model.net suggests."""
+    import project.models
+
+    monkeypatch.setattr(project.models, "LeNet5", type("LeNet5", (MLP,), {}), raising=False)
+    with pytest.raises(
+        UserError, match=r"no class named 'LeNet'; did you mean LeNet5\?; choose one of CNN, LeNet5, MLP"
+    ):
+        ClassifierCLI(["fit", "--config", str(DEFAULT_CONFIG), "--model.net", "LeNet"])

@@ -258,3 +258,27 @@ def test_callbacks_that_are_off_are_not_registered(mnist_dir, tmp_path):
     switched = registered("--histograms.enabled", "true", "--step_checkpoint.every_n_steps", "5",
                           "--non_finite.enabled", "false")  # fmt: skip
     assert {WeightHistograms, StepCheckpoint} <= switched and StopOnNonFiniteLoss not in switched
+
+
+def test_every_default_callback_can_be_switched_off_and_a_config_adds_its_own(mnist_dir, tmp_path):
+    """`--<name>.enabled false` (flag or config file) leaves each default callback out; a config's own
+    trainer.callbacks come beside the template's."""
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    from project.cli import DEFAULT_CALLBACKS, DEFAULT_CONFIG, ClassifierCLI
+
+    def registered(*flags: str) -> list[str]:
+        args = ["--config", str(DEFAULT_CONFIG), "--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path)]
+        return [type(c).__name__ for c in ClassifierCLI([*args, *flags], run=False).trainer.callbacks]
+
+    default = registered()
+    made = {key: type(make()).__name__ for key, make in DEFAULT_CALLBACKS.items()}
+    assert set(made.values()) <= set(default)
+    for key, name in made.items():
+        assert name not in registered(f"--{key}.enabled", "false"), key
+    own = tmp_path / "own.yaml"
+    own.write_text("trainer:\n  callbacks:\n    - class_path: EarlyStopping\n      init_args: {monitor: val/acc}\n"
+                   "preemption:\n  enabled: false\n")  # fmt: skip
+    with_own = registered("--config", str(own))
+    assert EarlyStopping.__name__ in with_own and "Preemption" not in with_own
+    assert set(with_own) == set(default) - {"Preemption"} | {"EarlyStopping"}
