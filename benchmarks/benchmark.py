@@ -5,7 +5,8 @@
     python benchmarks/benchmark.py --accelerator gpu --models cnn --batch-size 512
 
 Three ways to train, each in a subprocess of its own (so each has its own peak memory), one after the other:
-  lightning  the project: ImageClassifier + MNISTDataModule through Lightning's Trainer (progress bar off)
+  lightning  the project as train.py builds it (ClassifierCLI: its callbacks, logger and checkpoints; progress
+             bar off), with the benchmark's net, optimizer and data; --callbacks-off leaves the callbacks out
   per_image  a plain PyTorch loop over a per-image pipeline: torchvision's dataset class with per-image
              ToTensor + Normalize, a shuffling DataLoader, the loop
   tensors    a plain PyTorch loop over the same in-memory uint8 tensors, normalized per batch: the Lightning-free
@@ -70,7 +71,7 @@ def data_module(args) -> MNISTDataModule:
 def run_lightning(args, device: torch.device) -> dict:
     import lightning as L
 
-    from project.classifier import ImageClassifier
+    from project.cli import DEFAULT_CALLBACKS, OPTIONAL_CALLBACKS, ClassifierCLI
 
     class EpochTimer(L.Callback):
         """Training time of each epoch (up to the start of validation) and the validation accuracy after it."""
@@ -89,15 +90,30 @@ def run_lightning(args, device: torch.device) -> dict:
         def on_train_epoch_end(self, trainer, pl_module):
             self.val_acc.append(float(trainer.callback_metrics["val/acc"]))
 
+    # The project as `python train.py` builds it (its logger, checkpoints and callbacks), with the benchmark's
+    # net (its class defaults, not the recipe's), optimizer, data and epochs; --callbacks-off leaves out every
+    # callback of the template.
+    flags = [
+        "--model.net", NETS[args.model].__name__, "--model.optimizer", "Adam",
+        "--model.optimizer.lr", "0.001", "--model.optimizer.fused", "true", "--model.scheduler", "null",
+        "--data.dataset", args.dataset, "--data.data_dir", args.data_dir, "--data.batch_size", str(args.batch_size),
+        "--data.val_size", str(args.val_size), "--data.num_workers", str(args.workers), "--data.download", "false",
+        "--accelerator", args.accelerator, "--devices", "1", "--max_epochs", str(args.epochs),
+        "--enable_progress_bar", "false", "--enable_model_summary", "false", "--num_sanity_val_steps", "0",
+        "--default_root_dir", args.log_dir,
+    ]  # fmt: skip
+    if args.callbacks_off:
+        flags += [word for key in DEFAULT_CALLBACKS for word in (f"--{key}.enabled", "false")]
+        flags += [
+            word for key in OPTIONAL_CALLBACKS if key != "step_checkpoint" for word in (f"--{key}.enabled", "false")
+        ]
+        flags += ["--enable_checkpointing", "false"]
+    cli = ClassifierCLI(flags, run=False)
+    cli.model.net.load_state_dict(make_net(args.model).state_dict())  # the same initial weights as the loops
     timer = EpochTimer()
-    model = ImageClassifier(make_net(args.model), optimizer=partial(torch.optim.Adam, lr=1e-3, fused=True))
-    trainer = L.Trainer(
-        accelerator=args.accelerator, devices=1, max_epochs=args.epochs, logger=False, callbacks=[timer],
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-    )  # fmt: skip
-    dm = data_module(args)
-    trainer.fit(model, dm)
-    return {"epoch_seconds": timer.seconds, "val_acc": timer.val_acc, "train_images": len(dm.train_set)}
+    cli.trainer.callbacks.append(timer)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    return {"epoch_seconds": timer.seconds, "val_acc": timer.val_acc, "train_images": len(cli.datamodule.train_set)}
 
 
 def plain_loop(args, device, net, train_batches, val_batches, fused: bool) -> dict:
@@ -214,9 +230,11 @@ def main() -> None:
     parser.add_argument("--accelerator", choices=["cpu", "gpu"], default="cpu")
     parser.add_argument("--target-acc", type=float, default=0.85, help="validation accuracy for time-to-target")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--callbacks-off", action="store_true", help="(a) without any of the template's callbacks")
     parser.add_argument("--worker", choices=APPROACHES, help=argparse.SUPPRESS)
     parser.add_argument("--model", choices=NETS, help=argparse.SUPPRESS)
     parser.add_argument("--torchvision-root", help=argparse.SUPPRESS)
+    parser.add_argument("--log-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         return worker(args)
@@ -235,7 +253,8 @@ def main() -> None:
             runs = {}
             for approach in APPROACHES:
                 command = [sys.executable, __file__, *sys.argv[1:], "--worker", approach, "--model", model,
-                           "--data-dir", args.data_dir, "--torchvision-root", str(root)]  # fmt: skip
+                           "--data-dir", args.data_dir, "--torchvision-root", str(root),
+                           "--log-dir", str(Path(tmp) / "logs")]  # fmt: skip
                 done = subprocess.run(command, capture_output=True, text=True)
                 result = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
                 if done.returncode != 0 or not result:

@@ -129,7 +129,8 @@ def test_kill_during_a_save_leaves_the_previous_last_ckpt(mnist_dir, tmp_path):
     files = sorted(p for p in (tmp_path / "logs").rglob("*"))
     longer = run_cli(*args, "--max_epochs", "3", "--ckpt_path", "last")
     assert longer.returncode == 2
-    assert longer.stderr.splitlines()[-1].startswith("error: the checkpoint's learning-rate schedule was planned for 6")
+    refused = "error: --model.scheduler: the checkpoint's learning-rate schedule was planned for 6"
+    assert longer.stderr.splitlines()[-1].startswith(refused)
     assert sorted(p for p in (tmp_path / "logs").rglob("*")) == files
 
 
