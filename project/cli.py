@@ -25,7 +25,7 @@ from project.callbacks.preemption import Preemption
 from project.callbacks.random_state import RandomState
 from project.classifier import ImageClassifier
 from project.errors import SUBCOMMANDS, UserError, explain_parse_error, fail
-from project.help import help_text
+from project.help import add_callback_switches, help_text
 from project.resume import latest_run, read_checkpoint, recipe_of, run_folder_of, run_version, saved_config
 from project.run_files import AtomicCheckpointIO
 
@@ -100,8 +100,7 @@ class ClassifierCLI(LightningCLI):
         parser.add_class_arguments(ModelCheckpoint, "checkpoint", fail_untyped=False, sub_configs=True)
         for key, callback in OPTIONAL_CALLBACKS.items():
             parser.add_class_arguments(callback, key, fail_untyped=False, sub_configs=True)
-        for key in DEFAULT_CALLBACKS:
-            parser.add_argument(f"--{key}.enabled", type=bool, default=True, help=f"register the {key} callback")
+        add_callback_switches(parser, list(DEFAULT_CALLBACKS))
         parser.set_defaults(DEFAULTS)
         self.parsers.append(parser)
 
@@ -207,10 +206,12 @@ class ClassifierCLI(LightningCLI):
         # A callback that is switched off is not registered: Lightning calls every registered callback's hooks on
         # every step. `--logger false`: no learning rates to log, and the monitor would refuse to run.
         # `--enable_checkpointing false`: Lightning refuses checkpoint callbacks.
-        checkpoints = config.trainer.enable_checkpointing is not False
-        callbacks = [c for c in callbacks if is_on(c) and (checkpoints or not isinstance(c, Checkpoint))]
-        logged = config.trainer.logger is not False
-        callbacks = [c for c in callbacks if logged or not isinstance(c, LearningRateMonitor)]
+        checkpoints, logged = config.trainer.enable_checkpointing is not False, config.trainer.logger is not False
+        callbacks = [
+            c for c in callbacks
+            if is_on(c) and (checkpoints or not isinstance(c, Checkpoint))
+            and (logged or not isinstance(c, LearningRateMonitor))
+        ]  # fmt: skip
         # Preemption acts after every other checkpoint callback has saved at an epoch's end: last in the list.
         kwargs["callbacks"] = sorted(callbacks, key=lambda callback: isinstance(callback, Preemption))
         plugins = config.trainer.plugins or []
@@ -253,8 +254,8 @@ An error prints one line; --debug shows its Python traceback instead.
 
 
 def with_trainer_prefix(args: list[str], trainer_options: set[str]) -> list[str]:
-    """`--max_epochs 3` -> `--trainer.max_epochs 3` for every Trainer option, so Trainer flags work flat.
-    A word after an option taking a value is left alone (`--default_root_dir --x` keeps its value)."""
+    """`--max_epochs 3` -> `--trainer.max_epochs 3` (and `--max_epochs=3`) for every Trainer option, so Trainer
+    flags work flat; `--trainer.x` and every other word pass unchanged."""
     result = []
     for word in args:
         name, equals, value = word[2:].partition("=")
@@ -325,7 +326,9 @@ def run_data_defaults(args: list[str]) -> list[str]:
     data = saved_config(run).get("data") if run else None
     if not data:
         try:
-            saved = torch.load(ckpt, map_location="cpu", weights_only=True).get("datamodule_hyper_parameters") or {}
+            # mmap: the tensors are not read, only the saved hyper-parameters (find_checkpoint reads it all later).
+            checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
+            saved = checkpoint.get("datamodule_hyper_parameters") or {}
         except Exception:  # not a checkpoint: read_checkpoint reports it once the arguments are parsed
             return args
         data = {"init_args": {"dataset": saved["dataset"]}} if "dataset" in saved else None

@@ -31,6 +31,12 @@ CLASS_OPTIONS = """How classes are chosen (then their own options follow, e.g. -
 """
 
 
+def add_callback_switches(parser: ArgumentParser, keys: list[str]) -> None:
+    """`--<key>.enabled true|false` for each callback every run has (the CLI's parser and this help share it)."""
+    for key in keys:
+        parser.add_argument(f"--{key}.enabled", type=bool, default=True, help=f"register the {key} callback")
+
+
 class Formatter(RawDescriptionHelpFormatter, DefaultHelpFormatter):
     """jsonargparse's help layout, with the description's own line breaks kept."""
 
@@ -44,8 +50,7 @@ def help_text(description: str, callbacks: dict[str, type], default_callbacks: l
     parser.add_class_arguments(MNISTDataModule, "data")
     for key, callback in callbacks.items():
         parser.add_class_arguments(callback, key)
-    for key in default_callbacks:
-        parser.add_argument(f"--{key}.enabled", type=bool, default=True, help=f"register the {key} callback")
+    add_callback_switches(parser, default_callbacks)
     parts = [parser.format_help()]
     for net in (CNN, MLP):  # the same keys (--model.net.dropout): one parser each
         net_parser = ArgumentParser(usage=SUPPRESS, add_help=False, formatter_class=Formatter)
