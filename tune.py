@@ -2,15 +2,19 @@
 
     python tune.py --trials 20 --max_epochs 2                 # any other option of train.py passes through
     python tune.py --storage postgresql://user:pass@host/db   # one study shared by several machines
+    python tune.py --space configs/search/cnn.yaml --max_time 00:00:04:00   # your own space, 4 min per trial
 
-Every trial is a train.py run (constant learning rate, so that "learning rate" means one number) validated
-each epoch; Optuna's median pruner stops trials whose val/acc falls behind, through its Lightning callback.
+Every trial is a train.py run validated each epoch. The built-in space tries a constant learning rate (so
+that "learning rate" means one number); --space FILE searches what the file names instead, on the recipe the
+other options give (each key a train.py option, each value a list to choose from, a range {low, high, log} or
+a value that is set, not searched). A Trainer option such as --max_time passes through and bounds every trial.
+Optuna's median pruner stops trials whose val/acc falls behind, through its Lightning callback.
 The study lives in SQLite under logs/ by default, so an interrupted search resumes where it stopped: --trials
 is the total the study should reach. Several workers may run at once on one study (same --study and
 --storage): each asks the study for new trials until the total is reached, so none is repeated or lost (the
 trials still running when the total is reached finish: up to one extra per extra worker). Each trial is a run
-of its own, logs/tune/trial_N/. At the end the best trial is printed and written as a YAML recipe that
-`python train.py --config logs/tune/best.yaml` takes as it is.
+of its own, logs/tune/trial_N/. At the end the best trials are printed as a table, and the best is written as
+a YAML recipe that `python train.py --config logs/tune/best.yaml` takes as it is.
 """
 
 import argparse
@@ -53,8 +57,58 @@ def trial_recipe(trial: optuna.Trial, net: str) -> dict:
     }  # fmt: skip
 
 
-def objective(trial: optuna.Trial, train_args: list[str], net: str, folder: Path) -> float:
-    recipe = trial_recipe(trial, net)
+def read_space(path: Path) -> dict:
+    """A search space from a YAML file: {train.py option: [choices], {low, high, log} or a value to set}."""
+    try:
+        space = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise UserError(f"--space {path}: cannot read it ({error})") from error
+    if not isinstance(space, dict) or not space:
+        raise UserError(f"--space {path}: expected a mapping of train.py options to choices or ranges")
+    for option, values in space.items():
+        if values == [] or (isinstance(values, dict) and not {"low", "high"} <= values.keys()):
+            raise UserError(f"--space {path}: '{option}' needs choices [a, b], a range {{low: .., high: ..}}, a value")
+        if isinstance(values, dict):  # YAML reads 1e-4 (no dot) as text
+            try:
+                values.update({end: float(values[end]) for end in ("low", "high") if isinstance(values[end], str)})
+            except ValueError as error:
+                raise UserError(f"--space {path}: '{option}': {error}") from error
+    return space
+
+
+def space_recipe(trial: optuna.Trial, space: dict) -> dict:
+    """The values this trial tries from a search space (read_space), as the config sections they belong to."""
+    recipe: dict = {}
+    for option, values in space.items():
+        if isinstance(values, list):
+            value = trial.suggest_categorical(option, values)
+        elif not isinstance(values, dict):
+            value = values  # set, not searched
+        else:
+            whole = isinstance(values["low"], int) and isinstance(values["high"], int)
+            suggest = trial.suggest_int if whole else trial.suggest_float
+            value = suggest(option, values["low"], values["high"], log=values.get("log", False))
+        *sections, name = option.split(".")
+        node = recipe
+        for section in sections:
+            node = node.setdefault(section, {})
+        node[name] = value
+    return recipe
+
+
+def best_trials_table(study: optuna.Study, top: int = 5) -> str:
+    """The study's best finished trials as a Markdown table: value, minutes and the values tried."""
+    done = sorted((t for t in study.trials if t.value is not None), key=lambda t: t.value, reverse=True)[:top]
+    names = list(dict.fromkeys(name for t in done for name in t.params))
+    lines = ["| trial | val/acc_best | minutes | " + " | ".join(names) + " |", "|---" * (3 + len(names)) + "|"]
+    for t in done:
+        values = [f"{v:.3g}" if isinstance(v, float) else str(v) for v in (t.params.get(n, "") for n in names)]
+        minutes = t.duration.total_seconds() / 60 if t.duration else float("nan")
+        lines.append(f"| {t.number} | {t.value:.4f} | {minutes:.1f} | " + " | ".join(values) + " |")
+    return "\n".join(lines)
+
+
+def objective(trial: optuna.Trial, recipe: dict, train_args: list[str], folder: Path) -> float:
     # A folder per trial: workers running at once would otherwise race for the same logs version_N.
     run_root = folder / f"trial_{trial.number}"
     run_root.mkdir(parents=True, exist_ok=True)
@@ -93,7 +147,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--storage", default="sqlite:///logs/optuna.db", help="any database URL Optuna takes")
     parser.add_argument("--net", choices=["CNN", "MLP"], default="CNN")
     parser.add_argument("--out", type=Path, default=Path("logs/tune"), help="trial recipes and best.yaml go here")
+    parser.add_argument("--space", type=Path, help="YAML search space replacing the built-in one (see above)")
     args, train_args = parser.parse_known_args(argv)
+    try:
+        space = read_space(args.space) if args.space else None
+    except UserError as error:
+        return fail(str(error))
     args.out.mkdir(parents=True, exist_ok=True)
     if args.storage.startswith("sqlite:///"):
         Path(args.storage[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
@@ -114,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def run_trial(trial: optuna.Trial) -> float:
         ran.add(trial.number)
-        return objective(trial, train_args, args.net, args.out)
+        recipe = space_recipe(trial, space) if space is not None else trial_recipe(trial, args.net)
+        return objective(trial, recipe, train_args, args.out)
 
     try:
         if len(study.get_trials(states=finished)) < args.trials:
@@ -122,10 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         return fail(str(error))
     best = study.best_trial
+    print(best_trials_table(study))
     print(f"best trial {best.number}: val/acc_best {best.value:.4f} with {best.params}")
     if writes_the_summary(study, ran, args.out / "best.yaml"):
         header = f"# Best trial of study '{args.study}': trial {best.number}, val/acc_best {best.value:.4f}\n"
-        recipe = best_recipe(args.out / f"trial_{best.number}", best, args.net)
+        recipe = best_recipe(args.out / f"trial_{best.number}", best, args.net, space)
         write_atomically(args.out / "best.yaml", header + yaml.safe_dump(recipe, sort_keys=False))
         print(f"wrote {args.out / 'best.yaml'}; train with: python train.py --config {args.out / 'best.yaml'}")
     else:
@@ -137,14 +198,15 @@ def main(argv: list[str] | None = None) -> int:
 RUN_PLACE = ("default_root_dir", "logger", "callbacks", "enable_progress_bar")
 
 
-def best_recipe(trial_folder: Path, best: optuna.trial.FrozenTrial, net: str) -> dict:
+def best_recipe(trial_folder: Path, best: optuna.trial.FrozenTrial, net: str, space: dict | None = None) -> dict:
     """What train.py needs to train the best trial again: the configuration the trial ran with (data options,
     epochs and seed included, as its config.yaml holds them), without where it ran; Trainer options only where
     they differ from the Trainer's defaults. A trial whose folder is gone (another machine's) gives the values
     tried, on the default recipe."""
     saved = sorted(trial_folder.glob("*/version_*/config.yaml"))
     if not saved:
-        return trial_recipe(optuna.trial.FixedTrial(best.params), net)
+        fixed = optuna.trial.FixedTrial(best.params)
+        return space_recipe(fixed, space) if space is not None else trial_recipe(fixed, net)
     config = yaml.safe_load(saved[-1].read_text())
     defaults = {name: p.default for name, p in inspect.signature(Trainer).parameters.items()}
     trainer = {key: value for key, value in config["trainer"].items() if key not in RUN_PLACE}

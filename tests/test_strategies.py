@@ -208,6 +208,23 @@ def test_augmentation_changes_training_batches_only(mnist_dir):
         assert batch.min() >= raw_train.min() - 1e-4 and batch.max() <= raw_train.max() + 1e-4
 
 
+@pytest.mark.parametrize(("dataset", "mirrors"), [("fashion_mnist", True), ("mnist", False), ("kmnist", False)])
+def test_augmentation_mirrors_clothes_but_never_digits_or_kana(mnist_dir, dataset, mirrors):
+    observe = Observe()  # no rotation, shift or zoom: what is left of the augmentation is the mirroring
+    dm = MNISTDataModule(dataset=dataset, data_dir=str(mnist_dir / "MNIST" / "raw"), val_size=100, batch_size=100,
+                         augment=True, rotation=0.0, translate=0.0, scale=(1.0, 1.0))  # fmt: skip
+    trainer(max_epochs=1, limit_train_batches=3, callbacks=[observe]).fit(ImageClassifier(MLP()), dm)
+    plain = dm.normalize(dm.train_set.tensors[0]).flatten(1)
+    batches = torch.cat([batch for _, _, batch in observe.seen["train"]])
+
+    def is_plain(images):  # each image within rounding of some training image
+        return torch.cdist(images.flatten(1), plain, compute_mode="donot_use_mm_for_euclid_dist").amin(dim=1) < 1e-3
+
+    as_is, mirrored = is_plain(batches), is_plain(batches.flip(-1))
+    assert bool((as_is | mirrored).all()) and not bool((as_is & mirrored).any())
+    assert 100 < int(mirrored.sum()) < 200 if mirrors else int(mirrored.sum()) == 0
+
+
 NAN_NET = """
 import torch
 from torch import nn

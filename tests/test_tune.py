@@ -111,3 +111,54 @@ def test_best_yaml_is_the_trials_own_config_without_where_it_ran(tmp_path):
     recipe = tune.best_recipe(tmp_path / "trial_3", trial, "MLP")
     assert recipe["trainer"] == {"max_epochs": 2}  # where it ran and Trainer defaults left out
     assert recipe["data"] == config["data"] and recipe["model"] == config["model"] and recipe["seed_everything"] == 0
+
+
+def test_a_search_space_file_sets_train_options_and_the_best_trials_are_tabled(tmp_path):
+    import tune
+
+    path = tmp_path / "space.yaml"
+    path.write_text(
+        "model.label_smoothing: {low: 0.0, high: 0.2}\nmodel.net.class_path: project.models.CNN\n"
+        "data.batch_size: [64, 128]\ntrainer.max_epochs: {low: 2, high: 8}\n"
+        "model.optimizer.init_args.lr: {low: 1e-4, high: 1e-1, log: true}\n"
+    )
+    space = tune.read_space(path)
+    values = {"model.label_smoothing": 0.1, "data.batch_size": 64, "trainer.max_epochs": 3,
+              "model.optimizer.init_args.lr": 0.01}  # fmt: skip
+    assert tune.space_recipe(optuna.trial.FixedTrial(values), space) == {
+        "model": {"label_smoothing": 0.1, "net": {"class_path": "project.models.CNN"},
+                  "optimizer": {"init_args": {"lr": 0.01}}},
+        "data": {"batch_size": 64}, "trainer": {"max_epochs": 3},
+    }  # fmt: skip
+    # The kinds Optuna is asked for: a float range, choices, an int range (both ends whole), a log range.
+    study = optuna.create_study(direction="maximize")
+    study.optimize(lambda trial: len(str(tune.space_recipe(trial, space))) / 1000, n_trials=3)
+    distributions = study.trials[0].distributions
+    assert isinstance(distributions["trainer.max_epochs"], optuna.distributions.IntDistribution)
+    assert distributions["model.optimizer.init_args.lr"].log and distributions["data.batch_size"].choices == (64, 128)
+
+    # The table lists finished trials best first, with the values each tried.
+    study = optuna.create_study(direction="maximize")
+    dist = {"data.batch_size": optuna.distributions.CategoricalDistribution([64, 128])}
+    for value, batch in ((0.5, 64), (0.9, 128), (0.7, 64)):
+        study.add_trial(optuna.trial.create_trial(params={"data.batch_size": batch}, distributions=dist, value=value))
+    table = tune.best_trials_table(study, top=2).splitlines()
+    assert table[0] == "| trial | val/acc_best | minutes | data.batch_size |"
+    assert [row.split("|")[1:3] for row in table[2:]] == [[" 1 ", " 0.9000 "], [" 2 ", " 0.7000 "]]
+    assert table[2].endswith("| 128 |")
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [("lr: {low: 0.1}\n", "'lr' needs choices [a, b], a range {low: .., high: ..}, a value"),
+     ("- a\n", "expected a mapping of train.py options"), ("lr: [\n", "cannot read it")],
+)  # fmt: skip
+def test_a_bad_search_space_file_is_one_line_and_writes_nothing(tmp_path, capsys, text, says):
+    import tune
+
+    (tmp_path / "space.yaml").write_text(text)
+    out = tmp_path / "tune"
+    assert tune.main(["--space", str(tmp_path / "space.yaml"), "--out", str(out), "--storage", "sqlite:///x/y.db"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and error.startswith(f"error: --space {tmp_path / 'space.yaml'}: ") and says in error
+    assert not out.exists()

@@ -22,3 +22,9 @@ def random_affine(images: torch.Tensor, rotation: float, translate: float, scale
     background = images.amin(dim=(1, 2, 3), keepdim=True)
     moved = F.grid_sample(images - background, grid, padding_mode="zeros", align_corners=False)
     return moved + background
+
+
+def random_flip(images: torch.Tensor) -> torch.Tensor:
+    """Mirror each image left to right with probability 1/2."""
+    mirrored = torch.rand(images.shape[0], 1, 1, 1, device=images.device) < 0.5
+    return torch.where(mirrored, images.flip(-1), images)

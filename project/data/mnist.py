@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import TensorDataset
 from torchvision.datasets import KMNIST, MNIST, FashionMNIST
 
-from project.data.augment import random_affine
+from project.data.augment import random_affine, random_flip
 from project.data.idx import IDX_FILES, find_idx_files, read_split
 from project.data.images import list_images, load_image
 from project.data.loaders import DeviceBatches, index_batches, per_sample_batches
@@ -19,11 +19,13 @@ from project.data.loaders import DeviceBatches, index_batches, per_sample_batche
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """Where torchvision keeps a data set, and the mean/std of its 60k training pixels (scaled to 0..1)."""
+    """Where torchvision keeps a data set, the mean/std of its 60k training pixels (scaled to 0..1), and whether
+    a mirrored image is still of its class (a shirt is; a mirrored digit or kana is another sign or none)."""
 
     torchvision_class: type[MNIST]
     mean: float
     std: float
+    mirrorable: bool = False
 
     @property
     def classes(self) -> list[str]:
@@ -32,7 +34,7 @@ class DatasetInfo:
 
 DATASETS = {
     "mnist": DatasetInfo(MNIST, mean=0.1307, std=0.3081),
-    "fashion_mnist": DatasetInfo(FashionMNIST, mean=0.2860, std=0.3530),
+    "fashion_mnist": DatasetInfo(FashionMNIST, mean=0.2860, std=0.3530, mirrorable=True),
     "kmnist": DatasetInfo(KMNIST, mean=0.1918, std=0.3483),
 }
 
@@ -56,6 +58,7 @@ class MNISTDataModule(L.LightningDataModule):
         rotation: float = 10.0,
         translate: float = 0.1,
         scale: tuple[float, float] = (0.9, 1.1),
+        flip: bool = True,
     ) -> None:
         """
         Args:
@@ -78,6 +81,8 @@ class MNISTDataModule(L.LightningDataModule):
             augment: random affine maps of the training batches (never validation, test or predict ones),
                 on the device: rotation up to +-`rotation` degrees, shift up to +-`translate` of the image
                 size, zoom by a factor drawn from `scale`.
+            flip: with augment, also mirror half of the training images left to right where the data set
+                allows it (Fashion-MNIST; never MNIST or KMNIST, whose mirrored signs are other signs).
         """
         super().__init__()
         if batch_size < 1:
@@ -207,4 +212,6 @@ class MNISTDataModule(L.LightningDataModule):
         if self.hparams.augment and self.trainer is not None and self.trainer.training:
             hp = self.hparams
             images = random_affine(images, hp.rotation, hp.translate, tuple(hp.scale))
+            if hp.flip and self.info.mirrorable:
+                images = random_flip(images)
         return images, labels
