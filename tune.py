@@ -8,7 +8,8 @@ Every trial is a train.py run validated each epoch. The built-in space tries a c
 that "learning rate" means one number); --space FILE searches what the file names instead, on the recipe the
 other options give (each key a train.py option, each value a list to choose from, a range {low, high, log} or
 a value that is set, not searched). A Trainer option such as --max_time passes through and bounds every trial.
-Optuna's median pruner stops trials whose val/acc falls behind, through its Lightning callback.
+Optuna's median pruner stops trials whose val/acc falls behind (from epoch --prune_after on: early epochs
+of a one-cycle schedule say little of the end), through its Lightning callback.
 The study lives in SQLite under logs/ by default, so an interrupted search resumes where it stopped: --trials
 is the total the study should reach. Several workers may run at once on one study (same --study and
 --storage): each asks the study for new trials until the total is reached, so none is repeated or lost (the
@@ -97,10 +98,14 @@ def space_recipe(trial: optuna.Trial, space: dict) -> dict:
 
 
 def best_trials_table(study: optuna.Study, top: int = 5) -> str:
-    """The study's best finished trials as a Markdown table: value, minutes and the values tried."""
-    done = sorted((t for t in study.trials if t.value is not None), key=lambda t: t.value, reverse=True)[:top]
+    """The study's best completed trials as a Markdown table: value, minutes and the values tried (each column
+    named by the last part of its option where that is unique)."""
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    done = sorted(done, key=lambda t: t.value, reverse=True)[:top]
     names = list(dict.fromkeys(name for t in done for name in t.params))
-    lines = ["| trial | val/acc_best | minutes | " + " | ".join(names) + " |", "|---" * (3 + len(names)) + "|"]
+    short = [name.rsplit(".", 1)[-1] for name in names]
+    heads = [s if short.count(s) == 1 else name for s, name in zip(short, names, strict=True)]
+    lines = ["| trial | val/acc_best | minutes | " + " | ".join(heads) + " |", "|---" * (3 + len(names)) + "|"]
     for t in done:
         values = [f"{v:.3g}" if isinstance(v, float) else str(v) for v in (t.params.get(n, "") for n in names)]
         minutes = t.duration.total_seconds() / 60 if t.duration else float("nan")
@@ -121,7 +126,7 @@ def objective(trial: optuna.Trial, recipe: dict, train_args: list[str], folder: 
     return float(cli.trainer.callback_metrics["val/acc_best"])
 
 
-def open_study(name: str, url: str, attempts: int = 5) -> optuna.Study:
+def open_study(name: str, url: str, prune_after: int = 0, attempts: int = 5) -> optuna.Study:
     """Create the study, or join it if another worker has. Workers starting at the same moment race to create
     the database's tables: the loser's insert fails (IntegrityError), and a second try finds them made."""
     for attempt in range(attempts):
@@ -132,7 +137,7 @@ def open_study(name: str, url: str, attempts: int = 5) -> optuna.Study:
                 storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
             return optuna.create_study(
                 study_name=name, storage=storage, direction="maximize", load_if_exists=True,
-                pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
+                pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=prune_after),
             )  # fmt: skip
         except sqlalchemy.exc.SQLAlchemyError:
             if attempt == attempts - 1:
@@ -148,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--net", choices=["CNN", "MLP"], default="CNN")
     parser.add_argument("--out", type=Path, default=Path("logs/tune"), help="trial recipes and best.yaml go here")
     parser.add_argument("--space", type=Path, help="YAML search space replacing the built-in one (see above)")
+    parser.add_argument("--prune_after", type=int, default=0, help="epochs every trial runs before it may be pruned")
     args, train_args = parser.parse_known_args(argv)
     try:
         space = read_space(args.space) if args.space else None
@@ -158,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.storage[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     train_args = ["--enable_progress_bar", "false", *train_args]
     try:
-        study = open_study(args.study, args.storage)
+        study = open_study(args.study, args.storage, args.prune_after)
     except ImportError as error:  # SQLAlchemy found no driver for the database (Optuna re-raises it)
         scheme = args.storage.split(":")[0]
         extra = 'pip install -e ".[postgres]"' if scheme.startswith("postgresql") else "install its Python driver"

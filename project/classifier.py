@@ -51,7 +51,7 @@ class ImageClassifier(LightningModule):
             compile: run the net through torch.compile (the LightningModule itself stays eager); pays off on
                 GPUs, costs a compilation of about a minute first.
             channels_last: keep conv weights and inputs in channels-last memory order (faster convolutions
-                on tensor-core GPUs).
+                on tensor-core GPUs, and with oneDNN on CPUs).
         """
         super().__init__()
         # Under the CLI the hyper-parameters are the config (class paths and arguments), so load_from_checkpoint

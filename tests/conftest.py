@@ -1,4 +1,7 @@
+import contextlib
+import io
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -49,6 +52,31 @@ def run_cli(*args: str, cwd: Path = REPO, env: dict | None = None) -> subprocess
         timeout=300,
         env={**os.environ, **(env or {})},
     )
+
+
+def run_main(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    """What run_cli gives, from train.py's main() in this process: no Python start and imports (seconds each).
+    For tests where the process is not the point; warnings already shown in this process are not shown again, so
+    tests of what the console shows use run_cli."""
+    from project.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    # Lightning's console loggers hold the stderr of import time: pointed at the capture for this run.
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    handlers = [h for logger in loggers for h in logger.handlers if isinstance(h, logging.StreamHandler)]
+    streams = [handler.setStream(err) for handler in handlers]
+    before = Path.cwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            status = main(list(args))
+    except SystemExit as end:  # --print_config ends the parser's way
+        status = end.code if isinstance(end.code, int) else 0
+    finally:
+        os.chdir(before)
+        for handler, stream in zip(handlers, streams, strict=True):
+            handler.setStream(stream)
+    return subprocess.CompletedProcess(["train.py", *args], status, out.getvalue(), err.getvalue())
 
 
 def copy_of_run(trained, tmp_path: Path) -> tuple[Path, str]:

@@ -6,7 +6,7 @@ import torch
 from project.classifier import ImageClassifier
 from project.data import MNISTDataModule
 from project.models import MLP
-from tests.conftest import FAST_TRAINER, results, run_cli
+from tests.conftest import FAST_TRAINER, results, run_main
 
 
 def accuracy(model: ImageClassifier, data_dir) -> float:
@@ -22,7 +22,7 @@ def accuracy(model: ImageClassifier, data_dir) -> float:
 
 def test_load_from_checkpoint_without_cli(mnist_dir, tmp_path):
     # A width other than the default: the checkpoint must carry the net's configuration, not only weights.
-    done = run_cli(
+    done = run_main(
         "--model.net",
         "MLP",
         "--model.net.hidden_sizes",

@@ -1,4 +1,4 @@
-"""The command line end to end, in subprocesses, as a user types it."""
+"""The command line end to end, as a user types it: in subprocesses where the process is the point, else in-process."""
 
 import json
 from pathlib import Path
@@ -8,7 +8,16 @@ import torch
 import yaml
 
 from project.cli import main
-from tests.conftest import FAST_TRAINER, copy_of_run, read_events, results, run_cli, run_folder, scalars_by_step
+from tests.conftest import (
+    FAST_TRAINER,
+    copy_of_run,
+    read_events,
+    results,
+    run_cli,
+    run_folder,
+    run_main,
+    scalars_by_step,
+)
 
 
 def test_fit_then_test_leaves_a_complete_run_folder(trained):
@@ -59,7 +68,7 @@ def test_test_subcommand_reproduces_the_test_metrics(trained, tmp_path):
     """`test` of a run's checkpoint: the run's data options (from its config.yaml), its folder, its metrics."""
     logs, best = copy_of_run(trained, tmp_path)
     before = results(logs)["metrics"]["test/acc"]
-    done = run_cli("test", "--ckpt_path", best, "--limit_test_batches", "2", cwd=tmp_path)
+    done = run_main("test", "--ckpt_path", best, "--limit_test_batches", "2", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert results(logs)["metrics"]["test/acc"] == pytest.approx(before)  # run_folder: still one under logs/
     assert results(logs)["tested_checkpoint"] == best
@@ -68,7 +77,7 @@ def test_test_subcommand_reproduces_the_test_metrics(trained, tmp_path):
 @pytest.mark.parametrize("subcommand", ["validate", "predict"])
 def test_other_subcommands_run(trained, subcommand, tmp_path):
     logs, best = copy_of_run(trained, tmp_path)
-    done = run_cli(subcommand, "--ckpt_path", best, "--limit_val_batches", "1", "--limit_predict_batches", "1",
+    done = run_main(subcommand, "--ckpt_path", best, "--limit_val_batches", "1", "--limit_predict_batches", "1",
                    "--enable_progress_bar", "false", cwd=tmp_path)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert run_folder(logs) == Path(best).parents[1]  # written into the run, no new version
@@ -77,7 +86,7 @@ def test_other_subcommands_run(trained, subcommand, tmp_path):
 
 @pytest.mark.parametrize("prefix", ["", "trainer."])
 def test_trainer_flags_flat_and_prefixed(mnist_dir, tmp_path, prefix):
-    done = run_cli(
+    done = run_main(
         "--data.data_dir",
         str(mnist_dir),
         f"--{prefix}default_root_dir",
@@ -101,14 +110,14 @@ def test_trainer_flags_flat_and_prefixed(mnist_dir, tmp_path, prefix):
 
 
 def test_print_config_with_accelerator_gpu_needs_no_gpu():
-    done = run_cli("--accelerator", "gpu", "--max_epochs", "3", "--print_config")
+    done = run_main("--accelerator", "gpu", "--max_epochs", "3", "--print_config")
     assert done.returncode == 0, done.stderr
     config = yaml.safe_load(done.stdout)
     assert config["trainer"]["accelerator"] == "gpu" and config["trainer"]["max_epochs"] == 3
 
 
 def test_print_config_shows_the_true_default_seed():
-    done = run_cli("--print_config")
+    done = run_main("--print_config")
     assert done.returncode == 0, done.stderr
     assert yaml.safe_load(done.stdout)["seed_everything"] == 0  # the seed runs use, not `true`
 
@@ -125,7 +134,7 @@ def test_option_values_may_be_subcommand_words(mnist_dir, tmp_path, monkeypatch)
 
 
 def test_help_lists_the_options_of_each_class_once_and_not_every_torch_class():
-    done = run_cli("--help")
+    done = run_main("--help")
     assert done.returncode == 0
     for flag in (
         "--accelerator ACCELERATOR",
@@ -139,11 +148,11 @@ def test_help_lists_the_options_of_each_class_once_and_not_every_torch_class():
     ):
         assert flag in done.stdout, flag
     assert "torch.nn.Identity" not in done.stdout and len(done.stdout.splitlines()) < 700
-    assert run_cli("test", "--help").stdout == done.stdout
+    assert run_main("test", "--help").stdout == done.stdout
 
 
 def test_mlp_config_and_optimizer_injection(mnist_dir, tmp_path):
-    done = run_cli(
+    done = run_main(
         "--config",
         "configs/mlp.yaml",
         "--data.data_dir",
@@ -176,7 +185,7 @@ def test_mlp_config_and_optimizer_injection(mnist_dir, tmp_path):
 
 
 def test_model_net_by_name(mnist_dir, tmp_path):
-    done = run_cli("--model.net", "MLP", "--model.net.hidden_sizes", "[32]", "--print_config")
+    done = run_main("--model.net", "MLP", "--model.net.hidden_sizes", "[32]", "--print_config")
     assert done.returncode == 0, done.stderr
     net = yaml.safe_load(done.stdout)["model"]["net"]
     assert net["class_path"] == "project.models.MLP" and net["init_args"]["hidden_sizes"] == [32]
@@ -186,7 +195,7 @@ def test_same_seed_same_metrics_and_weights(trained, tmp_path):
     """The shared run used the default seed (Lightning's seed_everything picks 0); --seed_everything 0 repeats
     it exactly, also with two data-loader worker processes."""
     root, _ = trained
-    done = run_cli("--data.data_dir", str(root / "data"), "--default_root_dir", str(tmp_path), *FAST_TRAINER,
+    done = run_main("--data.data_dir", str(root / "data"), "--default_root_dir", str(tmp_path), *FAST_TRAINER,
                    "--seed_everything", "0", "--data.num_workers", "2")  # fmt: skip
     assert done.returncode == 0, done.stderr
     first, again = results(root / "logs")["metrics"], results(tmp_path)["metrics"]
@@ -219,7 +228,7 @@ def test_two_cpu_processes_make_one_run(mnist_dir, tmp_path):
 
 def test_fast_recipe_runs_on_the_cpu(mnist_dir, tmp_path):
     """configs/fast.yaml is meant for a GPU; with compilation and bf16 off it runs anywhere, data on the device."""
-    done = run_cli("--config", "configs/fast.yaml", "--model.compile", "false", "--precision", "32",
+    done = run_main("--config", "configs/fast.yaml", "--model.compile", "false", "--precision", "32",
                    "--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path), *FAST_TRAINER)  # fmt: skip
     assert done.returncode == 0, done.stderr
     config = yaml.safe_load((run_folder(tmp_path) / "config.yaml").read_text())
@@ -231,7 +240,7 @@ def test_fast_recipe_runs_on_the_cpu(mnist_dir, tmp_path):
 def test_train_loss_is_logged_on_the_steps_the_logger_writes(mnist_dir, tmp_path):
     """training_step calls self.log only every log_every_n_steps steps (ImageClassifier.logger_writes_this_step):
     TensorBoard gets the same points Lightning writes when it is called on every step."""
-    done = run_cli("--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path), *FAST_TRAINER,
+    done = run_main("--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path), *FAST_TRAINER,
                    "--limit_train_batches", "7", "--log_every_n_steps", "3", "--max_epochs", "2")  # fmt: skip
     assert done.returncode == 0, done.stderr
     changed = "ImageClassifier.logger_writes_this_step no longer follows Lightning's rule of when logs are written"

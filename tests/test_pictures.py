@@ -5,7 +5,7 @@ import io
 import pytest
 from PIL import Image
 
-from tests.conftest import FAST_TRAINER, read_events, results, run_cli, run_folder
+from tests.conftest import FAST_TRAINER, read_events, results, run_folder, run_main
 
 
 def picture(events: list) -> Image.Image:
@@ -13,7 +13,7 @@ def picture(events: list) -> Image.Image:
 
 
 def test_default_pictures(mnist_dir, tmp_path):
-    done = run_cli("--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path), *FAST_TRAINER,
+    done = run_main("--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path), *FAST_TRAINER,
                    "--limit_test_batches", "1.0")  # fmt: skip
     assert done.returncode == 0, done.stderr
     other: dict = {}
@@ -34,7 +34,7 @@ def test_default_pictures(mnist_dir, tmp_path):
 
 
 def test_optional_pictures_and_switching_off(mnist_dir, tmp_path):
-    done = run_cli("--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path), *FAST_TRAINER,
+    done = run_main("--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path), *FAST_TRAINER,
                    "--histograms.enabled", "true", "--grad_norm.enabled", "true", "--graph.enabled", "true",
                    "--input_grid.enabled", "false", "--test_pictures.enabled", "false")  # fmt: skip
     assert done.returncode == 0, done.stderr

@@ -10,7 +10,7 @@ from PIL import Image
 from project.classifier import ImageClassifier
 from project.data import DATASETS
 from project.data.images import load_image
-from tests.conftest import FAST_TRAINER, copy_of_run, results, run_cli, run_folder
+from tests.conftest import FAST_TRAINER, copy_of_run, results, run_folder, run_main
 
 
 def bar_image(size, dark_on_light: bool, mode: str = "L") -> Image.Image:
@@ -46,7 +46,7 @@ def test_unreadable_file_raises_with_its_name(tmp_path):
 
 
 def test_predict_command_table_and_csv(mnist_dir, tmp_path):
-    done = run_cli("--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path / "train"), *FAST_TRAINER)
+    done = run_main("--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path / "train"), *FAST_TRAINER)
     assert done.returncode == 0, done.stderr
     ckpt = results(tmp_path / "train")["best_checkpoint"]
 
@@ -58,7 +58,7 @@ def test_predict_command_table_and_csv(mnist_dir, tmp_path):
     (images / "d_broken.png").write_bytes(b"garbage")
     (images / "e_notes.txt").write_text("not an image")
 
-    done = run_cli("predict", "--ckpt_path", ckpt, "--data.predict_path", str(images))
+    done = run_main("predict", "--ckpt_path", ckpt, "--data.predict_path", str(images))
     assert done.returncode == 0, done.stderr
     skipped = [line for line in done.stderr.splitlines() if line.startswith("skipped ")]
     assert len(skipped) == 2 and "d_broken.png" in skipped[0] and "e_notes.txt" in skipped[1]
@@ -83,7 +83,7 @@ def test_predict_command_table_and_csv(mnist_dir, tmp_path):
 
 
 def test_predict_path_missing_is_one_clear_line(mnist_dir, tmp_path):
-    done = run_cli("predict", "--data.predict_path", str(tmp_path / "nope"), "--default_root_dir", str(tmp_path))
+    done = run_main("predict", "--data.predict_path", str(tmp_path / "nope"), "--default_root_dir", str(tmp_path))
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith("error: --data.predict_path")
 
@@ -92,12 +92,12 @@ def test_class_names_come_from_the_checkpoints_data_set(tmp_path):
     from tests.idx_files import write_dataset
 
     write_dataset(tmp_path / "data" / "FashionMNIST" / "raw")
-    done = run_cli("--data.dataset", "fashion_mnist", "--data.data_dir", str(tmp_path / "data"),
+    done = run_main("--data.dataset", "fashion_mnist", "--data.data_dir", str(tmp_path / "data"),
                    "--default_root_dir", str(tmp_path / "train"), *FAST_TRAINER)  # fmt: skip
     assert done.returncode == 0, done.stderr
     image = tmp_path / "shirt.png"
     bar_image((40, 40), dark_on_light=True).save(image)
-    done = run_cli("predict", "--ckpt_path", results(tmp_path / "train")["best_checkpoint"],
+    done = run_main("predict", "--ckpt_path", results(tmp_path / "train")["best_checkpoint"],
                    "--data.predict_path", str(image))  # fmt: skip
     assert done.returncode == 0, done.stderr
     row = next(csv.DictReader((run_folder(tmp_path / "train") / "predictions.csv").read_text().splitlines()))
@@ -112,7 +112,7 @@ def test_a_data_set_chosen_in_a_config_file_wins_over_the_checkpoints(trained, t
     _, best = copy_of_run(trained, tmp_path)  # an MNIST run
     write_dataset(tmp_path / "data" / "FashionMNIST" / "raw")
     (tmp_path / "fashion.yaml").write_text(f"data:\n  dataset: fashion_mnist\n  data_dir: {tmp_path / 'data'}\n")
-    done = run_cli("predict", "--ckpt_path", best, "--config", str(tmp_path / "fashion.yaml"),
+    done = run_main("predict", "--ckpt_path", best, "--config", str(tmp_path / "fashion.yaml"),
                    "--limit_predict_batches", "1", cwd=tmp_path)  # fmt: skip
     assert done.returncode == 0, done.stderr
     rows = list(csv.DictReader((Path(best).parents[1] / "predictions.csv").read_text().splitlines()))

@@ -142,8 +142,10 @@ def test_a_search_space_file_sets_train_options_and_the_best_trials_are_tabled(t
     dist = {"data.batch_size": optuna.distributions.CategoricalDistribution([64, 128])}
     for value, batch in ((0.5, 64), (0.9, 128), (0.7, 64)):
         study.add_trial(optuna.trial.create_trial(params={"data.batch_size": batch}, distributions=dist, value=value))
-    table = tune.best_trials_table(study, top=2).splitlines()
-    assert table[0] == "| trial | val/acc_best | minutes | data.batch_size |"
+    study.add_trial(optuna.trial.create_trial(params={"data.batch_size": 64}, distributions=dist, value=0.95,
+                                              state=optuna.trial.TrialState.PRUNED))  # fmt: skip
+    table = tune.best_trials_table(study, top=2).splitlines()  # pruned trials are left out
+    assert table[0] == "| trial | val/acc_best | minutes | batch_size |"
     assert [row.split("|")[1:3] for row in table[2:]] == [[" 1 ", " 0.9000 "], [" 2 ", " 0.7000 "]]
     assert table[2].endswith("| 128 |")
 

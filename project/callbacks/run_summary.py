@@ -48,9 +48,6 @@ class RunSummary(Callback):
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.results["tested_checkpoint"] = trainer.ckpt_path
         self._record(trainer)
-        metrics = {k: v for k, v in self.results["metrics"].items() if k in HPARAM_METRICS}
-        for logger in trainer.loggers:
-            logger.log_hyperparams(_hparams(trainer, pl_module), metrics)
 
     def _record(self, trainer: L.Trainer) -> None:
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
@@ -58,6 +55,10 @@ class RunSummary(Callback):
         self.results["wall_seconds"] = round(time.perf_counter() - self.started, 2)
         if trainer.is_global_zero:
             write_atomically(self.folder / "results.json", json.dumps(self.results, indent=2) + "\n")
+        # After fit (a run that only fits, such as a tune.py trial, shows up too) and again after test.
+        metrics = {k: v for k, v in self.results["metrics"].items() if k in HPARAM_METRICS}
+        for logger in trainer.loggers:
+            logger.log_hyperparams(_hparams(trainer, trainer.lightning_module), metrics)
 
 
 def _hparams(trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
