@@ -20,6 +20,7 @@ a YAML recipe that `python train.py --config logs/tune/best.yaml` takes as it is
 
 import argparse
 import inspect
+import json
 import random
 import sys
 import time
@@ -81,8 +82,9 @@ def space_recipe(trial: optuna.Trial, space: dict) -> dict:
     """The values this trial tries from a search space (read_space), as the config sections they belong to."""
     recipe: dict = {}
     for option, values in space.items():
-        if isinstance(values, list):
-            value = trial.suggest_categorical(option, values)
+        if isinstance(values, list):  # Optuna's choices are plain values: lists (widths) go in as JSON text
+            coded = [json.dumps(value) if isinstance(value, list | dict) else value for value in values]
+            value = values[coded.index(trial.suggest_categorical(option, coded))]
         elif not isinstance(values, dict):
             value = values  # set, not searched
         else:

@@ -5,7 +5,7 @@ import textwrap
 import yaml
 
 from project.classifier import ImageClassifier
-from tests.conftest import FAST_TRAINER, results, run_cli, run_folder
+from tests.conftest import FAST_TRAINER, results, run_folder, run_main
 
 NET = '''
 from torch import Tensor, nn
@@ -56,9 +56,10 @@ def write_package(root):
 
 def test_own_net_trains_by_config_alone(mnist_dir, tmp_path, monkeypatch):
     write_package(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))  # as PYTHONPATH would
     config = tmp_path / "tiny.yaml"
     config.write_text("model:\n  net:\n    class_path: my_project.nets.TinyNet\n    init_args:\n      width: 24\n")
-    done = run_cli(
+    done = run_main(
         "--config",
         str(config),
         "--data.data_dir",
@@ -66,7 +67,6 @@ def test_own_net_trains_by_config_alone(mnist_dir, tmp_path, monkeypatch):
         "--default_root_dir",
         str(tmp_path / "logs"),
         *FAST_TRAINER,
-        env={"PYTHONPATH": str(tmp_path)},
     )
     assert done.returncode == 0, done.stderr
     assert run_folder(tmp_path / "logs").parent.name == "mnist_tinynet"
@@ -76,18 +76,18 @@ def test_own_net_trains_by_config_alone(mnist_dir, tmp_path, monkeypatch):
         "init_args": {"width": 24, "num_classes": 10},
     }
     # ... and its checkpoint loads back without the CLI.
-    monkeypatch.syspath_prepend(str(tmp_path))
     model = ImageClassifier.load_from_checkpoint(results(tmp_path / "logs")["best_checkpoint"])
     assert type(model.net).__name__ == "TinyNet" and model.net.layers[2].out_features == 24
 
 
-def test_own_data_module_by_config_alone(tmp_path):
+def test_own_data_module_by_config_alone(tmp_path, monkeypatch):
     write_package(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
     config = tmp_path / "noise.yaml"
     config.write_text(
         "data:\n  class_path: my_project.data.NoiseDigits\n  init_args:\n    count: 128\n    batch_size: 32\n"
     )
-    done = run_cli(
+    done = run_main(
         "--config",
         str(config),
         "--model.net",
@@ -98,7 +98,6 @@ def test_own_data_module_by_config_alone(tmp_path):
         "1",
         "--enable_progress_bar",
         "false",
-        env={"PYTHONPATH": str(tmp_path)},
     )
     assert done.returncode == 0, done.stderr
     summary = results(tmp_path / "logs")

@@ -18,7 +18,7 @@ import torch
 from project.callbacks.random_state import RandomState
 from project.cli import main
 from project.run_files import AtomicCheckpointIO
-from tests.conftest import REPO, read_events, results, run_cli, run_folder, scalars_by_step
+from tests.conftest import REPO, read_events, results, run_cli, run_folder, run_main, scalars_by_step
 from tests.idx_files import write_dataset
 
 # Three short epochs of the default CNN recipe (OneCycle, dropout, shuffling): everything a resume must restore.
@@ -179,7 +179,7 @@ def test_ckpt_path_last_continues_the_newest_run_in_its_folder(mnist_dir, tmp_pa
 def test_ckpt_path_last_without_a_run_starts_a_new_one(mnist_dir, tmp_path):
     args = ["--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path / "logs"), *THREE_EPOCHS]
     args += ["--limit_train_batches", "2", "--limit_val_batches", "1", "--max_epochs", "1"]
-    done = run_cli(*args, "--ckpt_path", "last")
+    done = run_main(*args, "--ckpt_path", "last")
     assert done.returncode == 0, done.stderr
     assert "starting a new run" in done.stderr
     assert run_folder(tmp_path / "logs").name == "version_0"

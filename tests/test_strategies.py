@@ -12,7 +12,7 @@ from project.classifier import ImageClassifier
 from project.data import MNISTDataModule
 from project.models import CNN, MLP
 from project.optim import OneCycle, WarmupCosine, parameter_groups
-from tests.conftest import FAST_TRAINER, REPO, results, run_cli
+from tests.conftest import FAST_TRAINER, REPO, results, run_main
 
 
 def trainer(**kwargs) -> L.Trainer:
@@ -246,11 +246,11 @@ class NanAfter(MLP):
 """
 
 
-def test_non_finite_loss_stops_with_a_reason_and_keeps_the_last_checkpoint(mnist_dir, tmp_path):
+def test_non_finite_loss_stops_with_a_reason_and_keeps_the_last_checkpoint(mnist_dir, tmp_path, monkeypatch):
     (tmp_path / "nan_net.py").write_text(NAN_NET)
-    done = run_cli("--model.net", "nan_net.NanAfter", "--model.net.after", "4", "--data.data_dir", str(mnist_dir),
-                   "--default_root_dir", str(tmp_path / "logs"), *FAST_TRAINER, "--max_epochs", "3",
-                   env={"PYTHONPATH": str(tmp_path)})  # fmt: skip
+    monkeypatch.syspath_prepend(str(tmp_path))
+    done = run_main("--model.net", "nan_net.NanAfter", "--model.net.after", "4", "--data.data_dir", str(mnist_dir),
+                    "--default_root_dir", str(tmp_path / "logs"), *FAST_TRAINER, "--max_epochs", "3")  # fmt: skip
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     last = done.stderr.strip().splitlines()[-1]
@@ -266,8 +266,8 @@ RECIPES = sorted(str(p.relative_to(REPO)) for p in (REPO / "configs").rglob("*.y
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe", RECIPES)
 def test_every_recipe_runs(recipe, mnist_dir, tmp_path):
-    done = run_cli("--config", recipe, "--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path),
-                   *FAST_TRAINER, "--model.compile", "false", "--precision", "32")  # fmt: skip
+    done = run_main("--config", recipe, "--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path),
+                    *FAST_TRAINER, "--model.compile", "false", "--precision", "32")  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "test/acc" in results(tmp_path)["metrics"]
 
@@ -299,8 +299,8 @@ def test_learning_rate_finder(mnist_dir, tmp_path):
 def test_group_learning_rates_are_logged_separately(mnist_dir, tmp_path):
     from tests.conftest import read_events, run_folder
 
-    done = run_cli("--config", "configs/optimizers/param_groups.yaml", "--data.data_dir", str(mnist_dir),
-                   "--default_root_dir", str(tmp_path), *FAST_TRAINER)  # fmt: skip
+    done = run_main("--config", "configs/optimizers/param_groups.yaml", "--data.data_dir", str(mnist_dir),
+                    "--default_root_dir", str(tmp_path), *FAST_TRAINER)  # fmt: skip
     assert done.returncode == 0, done.stderr
     scalars, _ = read_events(run_folder(tmp_path))
     assert scalars["lr-SGD/features"] == pytest.approx([0.005] * 3)

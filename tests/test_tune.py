@@ -120,13 +120,15 @@ def test_a_search_space_file_sets_train_options_and_the_best_trials_are_tabled(t
     path.write_text(
         "model.label_smoothing: {low: 0.0, high: 0.2}\nmodel.net.class_path: project.models.CNN\n"
         "data.batch_size: [64, 128]\ntrainer.max_epochs: {low: 2, high: 8}\n"
+        "model.net.init_args.channels: [[8], [8, 16]]\n"
         "model.optimizer.init_args.lr: {low: 1e-4, high: 1e-1, log: true}\n"
     )
     space = tune.read_space(path)
     values = {"model.label_smoothing": 0.1, "data.batch_size": 64, "trainer.max_epochs": 3,
-              "model.optimizer.init_args.lr": 0.01}  # fmt: skip
+              "model.optimizer.init_args.lr": 0.01, "model.net.init_args.channels": "[8, 16]"}  # fmt: skip
     assert tune.space_recipe(optuna.trial.FixedTrial(values), space) == {
-        "model": {"label_smoothing": 0.1, "net": {"class_path": "project.models.CNN"},
+        "model": {"label_smoothing": 0.1,
+                  "net": {"class_path": "project.models.CNN", "init_args": {"channels": [8, 16]}},
                   "optimizer": {"init_args": {"lr": 0.01}}},
         "data": {"batch_size": 64}, "trainer": {"max_epochs": 3},
     }  # fmt: skip
@@ -164,3 +166,19 @@ def test_a_bad_search_space_file_is_one_line_and_writes_nothing(tmp_path, capsys
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and error.startswith(f"error: --space {tmp_path / 'space.yaml'}: ") and says in error
     assert not out.exists()
+
+
+def test_no_trial_is_pruned_before_prune_after_epochs(tmp_path):
+    import tune
+
+    study = tune.open_study("s", f"sqlite:///{tmp_path / 's.db'}", prune_after=2)
+    for _ in range(2):  # the median pruner's two start-up trials, at 0.9 every epoch
+        trial = study.ask()
+        for epoch in range(4):
+            trial.report(0.9, epoch)
+        study.tell(trial, 0.9)
+    trial, verdicts = study.ask(), []
+    for epoch in range(4):  # far behind from the first epoch on
+        trial.report(0.1, epoch)
+        verdicts.append(trial.should_prune())
+    assert verdicts == [False, False, True, True]
