@@ -202,8 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-# Where a trial ran and how it showed progress: not part of what train.py needs to train it again.
-RUN_PLACE = ("default_root_dir", "logger", "callbacks", "enable_progress_bar")
+# Where a trial ran, how it showed progress and the search's time bound (--max_time): not part of what train.py
+# needs to train it again.
+RUN_PLACE = ("default_root_dir", "logger", "callbacks", "enable_progress_bar", "max_time")
 
 
 def best_recipe(trial_folder: Path, best: optuna.trial.FrozenTrial, net: str, space: dict | None = None) -> dict:

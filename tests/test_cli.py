@@ -244,7 +244,7 @@ def test_train_loss_is_logged_on_the_steps_the_logger_writes(mnist_dir, tmp_path
                    "--limit_train_batches", "7", "--log_every_n_steps", "3", "--max_epochs", "2")  # fmt: skip
     assert done.returncode == 0, done.stderr
     changed = "ImageClassifier.logger_writes_this_step no longer follows Lightning's rule of when logs are written"
-    assert sorted(scalars_by_step(run_folder(tmp_path), "lr-Adam")) == [2, 5, 8, 11]  # Lightning's own cadence
+    assert sorted(scalars_by_step(run_folder(tmp_path), "lr-AdamW/default")) == [2, 5, 8, 11]  # Lightning's own cadence
     assert sorted(scalars_by_step(run_folder(tmp_path), "train/loss")) == [2, 5, 8, 11], changed
 
 

@@ -39,7 +39,7 @@ KNOBS = {
     "--model.optimizer.weight_decay": ([], ["--model.optimizer.weight_decay", "0.5"], "weights"),
     "--model.exempt_bias_and_norm": (
         ["--model.optimizer.weight_decay", "0.5"],
-        ["--model.exempt_bias_and_norm", "true"],
+        ["--model.exempt_bias_and_norm", "false"],
         "weights",
     ),
     "--model.param_groups": ([], ["--model.param_groups", '[{"prefix": "features", "lr": 0.05}]'], "weights"),

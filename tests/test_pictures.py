@@ -29,7 +29,7 @@ def test_default_pictures(mnist_dir, tmp_path):
         ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"])]  # fmt: skip
     assert all(0 <= a <= 1 for a in per_class)
     assert sum(per_class) / 10 == pytest.approx(results(tmp_path)["metrics"]["test/acc"], abs=1e-6)
-    assert len(scalars["lr-Adam"]) == 3  # the learning rate of every step
+    assert len(scalars["lr-AdamW/default"]) == 3  # the learning rate of every step
     assert not other["histograms"] and "train/grad_norm" not in scalars  # optional ones are off by default
 
 
