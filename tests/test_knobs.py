@@ -87,6 +87,12 @@ EXEMPT = {
     "--net": "tune.py: tests/test_tune.py",
     "--trials": "tune.py: tests/test_tune.py",
     "--storage": "tune.py: tests/test_tune.py",
+    "--space": "tune.py: tests/test_tune.py",
+    "--prune_after": "tune.py: tests/test_tune.py",
+    "--study": "tune.py: tests/test_tune.py (two workers on one study)",
+    "--out": "tune.py: tests/test_tune.py",
+    "--max_time": "Lightning's time limit; tune.py passes it to every trial",
+    "--data.flip": "tests/test_strategies.py (clothes mirrored, digits and kana never)",
 }
 
 

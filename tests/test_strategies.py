@@ -208,11 +208,14 @@ def test_augmentation_changes_training_batches_only(mnist_dir):
         assert batch.min() >= raw_train.min() - 1e-4 and batch.max() <= raw_train.max() + 1e-4
 
 
-@pytest.mark.parametrize(("dataset", "mirrors"), [("fashion_mnist", True), ("mnist", False), ("kmnist", False)])
-def test_augmentation_mirrors_clothes_but_never_digits_or_kana(mnist_dir, dataset, mirrors):
+@pytest.mark.parametrize(
+    ("dataset", "flip", "mirrors"),
+    [("fashion_mnist", True, True), ("fashion_mnist", False, False), ("mnist", True, False), ("kmnist", True, False)],
+)
+def test_augmentation_mirrors_clothes_but_never_digits_or_kana(mnist_dir, dataset, flip, mirrors):
     observe = Observe()  # no rotation, shift or zoom: what is left of the augmentation is the mirroring
     dm = MNISTDataModule(dataset=dataset, data_dir=str(mnist_dir / "MNIST" / "raw"), val_size=100, batch_size=100,
-                         augment=True, rotation=0.0, translate=0.0, scale=(1.0, 1.0))  # fmt: skip
+                         augment=True, rotation=0.0, translate=0.0, scale=(1.0, 1.0), flip=flip)  # fmt: skip
     trainer(max_epochs=1, limit_train_batches=3, callbacks=[observe]).fit(ImageClassifier(MLP()), dm)
     plain = dm.normalize(dm.train_set.tensors[0]).flatten(1)
     batches = torch.cat([batch for _, _, batch in observe.seen["train"]])
@@ -247,10 +250,10 @@ class NanAfter(MLP):
 
 
 def test_non_finite_loss_stops_with_a_reason_and_keeps_the_last_checkpoint(mnist_dir, tmp_path, monkeypatch):
-    (tmp_path / "nan_net.py").write_text(NAN_NET)
+    (tmp_path / "nan_after_net.py").write_text(NAN_NET)  # a name of its own: modules stay imported
     monkeypatch.syspath_prepend(str(tmp_path))
-    done = run_main("--model.net", "nan_net.NanAfter", "--model.net.after", "4", "--data.data_dir", str(mnist_dir),
-                    "--default_root_dir", str(tmp_path / "logs"), *FAST_TRAINER, "--max_epochs", "3")  # fmt: skip
+    args = ["--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path / "logs"), *FAST_TRAINER]
+    done = run_main("--model.net", "nan_after_net.NanAfter", "--model.net.after", "4", *args, "--max_epochs", "3")
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     last = done.stderr.strip().splitlines()[-1]
