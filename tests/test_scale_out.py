@@ -204,7 +204,10 @@ def test_two_torchrun_launchers_train_one_run_with_the_accuracy_of_one_process(t
 
     data = write_dataset(tmp_path / "data" / "MNIST" / "raw").parents[1]
     root = tmp_path / "logs"
-    args = ["--data.data_dir", str(data), *TRAINING, "--max_epochs", "1", "--default_root_dir", str(root)]
+    # The whole test set (200 images, 100 a process): two batches a process would score other images than two
+    # batches of one process.
+    args = ["--data.data_dir", str(data), *TRAINING, "--max_epochs", "1", "--default_root_dir", str(root),
+            "--limit_test_batches", "1.0"]  # fmt: skip
     port = free_port()
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     nodes = [
@@ -222,7 +225,8 @@ def test_two_torchrun_launchers_train_one_run_with_the_accuracy_of_one_process(t
     tested = two["tested_checkpoint"]
     assert Path(tested).parents[1] == folder
     # One process tests the same checkpoint (into the same run folder, whose results.json it rewrites).
-    alone = run_cli("test", "--ckpt_path", tested, "--accelerator", "cpu", "--devices", "1", *TRAINING[4:])
+    alone = run_cli("test", "--ckpt_path", tested, "--accelerator", "cpu", "--devices", "1", *TRAINING[4:],
+                    "--limit_test_batches", "1.0")  # fmt: skip
     assert alone.returncode == 0, alone.stderr
     one = results(root)
     assert one["wall_seconds"] != two["wall_seconds"] and one["metrics"]["test/acc"] == two["metrics"]["test/acc"]
