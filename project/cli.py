@@ -5,6 +5,7 @@ import json
 import os
 import sys
 import traceback
+import warnings
 from argparse import ArgumentError
 from pathlib import Path
 
@@ -340,6 +341,9 @@ def main(argv: list[str] | None = None) -> int:
     `--debug` shows the traceback instead."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
+    # torch 2.14 deprecates the LeafSpec class that Lightning 2.6 builds on every batch it moves to the device:
+    # upstream noise on every run, silenced by its category and module (not its wording) until Lightning moves on.
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"lightning\.pytorch\.utilities\._pytree")
     if "-h" in argv or "--help" in argv:
         print(help_text(DESCRIPTION, {"checkpoint": ModelCheckpoint, **OPTIONAL_CALLBACKS}, list(DEFAULT_CALLBACKS)))
         return 0
