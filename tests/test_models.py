@@ -40,6 +40,9 @@ def test_cnn_channels_and_options(batch_norm):
     net = CNN(channels=[8, 16, 32], hidden=64, dropout=0.0, batch_norm=batch_norm)
     assert [m.out_channels for m in net.modules() if isinstance(m, nn.Conv2d)] == [8, 16, 32]
     assert any(isinstance(m, nn.BatchNorm2d) for m in net.modules()) == batch_norm
+    # Each block pools right after its conv, so the norm and the ReLU see a quarter of the positions.
+    block = [nn.Conv2d, nn.MaxPool2d, nn.BatchNorm2d, nn.ReLU] if batch_norm else [nn.Conv2d, nn.MaxPool2d, nn.ReLU]
+    assert [type(m) for m in net.features] == block * 3
     assert linear_shapes(net) == [(32 * 3 * 3, 64), (64, 10)]
     assert net(IMAGES).shape == (4, 10)
 

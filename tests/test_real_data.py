@@ -27,7 +27,7 @@ def test_normalization_constants_match_the_training_pixels():
 @pytest.mark.slow
 @needs_fashion
 def test_default_cnn_learns_fashion_mnist(tmp_path):
-    """One epoch of the default recipe (the full five: README, Results), at least 87% after it."""
+    """One epoch of the default recipe (the full six: README, Results), at least 87% after it."""
     done = run_cli(
         "--data.dataset",
         "fashion_mnist",

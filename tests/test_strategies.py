@@ -174,7 +174,7 @@ def test_train_and_eval_modes(mnist_dir):
     dm = data(mnist_dir, batch_size=50)
     run = trainer(max_epochs=1, limit_val_batches=2, limit_train_batches=2, callbacks=[observe])
     run.fit(model, dm)
-    bn = model.net.features[1]
+    bn = next(m for m in model.net.features if isinstance(m, nn.BatchNorm2d))
     before = (bn.running_mean.clone(), bn.running_var.clone(), bn.num_batches_tracked.clone())
     run.validate(model, dm)
     run.test(model, dm)
@@ -226,6 +226,25 @@ def test_augmentation_mirrors_clothes_but_never_digits_or_kana(mnist_dir, datase
     as_is, mirrored = is_plain(batches), is_plain(batches.flip(-1))
     assert bool((as_is | mirrored).all()) and not bool((as_is & mirrored).any())
     assert 100 < int(mirrored.sum()) < 200 if mirrors else int(mirrored.sum()) == 0
+
+
+@pytest.mark.parametrize(
+    ("dataset", "eval_flip", "mirrors"),
+    [("fashion_mnist", True, True), ("fashion_mnist", False, False), ("mnist", True, False)],
+)
+def test_eval_flip_averages_each_image_with_its_mirror_where_the_data_allows(mnist_dir, dataset, eval_flip, mirrors):
+    dm = MNISTDataModule(dataset=dataset, data_dir=str(mnist_dir / "MNIST" / "raw"), val_size=100, batch_size=50)
+    model = ImageClassifier(CNN(channels=[4], hidden=8), eval_flip=eval_flip)
+    run = trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1)
+    run.fit(model, dm)
+    probabilities = torch.cat(run.predict(model, dm))
+    # Computed another way: the plain net on the test images as they are, and mirrored.
+    images = dm.normalize(dm.test_set.tensors[0][: len(probabilities)])
+    with torch.no_grad():
+        plain, mirrored = model.net.eval()(images), model.net(images.flip(-1))
+    expected = ((plain + mirrored) / 2 if mirrors else plain).softmax(dim=1)
+    assert torch.allclose(probabilities, expected, atol=1e-5)
+    assert not torch.allclose(plain, mirrored, atol=1e-3)  # the net does tell an image from its mirror
 
 
 NAN_NET = """
