@@ -33,6 +33,7 @@ class ImageClassifier(LightningModule):
         exempt_bias_and_norm: bool = False,
         compile: bool = False,
         channels_last: bool = False,
+        eval_flip: bool = False,
     ) -> None:
         """
         Args:
@@ -52,6 +53,9 @@ class ImageClassifier(LightningModule):
                 GPUs, costs a compilation of about a minute first.
             channels_last: keep conv weights and inputs in channels-last memory order (faster convolutions
                 on tensor-core GPUs, and with oneDNN on CPUs).
+            eval_flip: in validation, test and predict, average the class scores of each image and its mirror
+                image (test-time augmentation), where the data module's `mirrorable` says a mirrored image keeps
+                its class (Fashion-MNIST; never MNIST's digits or KMNIST's kana); off elsewhere.
         """
         super().__init__()
         # Under the CLI the hyper-parameters are the config (class paths and arguments), so load_from_checkpoint
@@ -75,6 +79,12 @@ class ImageClassifier(LightningModule):
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.val_acc_best = MaxMetric()
         self._compiled_net: nn.Module | None = None
+        self.mirror_at_eval = False  # set in setup() from eval_flip and the data module
+
+    def setup(self, stage: str) -> None:
+        # A data module that does not say whether its images may be mirrored (a fork's own) is never mirrored.
+        datamodule = self.trainer.datamodule
+        self.mirror_at_eval = self.hparams.eval_flip and getattr(datamodule, "mirrorable", False)
 
     def configure_model(self) -> None:
         # Runs once the module is on its device. The compiled net is kept outside the registered submodules
@@ -94,6 +104,8 @@ class ImageClassifier(LightningModule):
         if self.hparams.channels_last and images.ndim == 4:
             images = images.contiguous(memory_format=torch.channels_last)
         net = self.net if self._compiled_net is None else self._compiled_net
+        if self.mirror_at_eval and not self.training:
+            return (net(images) + net(images.flip(-1))) / 2
         return net(images)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:

@@ -94,6 +94,8 @@ class MNISTDataModule(L.LightningDataModule):
         self.save_hyperparameters()
         self.info = DATASETS[dataset]
         self.classes = self.info.classes
+        # Whether a mirrored image keeps its class: read by the training flips and the model's eval_flip.
+        self.mirrorable = self.info.mirrorable
 
     def search_folders(self) -> list[Path]:
         """Folders searched for the IDX files, in order: torchvision's layout first, then the folder itself."""
@@ -212,6 +214,6 @@ class MNISTDataModule(L.LightningDataModule):
         if self.hparams.augment and self.trainer is not None and self.trainer.training:
             hp = self.hparams
             images = random_affine(images, hp.rotation, hp.translate, tuple(hp.scale))
-            if hp.flip and self.info.mirrorable:
+            if hp.flip and self.mirrorable:
                 images = random_flip(images)
         return images, labels
