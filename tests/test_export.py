@@ -1,14 +1,13 @@
 """Export to TorchScript and ONNX: the exported files compute what the PyTorch net computes."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
 
 from project.classifier import ImageClassifier
-from tests.conftest import REPO, results
+from project.export import main as export_main
+from tests.conftest import results
 
 
 @pytest.fixture
@@ -17,11 +16,10 @@ def checkpoint(trained) -> str:
     return results(root / "logs")["best_checkpoint"]
 
 
-def test_export_matches_pytorch(checkpoint, tmp_path):
-    done = subprocess.run([sys.executable, "-m", "project.export", checkpoint, "--out", str(tmp_path)],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    printed = {line.split(":")[0]: float(line.rsplit("=", 1)[1]) for line in done.stdout.splitlines() if "=" in line}
+def test_export_matches_pytorch(checkpoint, tmp_path, capsys):
+    assert export_main([checkpoint, "--out", str(tmp_path)]) == 0  # in this process: the process is not the point
+    stdout = capsys.readouterr().out
+    printed = {line.split(":")[0]: float(line.rsplit("=", 1)[1]) for line in stdout.splitlines() if "=" in line}
     assert set(printed) == {"torchscript", "onnx"} and all(d < 1e-4 for d in printed.values())
 
     # Checked again here, on another batch size than the one exported with (the batch axis is dynamic).
@@ -39,11 +37,9 @@ def test_export_matches_pytorch(checkpoint, tmp_path):
     assert preprocessing["mean"] == 0.1307 and preprocessing["classes"][0] == "0 - zero"
 
 
-def test_export_missing_checkpoint_is_one_clear_line(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "project.export", str(tmp_path / "none.ckpt")],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert done.returncode == 2
-    assert done.stderr.strip() == (
+def test_export_missing_checkpoint_is_one_clear_line(tmp_path, capsys):
+    assert export_main([str(tmp_path / "none.ckpt")]) == 2
+    assert capsys.readouterr().err.strip() == (
         f"error: checkpoint {tmp_path / 'none.ckpt'}: no such file. Checkpoints are in <run folder>/checkpoints/ "
         "(e.g. logs/mnist_cnn/version_0/checkpoints/last.ckpt)"
     )
