@@ -238,7 +238,7 @@ def test_slurm_time_limit_signal_mid_epoch_resumes_at_the_saved_step(slurm, unin
     every 30 s or so), mostly mid-epoch; every start saves, requeues and exits, until the run is done."""
     data, _ = uninterrupted
     root = tmp_path / "logs"
-    epochs = 20  # about 45 s of training here: more than one start's share
+    epochs = 40  # about 60 s of training here (the pool-first CNN): more than one start's share
     args = ["--data.data_dir", str(data), *TRAINING, "--max_epochs", str(epochs), "--default_root_dir", str(root)]
     job_id, output = submit(slurm, tmp_path, sbatch_script("1", 45, args))
     deadline = time.monotonic() + 600
