@@ -6,7 +6,7 @@ import torch
 from project.classifier import ImageClassifier
 from project.data import MNISTDataModule
 from project.models import MLP
-from tests.conftest import FAST_TRAINER, results, run_main
+from tests.conftest import FAST_RUN, results, run_main
 
 
 def accuracy(model: ImageClassifier, data_dir) -> float:
@@ -31,7 +31,7 @@ def test_load_from_checkpoint_without_cli(mnist_dir, tmp_path):
         str(mnist_dir),
         "--default_root_dir",
         str(tmp_path / "logs"),
-        *FAST_TRAINER,
+        *FAST_RUN,
         "--limit_test_batches",
         "1.0",
     )

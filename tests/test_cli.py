@@ -9,6 +9,7 @@ import yaml
 
 from project.cli import main
 from tests.conftest import (
+    FAST_RUN,
     FAST_TRAINER,
     copy_of_run,
     read_events,
@@ -161,7 +162,7 @@ def test_mlp_config_and_optimizer_injection(mnist_dir, tmp_path):
         str(mnist_dir),
         "--default_root_dir",
         str(tmp_path),
-        *FAST_TRAINER,
+        *FAST_RUN,
         "--model.optimizer",
         "SGD",
         "--model.optimizer.lr",

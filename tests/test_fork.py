@@ -5,7 +5,7 @@ import textwrap
 import yaml
 
 from project.classifier import ImageClassifier
-from tests.conftest import FAST_TRAINER, results, run_folder, run_main
+from tests.conftest import FAST_RUN, results, run_folder, run_main
 
 NET = '''
 from torch import Tensor, nn
@@ -66,7 +66,7 @@ def test_own_net_trains_by_config_alone(mnist_dir, tmp_path, monkeypatch):
         str(mnist_dir),
         "--default_root_dir",
         str(tmp_path / "logs"),
-        *FAST_TRAINER,
+        *FAST_RUN,
     )
     assert done.returncode == 0, done.stderr
     assert run_folder(tmp_path / "logs").parent.name == "mnist_tinynet"

@@ -14,16 +14,15 @@ import pytest
 import torch
 
 from project.cli import DEFAULT_CONFIG, ClassifierCLI
-from tests.conftest import REPO, scalars_by_step
+from tests.conftest import NARROW_CNN, REPO, scalars_by_step
 from tests.idx_files import write_dataset
 
 # Two epochs of two steps: per-epoch schedules act once, per-step ones three times. A CNN of the default's
 # shape, narrower: every knob acts on it as on the default, at a fraction of the time.
 SHORT = (
     "--max_epochs 2 --limit_train_batches 2 --limit_val_batches 1 --limit_test_batches 1 --data.val_size 100 "
-    "--data.batch_size 32 --enable_progress_bar false --enable_model_summary false "
-    "--model.net.channels [4,8,16] --model.net.hidden 16"
-).split()
+    "--data.batch_size 32 --enable_progress_bar false --enable_model_summary false"
+).split() + NARROW_CNN
 SGD = ["--model.optimizer", "SGD", "--model.optimizer.lr", "0.05"]
 MLP = ["--model.net", "MLP"]
 STEP = ["--model.scheduler", "StepLR", "--model.scheduler.step_size", "1"]

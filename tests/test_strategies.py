@@ -12,7 +12,7 @@ from project.classifier import ImageClassifier
 from project.data import MNISTDataModule
 from project.models import CNN, MLP
 from project.optim import OneCycle, WarmupCosine, parameter_groups
-from tests.conftest import FAST_TRAINER, REPO, results, run_main
+from tests.conftest import FAST_RUN, FAST_TRAINER, REPO, results, run_main
 
 
 def trainer(**kwargs) -> L.Trainer:
@@ -271,7 +271,7 @@ class NanAfter(MLP):
 def test_non_finite_loss_stops_with_a_reason_and_keeps_the_last_checkpoint(mnist_dir, tmp_path, monkeypatch):
     (tmp_path / "nan_after_net.py").write_text(NAN_NET)  # a name of its own: modules stay imported
     monkeypatch.syspath_prepend(str(tmp_path))
-    args = ["--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path / "logs"), *FAST_TRAINER]
+    args = ["--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path / "logs"), *FAST_RUN]
     done = run_main("--model.net", "nan_after_net.NanAfter", "--model.net.after", "4", *args, "--max_epochs", "3")
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
@@ -290,7 +290,7 @@ RECIPES = sorted(str(p.relative_to(REPO)) for p in (REPO / "configs").rglob("*.y
 @pytest.mark.parametrize("recipe", RECIPES)
 def test_every_recipe_runs(recipe, mnist_dir, tmp_path):
     done = run_main("--config", recipe, "--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path),
-                    *FAST_TRAINER, "--model.compile", "false", "--precision", "32")  # fmt: skip
+                    *FAST_RUN, "--model.compile", "false", "--precision", "32")  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "test/acc" in results(tmp_path)["metrics"]
 

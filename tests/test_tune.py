@@ -8,7 +8,7 @@ import optuna
 import pytest
 import yaml
 
-from tests.conftest import FAST_TRAINER, REPO, results, run_cli, run_folder
+from tests.conftest import FAST_RUN, REPO, results, run_cli, run_folder
 
 
 def tune(*args: str) -> subprocess.CompletedProcess:
@@ -18,7 +18,7 @@ def tune(*args: str) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_three_trials_write_a_usable_recipe_and_the_study_resumes(mnist_dir, tmp_path):
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    common = ["--storage", storage, "--out", str(tmp_path / "tune"), "--net", "MLP", *FAST_TRAINER,
+    common = ["--storage", storage, "--out", str(tmp_path / "tune"), "--net", "MLP", *FAST_RUN,
               "--data.data_dir", str(mnist_dir), "--max_epochs", "2"]  # fmt: skip
     done = tune("--trials", "3", *common)
     assert done.returncode == 0, done.stderr
@@ -53,7 +53,7 @@ def test_two_workers_share_one_study(database, mnist_dir, tmp_path, request):
         storage = f"sqlite:///{tmp_path / 'study.db'}"
     else:  # a real PostgreSQL server, started for the tests (skipped where Debian's postgresql is missing)
         storage = request.getfixturevalue("postgres").create_database("study")
-    common = ["--trials", "4", "--storage", storage, "--out", str(tmp_path / "tune"), "--net", "MLP", *FAST_TRAINER,
+    common = ["--trials", "4", "--storage", storage, "--out", str(tmp_path / "tune"), "--net", "MLP", *FAST_RUN,
               "--data.data_dir", str(mnist_dir)]  # fmt: skip
     workers = [
         subprocess.Popen(
@@ -75,7 +75,7 @@ def test_two_workers_share_one_study(database, mnist_dir, tmp_path, request):
         assert run_folder(tmp_path / "tune" / f"trial_{trial.number}").parent.name == "mnist_mlp"
     # best.yaml is written once, by the worker that finished the last trial, and train.py takes it.
     assert sum("wrote " in out for out, _ in outputs) == 1, [out for out, _ in outputs]
-    trained = run_cli("--config", str(tmp_path / "tune" / "best.yaml"), *FAST_TRAINER,
+    trained = run_cli("--config", str(tmp_path / "tune" / "best.yaml"), *FAST_RUN,
                       "--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path / "best"))  # fmt: skip
     assert trained.returncode == 0, trained.stderr
     # And the two really ran side by side: some trials overlapped in time.
