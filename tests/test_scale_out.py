@@ -234,13 +234,15 @@ def test_two_torchrun_launchers_train_one_run_with_the_accuracy_of_one_process(t
 
 @pytest.mark.xdist_group("slurm")
 def test_slurm_time_limit_signal_mid_epoch_resumes_at_the_saved_step(slurm, uninterrupted, tmp_path):
-    """A one-minute time limit with --signal=USR1@45: the signal falls where it falls (SLURM checks time limits
-    every 30 s or so), mostly mid-epoch; every start saves, requeues and exits, until the run is done."""
+    """A two-minute time limit with --signal=USR1@75: the signal falls where it falls (SLURM checks time limits
+    every 30 s or so), 45-75 s into each start, mostly mid-epoch; every start saves, requeues and exits, until the
+    run is done. (Earlier than that, a start under load could still be importing when SIGUSR1 came, whose default
+    action ends the process.)"""
     data, _ = uninterrupted
     root = tmp_path / "logs"
-    epochs = 40  # about 60 s of training here (the pool-first CNN): more than one start's share
+    epochs = 80  # well over one start's share of training here, with one thread per test worker
     args = ["--data.data_dir", str(data), *TRAINING, "--max_epochs", str(epochs), "--default_root_dir", str(root)]
-    job_id, output = submit(slurm, tmp_path, sbatch_script("1", 45, args))
+    job_id, output = submit(slurm, tmp_path, sbatch_script("2", 75, args))
     deadline = time.monotonic() + 600
     while (job := slurm.job(job_id)).get("JobState") != "COMPLETED":
         assert time.monotonic() < deadline and job.get("JobState") not in ENDED_BADLY, (job, output.read_text())
