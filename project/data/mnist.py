@@ -94,8 +94,11 @@ class MNISTDataModule(L.LightningDataModule):
         self.save_hyperparameters()
         self.info = DATASETS[dataset]
         self.classes = self.info.classes
-        # Whether a mirrored image keeps its class: read by the training flips and the model's eval_flip.
-        self.mirrorable = self.info.mirrorable
+
+    @property
+    def mirrorable(self) -> bool:
+        """Whether a mirrored image keeps its class: read by the training flips and the model's eval_flip."""
+        return self.info.mirrorable
 
     def search_folders(self) -> list[Path]:
         """Folders searched for the IDX files, in order: torchvision's layout first, then the folder itself."""
