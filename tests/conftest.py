@@ -44,10 +44,10 @@ def mnist_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    """One default `python train.py` run (fit, then test) on synthetic data, shared by the tests that read it."""
+    """One default run (fit, then test) on synthetic data, in this process, shared by the tests that read it."""
     root = tmp_path_factory.mktemp("run")
     write_dataset(root / "data" / "MNIST" / "raw")
-    done = run_cli("--data.data_dir", str(root / "data"), "--default_root_dir", str(root / "logs"), *FAST_TRAINER)
+    done = run_main("--data.data_dir", str(root / "data"), "--default_root_dir", str(root / "logs"), *FAST_TRAINER)
     assert done.returncode == 0, done.stderr
     return root, done
 

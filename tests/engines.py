@@ -74,9 +74,12 @@ NodeName={host} CPUs={os.cpu_count()} RealMemory={memory} State=UNKNOWN
 PartitionName=main Nodes={host} Default=YES MaxTime=INFINITE State=UP
 """
         )
-        if subprocess.run(["pgrep", "-x", "munged"], capture_output=True).returncode != 0:
+        # One munged serves every cluster on the machine; two test processes may try to start it at once.
+        if not munged_running():
             subprocess.run(["install", "-d", "-o", "munge", "-g", "munge", "/run/munge"], check=True)
-            subprocess.run(["runuser", "-u", "munge", "--", "munged"], check=True)
+            started = subprocess.run(["runuser", "-u", "munge", "--", "munged"], capture_output=True, text=True)
+            if started.returncode != 0 and not munged_running():
+                raise RuntimeError(f"munged did not start: {started.stderr}")
         for daemon in ("slurmctld", "slurmd"):
             self.processes.append(
                 subprocess.Popen([daemon, "-D"], env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -99,6 +102,10 @@ PartitionName=main Nodes={host} Default=YES MaxTime=INFINITE State=UP
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+def munged_running() -> bool:
+    return subprocess.run(["pgrep", "-x", "munged"], capture_output=True).returncode == 0
 
 
 def slurm_missing() -> str | None:

@@ -54,6 +54,17 @@ class SlowCheckpointIO(AtomicCheckpointIO):
         super().save_checkpoint(checkpoint, path, storage_options)
 
 
+class Paced(Callback):
+    """Every training step takes `seconds` longer, asleep: a run that lasts as long on any machine, under any
+    load, for a signal that comes by the clock (a SLURM time limit); and it leaves the cores to other work."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def on_train_batch_end(self, *args) -> None:
+        time.sleep(self.seconds)
+
+
 class SignalAt(Callback):
     """Sends `signal` to its own process after training step `step`, as a cluster would at that moment; with
     `rank`, only the process of that global rank gets it."""

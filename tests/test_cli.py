@@ -41,11 +41,12 @@ def test_fit_then_test_leaves_a_complete_run_folder(trained):
     assert config["trainer"]["max_epochs"] == 1
 
 
-def test_the_console_names_the_run_folder_and_has_no_warning_of_the_templates_making(trained):
-    root, done = trained
+def test_the_console_names_the_run_folder_and_has_no_warning_of_the_templates_making(mnist_dir, tmp_path):
+    done = run_cli("--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path), *FAST_TRAINER)
+    assert done.returncode == 0, done.stderr
     lines = done.stderr.splitlines()
     named = [line for line in lines if line.startswith("run folder: ")]
-    assert named[0] == named[-1] == f"run folder: {run_folder(root / 'logs')}" and lines[-1] == named[-1]
+    assert named[0] == named[-1] == f"run folder: {run_folder(tmp_path)}" and lines[-1] == named[-1]
     # Lightning's words for what the template used to cause: several checkpoint callbacks asked for "best",
     # and a resumed run's checkpoint folder taken for another.
     assert "multiple `ModelCheckpoint`" not in done.stderr and "dirpath has changed" not in done.stderr

@@ -18,14 +18,15 @@ import torch
 from project.callbacks.random_state import RandomState
 from project.cli import main
 from project.run_files import AtomicCheckpointIO
-from tests.conftest import REPO, read_events, results, run_cli, run_folder, run_main, scalars_by_step
+from tests.conftest import NARROW_CNN, REPO, read_events, results, run_cli, run_folder, run_main, scalars_by_step
 from tests.idx_files import write_dataset
 
-# Three short epochs of the default CNN recipe (OneCycle, dropout, shuffling): everything a resume must restore.
+# Three short epochs of the default recipe (OneCycle, dropout, shuffling), its CNN narrowed: everything a resume
+# must restore.
 THREE_EPOCHS = (
     "--max_epochs 3 --data.batch_size 32 --data.val_size 200 --limit_test_batches 2 --log_every_n_steps 1 "
     "--enable_progress_bar false --enable_model_summary false --seed_everything 7"
-).split()
+).split() + NARROW_CNN
 
 
 def start(*args: str, env: dict | None = None, script: str | None = None) -> subprocess.Popen:

@@ -11,16 +11,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import REPO, results, run_cli, run_folder, scalars_by_step
+from tests.conftest import NARROW_CNN, REPO, results, run_cli, run_folder, scalars_by_step
 from tests.idx_files import write_dataset
 
 pytestmark = pytest.mark.slow
 
-# Three short epochs of the default CNN (OneCycle, dropout, shuffling), as in the resume tests.
+# Three short epochs of the default recipe's CNN, narrowed (OneCycle, dropout, shuffling), as in the resume tests.
 TRAINING = (
     "--max_epochs 3 --data.batch_size 32 --data.val_size 200 --limit_test_batches 2 --log_every_n_steps 1 "
     "--enable_progress_bar false --enable_model_summary false --seed_everything 7"
-).split()
+).split() + NARROW_CNN
 # The README's GPU job on one CPU process: a DDP resume is not bitwise (README, Reliability), one process is.
 ONE_CPU_PROCESS = "--accelerator cpu --devices 1".split()
 
@@ -109,6 +109,13 @@ def wait_for_job(slurm, job_id: str, output: Path, timeout: float = 400) -> dict
     raise AssertionError(f"job {job_id} did not end: {slurm.job(job_id)}\n{output.read_text()}")
 
 
+def wait_for_state(slurm, job_id: str, state: str, reason: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while (job := slurm.job(job_id)).get("JobState") != state or job.get("Reason") != reason:
+        assert time.monotonic() < deadline, f"job {job_id} is not {state} ({reason}): {job}"
+        time.sleep(0.2)
+
+
 def wait_for_file(path: Path, slurm, job_id: str, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while not path.exists():
@@ -136,17 +143,16 @@ def uninterrupted(tmp_path_factory) -> tuple[Path, Path]:
     return data, run_folder(tmp / "logs")
 
 
-@pytest.mark.xdist_group("slurm")  # one cluster, in one test process
 @pytest.mark.parametrize(
-    "stage, slow_stage, preempt, shorten_hold",
+    "stage, slow_stage, preempt",
     [
-        ("validating", ["--data", "tests.slow_stages.SlowValidation"], "scancel --signal=USR1", False),
-        ("saving", ["--trainer.plugins", "tests.slow_stages.SlowCheckpointIO"], "scancel --signal=USR1", True),
-        ("validating", ["--data", "tests.slow_stages.SlowValidation"], "scontrol requeue", True),
+        ("validating", ["--data", "tests.slow_stages.SlowValidation"], "scancel --signal=USR1"),
+        ("saving", ["--trainer.plugins", "tests.slow_stages.SlowCheckpointIO"], "scancel --signal=USR1"),
+        ("validating", ["--data", "tests.slow_stages.SlowValidation"], "scontrol requeue"),
     ],
 )
 def test_slurm_preemption_at_an_epoch_end_resumes_to_the_same_weights(
-    slurm, uninterrupted, tmp_path, stage, slow_stage, preempt, shorten_hold
+    slurm, uninterrupted, tmp_path, stage, slow_stage, preempt
 ):
     """Preempted while validating or writing a checkpoint: the job saves at the epoch end, requeues (on SIGUSR1)
     or is requeued (scontrol requeue sends SIGTERM), comes back by itself and ends as if never stopped."""
@@ -157,13 +163,10 @@ def test_slurm_preemption_at_an_epoch_end_resumes_to_the_same_weights(
     wait_for_file(tmp_path / stage, slurm, job_id)
     command = preempt.split() + [job_id]
     assert subprocess.run(command, env=slurm.env, capture_output=True).returncode == 0
-    if shorten_hold:
-        # SLURM holds a requeued job for 2 minutes before it may start again; the first case waits for that,
-        # the others lift the hold once the job is back in the queue, to save the test's time.
-        deadline = time.monotonic() + 60
-        while slurm.job(job_id).get("Reason") != "BeginTime" and time.monotonic() < deadline:
-            time.sleep(0.2)
-        slurm.run("scontrol", "update", f"JobId={job_id}", "StartTime=now")
+    # Back in the queue, waiting only for the begin time SLURM gives a requeued job (2 minutes on): it will start
+    # by itself, not held. The test moves that time to now rather than wait for it.
+    wait_for_state(slurm, job_id, "PENDING", "BeginTime")
+    slurm.run("scontrol", "update", f"JobId={job_id}", "StartTime=now")
 
     job = wait_for_job(slurm, job_id, output)
     log = output.read_text()
@@ -232,16 +235,17 @@ def test_two_torchrun_launchers_train_one_run_with_the_accuracy_of_one_process(t
     assert one["wall_seconds"] != two["wall_seconds"] and one["metrics"]["test/acc"] == two["metrics"]["test/acc"]
 
 
-@pytest.mark.xdist_group("slurm")
 def test_slurm_time_limit_signal_mid_epoch_resumes_at_the_saved_step(slurm, uninterrupted, tmp_path):
     """A two-minute time limit with --signal=USR1@75: the signal falls where it falls (SLURM checks time limits
     every 30 s or so), 45-75 s into each start, mostly mid-epoch; every start saves, requeues and exits, until the
-    run is done. (Earlier than that, a start under load could still be importing when SIGUSR1 came, whose default
-    action ends the process.)"""
+    run is done. Each step sleeps 40 ms (tests.slow_stages.Paced): about 100 s of training on any machine, more
+    than one start holds, and no start so short that it is still importing when the signal comes (whose default
+    action would end the process)."""
     data, _ = uninterrupted
     root = tmp_path / "logs"
-    epochs = 80  # well over one start's share of training here, with one thread per test worker
-    args = ["--data.data_dir", str(data), *TRAINING, "--max_epochs", str(epochs), "--default_root_dir", str(root)]
+    epochs = 40
+    args = ["--trainer.callbacks+=tests.slow_stages.Paced", "--trainer.callbacks.seconds", "0.04", *TRAINING]
+    args += ["--data.data_dir", str(data), "--max_epochs", str(epochs), "--default_root_dir", str(root)]
     job_id, output = submit(slurm, tmp_path, sbatch_script("2", 75, args))
     deadline = time.monotonic() + 600
     while (job := slurm.job(job_id)).get("JobState") != "COMPLETED":

@@ -295,22 +295,16 @@ def test_every_recipe_runs(recipe, mnist_dir, tmp_path):
     assert "test/acc" in results(tmp_path)["metrics"]
 
 
-def test_learning_rate_finder(mnist_dir, tmp_path):
-    import subprocess
-    import sys
-
+def test_learning_rate_finder(mnist_dir, tmp_path, capsys):
     from PIL import Image
 
+    from project.lr_find import main as lr_find
     from tests.conftest import read_events, run_folder
 
-    done = subprocess.run(
-        [sys.executable, "-m", "project.lr_find", "--model.net", "MLP", "--data.data_dir", str(mnist_dir),
-         "--data.val_size", "100", "--data.batch_size", "32", "--default_root_dir", str(tmp_path),
-         "--num_training", "20"],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    line = next(x for x in done.stdout.splitlines() if x.startswith("suggested learning rate: "))
+    args = ["--model.net", "MLP", "--data.data_dir", str(mnist_dir), "--data.val_size", "100"]
+    assert lr_find([*args, "--data.batch_size", "32", "--default_root_dir", str(tmp_path), "--num_training", "20"]) == 0
+    stdout = capsys.readouterr().out
+    line = next(x for x in stdout.splitlines() if x.startswith("suggested learning rate: "))
     assert 1e-6 <= float(line.rsplit(" ", 1)[1]) <= 1.0
     folder = run_folder(tmp_path)
     assert Image.open(folder / "lr_find.png").size[0] >= 400
