@@ -34,6 +34,13 @@ NARROW_CNN = "--model.net.channels [4,8,16] --model.net.hidden 16".split()
 FAST_TRAINER = FAST_RUN + NARROW_CNN
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Longest first: the SLURM tests (they wait on the cluster's clock), then the other slow ones, then the rest.
+    The test processes take one test at a time in this order (--maxschedchunk 1 in pyproject.toml), so the long
+    ones start early and run beside many short ones, and the processes end together."""
+    items.sort(key=lambda item: ("slurm" not in item.fixturenames, item.get_closest_marker("slow") is None))
+
+
 @pytest.fixture
 def mnist_dir(tmp_path: Path) -> Path:
     """A data folder in torchvision's layout (data/MNIST/raw) holding 600 training and 200 test images."""

@@ -25,7 +25,7 @@ def mark(stage: str, seconds: float) -> None:
 
 
 class SlowValidation(MNISTDataModule):
-    """Validation of the first training epoch takes 10 s longer."""
+    """Validation of the first training epoch takes 5 s longer."""
 
     def val_dataloader(self):
         return SlowFirstValidation(super().val_dataloader(), self.trainer)
@@ -41,16 +41,16 @@ class SlowFirstValidation:
     def __iter__(self):
         for batch in self.loader:
             if not self.trainer.sanity_checking and self.trainer.current_epoch == 0:
-                mark("validating", 10)
+                mark("validating", 5)
             yield batch
 
 
 class SlowCheckpointIO(AtomicCheckpointIO):
-    """The first checkpoint written after a training step takes 10 s longer."""
+    """The first checkpoint written after a training step takes 5 s longer."""
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         if checkpoint.get("global_step", 0) > 0:
-            mark("saving", 10)
+            mark("saving", 5)
         super().save_checkpoint(checkpoint, path, storage_options)
 
 

@@ -236,17 +236,16 @@ def test_two_torchrun_launchers_train_one_run_with_the_accuracy_of_one_process(t
 
 
 def test_slurm_time_limit_signal_mid_epoch_resumes_at_the_saved_step(slurm, uninterrupted, tmp_path):
-    """A two-minute time limit with --signal=USR1@75: the signal falls where it falls (SLURM checks time limits
-    every 30 s or so), 45-75 s into each start, mostly mid-epoch; every start saves, requeues and exits, until the
-    run is done. Each step sleeps 40 ms (tests.slow_stages.Paced): about 100 s of training on any machine, more
-    than one start holds, and no start so short that it is still importing when the signal comes (whose default
-    action would end the process)."""
+    """A two-minute time limit with --signal=USR1@60: SLURM checks time limits every 30 s and signals up to 30 s
+    early, so the signal falls 30-60 s into each start (after the imports), mostly mid-epoch; every start saves,
+    requeues and exits, until the run is done. Each step sleeps 50 ms (tests.slow_stages.Paced): over 60 s of
+    training on any machine, more than one start holds."""
     data, _ = uninterrupted
     root = tmp_path / "logs"
-    epochs = 40
-    args = ["--trainer.callbacks+=tests.slow_stages.Paced", "--trainer.callbacks.seconds", "0.04", *TRAINING]
+    epochs = 20
+    args = ["--trainer.callbacks+=tests.slow_stages.Paced", "--trainer.callbacks.seconds", "0.05", *TRAINING]
     args += ["--data.data_dir", str(data), "--max_epochs", str(epochs), "--default_root_dir", str(root)]
-    job_id, output = submit(slurm, tmp_path, sbatch_script("2", 75, args))
+    job_id, output = submit(slurm, tmp_path, sbatch_script("2", 60, args))
     deadline = time.monotonic() + 600
     while (job := slurm.job(job_id)).get("JobState") != "COMPLETED":
         assert time.monotonic() < deadline and job.get("JobState") not in ENDED_BADLY, (job, output.read_text())
