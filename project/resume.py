@@ -1,6 +1,7 @@
 """What `--ckpt_path` points at: `last` is the newest run of this experiment that holds a last.ckpt, and any
 checkpoint is read once, weights only, with an error a person can act on when it is not one."""
 
+import contextlib
 import json
 import re
 import zipfile
@@ -64,10 +65,14 @@ def read_checkpoint(path: Path, option: str = "--ckpt_path") -> dict[str, Any]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        if zipfile.is_zipfile(path) and (code := re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))):
+        code = []
+        if zipfile.is_zipfile(path):
+            with contextlib.suppress(Exception):  # a torn archive: reported below as what it is
+                code = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        if code:
             raise UserError(
-                f"{option} {path} refers to Python code ({code[1]}), which weights-only loading does not run; "
-                "this template loads checkpoints of tensors and plain data only (README: Reliability)"
+                f"{option} {path} refers to Python code ({', '.join(code)}), which weights-only loading does not "
+                "run; this template loads checkpoints of tensors and plain data only (README: Reliability)"
             ) from error
         reason = f"{type(error).__name__}: {' '.join(str(error).split())[:120]}"
         if not zipfile.is_zipfile(path):

@@ -1,7 +1,7 @@
 """Every mistake in the README's "Bad input" table: one line saying what is wrong and what to do, exit status 2,
 no traceback, and nothing half-written (no run folder, data folder untouched)."""
 
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 import torch
@@ -28,6 +28,13 @@ def mlp_checkpoint(tmp: Path) -> Path:
     that nothing tells the CLI to build an MLP instead of the default CNN."""
     path = tmp / "mlp.ckpt"
     torch.save({"state_dict": ImageClassifier(net=MLP()).state_dict(), "pytorch-lightning_version": "2.6.6"}, path)
+    return path
+
+
+def code_checkpoint(tmp: Path) -> Path:
+    """A checkpoint that holds a Python object (a path), which loading would have to import: not weights only."""
+    path = tmp / "code.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"data_dir": PurePosixPath("data")}}, path)
     return path
 
 
@@ -99,6 +106,11 @@ CASES = [
         "--ckpt_path to a checkpoint of another network",
         lambda t, d: ["test", "--ckpt_path", str(mlp_checkpoint(t))],
         "the checkpoint was trained with a different network (this model has net.features.0.weight",
+    ),
+    (
+        "--ckpt_path to a checkpoint that holds Python objects",
+        lambda t, d: ["test", "--ckpt_path", str(code_checkpoint(t))],
+        "refers to Python code (pathlib.PurePosixPath), which weights-only loading does not run",
     ),
     ("test --ckpt_path last with no run", lambda t, d: ["test", "--ckpt_path", "last"], "--ckpt_path last: no run"),
     ("negative max_epochs", lambda t, d: ["--max_epochs", "-3"], "`max_epochs` must be a non-negative integer or -1"),
