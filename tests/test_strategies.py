@@ -1,4 +1,5 @@
-"""Training strategies of the articles: each mechanism checked against a value computed another way."""
+"""Training strategies (optimizers, schedules, regularization, losses, batching), each mechanism checked
+against a value computed another way."""
 
 from functools import partial
 
