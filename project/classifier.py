@@ -50,7 +50,7 @@ class ImageClassifier(LightningModule):
                 [{"prefix": "features", "lr": 0.01}]; parameters not matched keep the optimizer's options.
             exempt_bias_and_norm: no weight decay on biases and normalization weights.
             compile: run the net through torch.compile (the LightningModule itself stays eager); pays off on
-                GPUs, costs a compilation of about a minute first.
+                GPUs, once the compilation at the start has been paid for.
             channels_last: keep conv weights and inputs in channels-last memory order (faster convolutions
                 on tensor-core GPUs, and with oneDNN on CPUs).
             eval_flip: in validation, test and predict, average the class scores of each image and its mirror
