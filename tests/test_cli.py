@@ -222,7 +222,7 @@ def test_two_cpu_processes_make_one_run(mnist_dir, tmp_path):
     assert sorted(p.name for p in (folder / "checkpoints").iterdir())[1:] == ["last.ckpt"]  # best + last
     # Each process scored half of the 200 test images; the reduced accuracy is the one process's over all 200.
     ddp = results(tmp_path / "ddp")
-    alone = run_cli("test", *common, "--ckpt_path", ddp["tested_checkpoint"])  # one process, into the same run
+    alone = run_main("test", *common, "--ckpt_path", ddp["tested_checkpoint"])  # one process, into the same run
     assert alone.returncode == 0, alone.stderr
     one = results(tmp_path / "ddp")
     assert one["wall_seconds"] != ddp["wall_seconds"]  # rewritten by the one-process test

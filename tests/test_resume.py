@@ -52,7 +52,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
     data = write_dataset(tmp_path / "data" / "MNIST" / "raw", train=2200).parents[1]
     common = ["--data.data_dir", str(data), *THREE_EPOCHS]
 
-    whole = run_cli(*common, "--default_root_dir", str(tmp_path / "whole"))
+    whole = run_main(*common, "--default_root_dir", str(tmp_path / "whole"))  # the process is not the point
     assert whole.returncode == 0, whole.stderr
 
     killed_root = tmp_path / "killed"
@@ -62,7 +62,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
     process.wait()
     assert torch.load(last, weights_only=True)["epoch"] < 2, "killed too late to test a resume"
 
-    resumed = run_cli(*common, "--default_root_dir", str(killed_root), "--ckpt_path", "last")
+    resumed = run_main(*common, "--default_root_dir", str(killed_root), "--ckpt_path", "last")
     assert resumed.returncode == 0, resumed.stderr
 
     folder = run_folder(killed_root)  # one run folder: the resume continued in it
@@ -123,7 +123,7 @@ def test_kill_during_a_save_leaves_the_previous_last_ckpt(mnist_dir, tmp_path):
     last = torch.load(checkpoints / "last.ckpt", weights_only=True)  # ... and last.ckpt is the epoch before
     assert (last["epoch"], last["global_step"]) == (0, 3)
 
-    resumed = run_cli(*args, "--ckpt_path", "last")
+    resumed = run_main(*args, "--ckpt_path", "last")
     assert resumed.returncode == 0, resumed.stderr
     assert results(tmp_path / "logs")["global_step"] == 6
     assert not partial.exists()  # replaced by the resumed run's own complete write
@@ -131,7 +131,7 @@ def test_kill_during_a_save_leaves_the_previous_last_ckpt(mnist_dir, tmp_path):
     # A OneCycle schedule is planned for the run's length: resuming into a longer run is refused, and the
     # refused attempt adds nothing to the run folder.
     files = sorted(p for p in (tmp_path / "logs").rglob("*"))
-    longer = run_cli(*args, "--max_epochs", "3", "--ckpt_path", "last")
+    longer = run_main(*args, "--max_epochs", "3", "--ckpt_path", "last")
     assert longer.returncode == 2
     refused = "error: --model.scheduler: the checkpoint's learning-rate schedule was planned for 6"
     assert longer.stderr.splitlines()[-1].startswith(refused)
@@ -172,8 +172,8 @@ def test_ckpt_path_last_continues_the_newest_run_in_its_folder(mnist_dir, tmp_pa
     # A constant schedule, so that the resumed run may be longer than the first (OneCycle may not: tested below).
     args = ["--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path / "logs"), *THREE_EPOCHS]
     args += ["--limit_train_batches", "3", "--limit_val_batches", "1", "--model.scheduler", "null"]
-    assert run_cli(*args, "--max_epochs", "1").returncode == 0
-    done = run_cli(*args, "--max_epochs", "2", "--ckpt_path", "last")
+    assert run_main(*args, "--max_epochs", "1").returncode == 0
+    done = run_main(*args, "--max_epochs", "2", "--ckpt_path", "last")
     assert done.returncode == 0, done.stderr
     folder = run_folder(tmp_path / "logs")
     assert folder.name == "version_0" and results(tmp_path / "logs")["global_step"] == 6

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import NARROW_CNN, REPO, results, run_cli, run_folder, scalars_by_step
+from tests.conftest import NARROW_CNN, REPO, results, run_cli, run_folder, run_main, scalars_by_step
 from tests.idx_files import write_dataset
 
 pytestmark = pytest.mark.slow
@@ -228,7 +228,7 @@ def test_two_torchrun_launchers_train_one_run_with_the_accuracy_of_one_process(t
     tested = two["tested_checkpoint"]
     assert Path(tested).parents[1] == folder
     # One process tests the same checkpoint (into the same run folder, whose results.json it rewrites).
-    alone = run_cli("test", "--ckpt_path", tested, "--accelerator", "cpu", "--devices", "1", *TRAINING[4:],
+    alone = run_main("test", "--ckpt_path", tested, "--accelerator", "cpu", "--devices", "1", *TRAINING[4:],
                     "--limit_test_batches", "1.0")  # fmt: skip
     assert alone.returncode == 0, alone.stderr
     one = results(root)

@@ -8,11 +8,8 @@ import optuna
 import pytest
 import yaml
 
-from tests.conftest import FAST_RUN, REPO, results, run_cli, run_folder
-
-
-def tune(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "tune.py", *args], cwd=REPO, capture_output=True, text=True, timeout=600)
+import tune
+from tests.conftest import FAST_RUN, REPO, results, run_folder, run_main
 
 
 @pytest.mark.slow
@@ -20,8 +17,7 @@ def test_three_trials_write_a_usable_recipe_and_the_study_resumes(mnist_dir, tmp
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     common = ["--storage", storage, "--out", str(tmp_path / "tune"), "--net", "MLP", *FAST_RUN,
               "--data.data_dir", str(mnist_dir), "--max_epochs", "2"]  # fmt: skip
-    done = tune("--trials", "3", *common)
-    assert done.returncode == 0, done.stderr
+    assert tune.main(["--trials", "3", *common]) == 0  # in this process: the process is not the point
     study = optuna.load_study(study_name="mnist", storage=storage)
     assert len(study.trials) == 3
     best = yaml.safe_load((tmp_path / "tune" / "best.yaml").read_text())
@@ -31,12 +27,11 @@ def test_three_trials_write_a_usable_recipe_and_the_study_resumes(mnist_dir, tmp
     assert best["trainer"]["max_epochs"] == 2 and "default_root_dir" not in best["trainer"]
 
     # Asked for 4 in all, the same study runs exactly one more trial.
-    done = tune("--trials", "4", *common)
-    assert done.returncode == 0, done.stderr
+    assert tune.main(["--trials", "4", *common]) == 0
     assert len(optuna.load_study(study_name="mnist", storage=storage).trials) == 4
 
     # The recipe trains as it is: the data options come with it.
-    done = run_cli("--config", str(tmp_path / "tune" / "best.yaml"), "--default_root_dir", str(tmp_path / "train"),
+    done = run_main("--config", str(tmp_path / "tune" / "best.yaml"), "--default_root_dir", str(tmp_path / "train"),
                    "--limit_train_batches", "3", "--limit_val_batches", "1", "--limit_test_batches", "2")  # fmt: skip
     assert done.returncode == 0, done.stderr
     config = yaml.safe_load((run_folder(tmp_path / "train") / "config.yaml").read_text())
@@ -75,7 +70,7 @@ def test_two_workers_share_one_study(database, mnist_dir, tmp_path, request):
         assert run_folder(tmp_path / "tune" / f"trial_{trial.number}").parent.name == "mnist_mlp"
     # best.yaml is written once, by the worker that finished the last trial, and train.py takes it.
     assert sum("wrote " in out for out, _ in outputs) == 1, [out for out, _ in outputs]
-    trained = run_cli("--config", str(tmp_path / "tune" / "best.yaml"), *FAST_RUN,
+    trained = run_main("--config", str(tmp_path / "tune" / "best.yaml"), *FAST_RUN,
                       "--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path / "best"))  # fmt: skip
     assert trained.returncode == 0, trained.stderr
     # And the two really ran side by side: some trials overlapped in time.
@@ -84,8 +79,6 @@ def test_two_workers_share_one_study(database, mnist_dir, tmp_path, request):
 
 
 def test_postgresql_storage_without_its_driver_names_the_extra(monkeypatch, capsys):
-    import tune
-
     monkeypatch.setitem(sys.modules, "psycopg", None)  # as if the postgres extra were not installed
     monkeypatch.setitem(sys.modules, "psycopg2", None)
     assert tune.main(["--storage", "postgresql://postgres@127.0.0.1:1/db", "--out", "unused"]) == 2
@@ -96,8 +89,6 @@ def test_postgresql_storage_without_its_driver_names_the_extra(monkeypatch, caps
 
 def test_best_yaml_is_the_trials_own_config_without_where_it_ran(tmp_path):
     """What train.py needs to train the best trial again: its data options, epochs and seed, not its folders."""
-    import tune
-
     run = tmp_path / "trial_3" / "mnist_mlp" / "version_0"
     run.mkdir(parents=True)
     config = {
@@ -115,8 +106,6 @@ def test_best_yaml_is_the_trials_own_config_without_where_it_ran(tmp_path):
 
 
 def test_a_search_space_file_sets_train_options_and_the_best_trials_are_tabled(tmp_path):
-    import tune
-
     path = tmp_path / "space.yaml"
     path.write_text(
         "model.label_smoothing: {low: 0.0, high: 0.2}\nmodel.net.class_path: project.models.CNN\n"
@@ -159,8 +148,6 @@ def test_a_search_space_file_sets_train_options_and_the_best_trials_are_tabled(t
      ("- a\n", "expected a mapping of train.py options"), ("lr: [\n", "cannot read it")],
 )  # fmt: skip
 def test_a_bad_search_space_file_is_one_line_and_writes_nothing(tmp_path, capsys, text, says):
-    import tune
-
     (tmp_path / "space.yaml").write_text(text)
     out = tmp_path / "tune"
     assert tune.main(["--space", str(tmp_path / "space.yaml"), "--out", str(out), "--storage", "sqlite:///x/y.db"]) == 2
@@ -170,8 +157,6 @@ def test_a_bad_search_space_file_is_one_line_and_writes_nothing(tmp_path, capsys
 
 
 def test_no_trial_is_pruned_before_prune_after_epochs(tmp_path):
-    import tune
-
     study = tune.open_study("s", f"sqlite:///{tmp_path / 's.db'}", prune_after=2)
     for _ in range(2):  # the median pruner's two start-up trials, at 0.9 every epoch
         trial = study.ask()
@@ -188,7 +173,6 @@ def test_no_trial_is_pruned_before_prune_after_epochs(tmp_path):
 @pytest.mark.parametrize("name", ["cnn", "mlp"])
 def test_the_search_spaces_that_found_the_recipes_are_valid(name, tmp_path):
     """configs/search/*.yaml: every key a train.py option, and a trial's values are what train.py then runs with."""
-    import tune
     from project.cli import DEFAULT_CONFIG, ClassifierCLI
 
     space = tune.read_space(REPO / "configs" / "search" / f"{name}.yaml")
