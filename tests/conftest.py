@@ -116,11 +116,13 @@ def results(root: Path) -> dict:
 
 
 def read_events(folder: Path, other: dict | None = None) -> tuple[dict[str, list[float]], object]:
-    """Scalars (tag -> values in step order) and the HPARAMS experiment, read back with TensorBoard's reader.
+    """Scalars (tag -> values in step order) and the HPARAMS experiment, read back with TensorBoard's reader, file
+    by file in the order they were written (not by name: a writer's number in its name counts up per process, so
+    in a test process that made ten writers before, the 10th file sorts before the 9th).
     Images (tag -> list of encoded images) and histogram tags go into `other` when given."""
     scalars: dict[str, list[float]] = {}
     experiment = HParamsPluginData().experiment
-    for events in sorted(folder.glob("events.out.tfevents.*")):
+    for events in sorted(folder.glob("events.out.tfevents.*"), key=lambda p: p.stat().st_mtime_ns):
         accumulator = EventAccumulator(str(events), size_guidance={"images": 0, "histograms": 0, "scalars": 0})
         accumulator.Reload()
         for tag in accumulator.Tags()["scalars"]:
@@ -143,7 +145,7 @@ def scalars_by_step(folder: Path, tag: str) -> dict[int, float]:
     """Every value of `tag` by step over the run's event files, later files winning (a resumed run re-logs
     the steps its killed predecessor had logged past the checkpoint)."""
     values: dict[int, float] = {}
-    for events in sorted(folder.glob("events.out.tfevents.*"), key=lambda p: p.stat().st_mtime):
+    for events in sorted(folder.glob("events.out.tfevents.*"), key=lambda p: p.stat().st_mtime_ns):
         accumulator = EventAccumulator(str(events), size_guidance={"scalars": 0})
         accumulator.Reload()
         if tag in accumulator.Tags()["scalars"]:
