@@ -36,7 +36,7 @@ FAST_TRAINER = FAST_RUN + NARROW_CNN
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Longest first: the SLURM tests (they wait on the cluster's clock), then the other slow ones, then the rest.
-    The test processes take one test at a time in this order (--maxschedchunk 1 in pyproject.toml), so the long
+    Tests go to the processes in this order, a couple at a time (--maxschedchunk 1 in pyproject.toml), so the long
     ones start early and run beside many short ones, and the processes end together."""
     items.sort(key=lambda item: ("slurm" not in item.fixturenames, item.get_closest_marker("slow") is None))
 
