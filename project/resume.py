@@ -65,8 +65,8 @@ def read_checkpoint(path: Path, option: str = "--ckpt_path") -> dict[str, Any]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        code = []
-        if zipfile.is_zipfile(path):
+        archive, code = zipfile.is_zipfile(path), []
+        if archive:
             with contextlib.suppress(Exception):  # a torn archive: reported below as what it is
                 code = torch.serialization.get_unsafe_globals_in_checkpoint(path)
         if code:
@@ -75,7 +75,7 @@ def read_checkpoint(path: Path, option: str = "--ckpt_path") -> dict[str, Any]:
                 "run; this template loads checkpoints of tensors and plain data only (README: Reliability)"
             ) from error
         reason = f"{type(error).__name__}: {' '.join(str(error).split())[:120]}"
-        if not zipfile.is_zipfile(path):
+        if not archive:
             reason = "it is not the zip archive that torch.save writes"
         raise UserError(
             f"{option} {path} is not a PyTorch checkpoint ({reason}); pass a .ckpt file written by train.py"

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from tests.conftest import NARROW_CNN, REPO, results, run_cli, run_folder, run_main, scalars_by_step
+from tests.engines import wait_until
 from tests.idx_files import write_dataset
 
 pytestmark = pytest.mark.slow
@@ -109,13 +110,6 @@ def wait_for_job(slurm, job_id: str, output: Path, timeout: float = 400) -> dict
     raise AssertionError(f"job {job_id} did not end: {slurm.job(job_id)}\n{output.read_text()}")
 
 
-def wait_for_state(slurm, job_id: str, state: str, reason: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while (job := slurm.job(job_id)).get("JobState") != state or job.get("Reason") != reason:
-        assert time.monotonic() < deadline, f"job {job_id} is not {state} ({reason}): {job}"
-        time.sleep(0.2)
-
-
 def wait_for_file(path: Path, slurm, job_id: str, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while not path.exists():
@@ -165,7 +159,8 @@ def test_slurm_preemption_at_an_epoch_end_resumes_to_the_same_weights(
     assert subprocess.run(command, env=slurm.env, capture_output=True).returncode == 0
     # Back in the queue, waiting only for the begin time SLURM gives a requeued job (2 minutes on): it will start
     # by itself, not held. The test moves that time to now rather than wait for it.
-    wait_for_state(slurm, job_id, "PENDING", "BeginTime")
+    waits_for_begin_time = {"JobState": "PENDING", "Reason": "BeginTime"}
+    wait_until(lambda: waits_for_begin_time.items() <= slurm.job(job_id).items(), 60, f"job {job_id} to be requeued")
     slurm.run("scontrol", "update", f"JobId={job_id}", "StartTime=now")
 
     job = wait_for_job(slurm, job_id, output)
