@@ -32,9 +32,9 @@ import yaml
 from lightning import Trainer
 from optuna_integration import PyTorchLightningPruningCallback
 
-from project.cli import DEFAULT_CONFIG, ClassifierCLI
+from project.cli import ClassifierCLI
 from project.errors import UserError, fail
-from project.run_files import write_atomically
+from project.extras.atomic import write_atomically
 
 OPTIMIZERS = {"Adam": {}, "AdamW": {"weight_decay": 0.01}, "SGD": {"momentum": 0.9, "nesterov": True}}
 
@@ -121,7 +121,7 @@ def objective(trial: optuna.Trial, recipe: dict, train_args: list[str], folder: 
     run_root.mkdir(parents=True, exist_ok=True)
     path = run_root / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
-    args = ["--config", str(DEFAULT_CONFIG), *train_args, "--config", str(path), "--default_root_dir", str(run_root)]
+    args = [*train_args, "--config", str(path), "--default_root_dir", str(run_root)]
     cli = ClassifierCLI(args, run=False)
     cli.trainer.callbacks.append(PyTorchLightningPruningCallback(trial, monitor="val/acc"))
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)

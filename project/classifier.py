@@ -14,25 +14,26 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from project.errors import UserError
 from project.models import CNN, MLP
-from project.optim import needs_monitor, parameter_groups, takes_total_steps
+from project.optim import OneCycle, needs_monitor, parameter_groups, takes
 
 
 class ImageClassifier(LightningModule):
-    """Training of `net` for classification: loss, penalties, accuracy metrics, the optimizer and schedule chosen."""
+    """Training of `net` for classification: loss, penalties, accuracy metrics, the optimizer and schedule chosen.
+    The defaults are the default recipe's, but for the optimizer's own arguments (configs/base.yaml)."""
 
     def __init__(
         self,
         net: CNN | MLP | nn.Module,
-        optimizer: OptimizerCallable = torch.optim.Adam,
-        scheduler: LRSchedulerCallable | None = None,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        scheduler: LRSchedulerCallable | None = OneCycle,
         num_classes: int = 10,
         loss: Literal["cross_entropy", "mse"] = "cross_entropy",
-        label_smoothing: float = 0.0,
+        label_smoothing: float = 0.14,
         l1: float = 0.0,
         param_groups: list[dict[str, Any]] | None = None,
-        exempt_bias_and_norm: bool = False,
+        exempt_bias_and_norm: bool = True,
         compile: bool = False,
-        channels_last: bool = False,
+        channels_last: bool = True,
         eval_flip: bool = False,
     ) -> None:
         """
@@ -187,7 +188,7 @@ class ImageClassifier(LightningModule):
             raise ValueError(f"optimizer.lr must be above 0, got {bad_lr}")
         if self.scheduler is None:
             return optimizer
-        if takes_total_steps(self.scheduler):
+        if takes(self.scheduler, "total_steps"):
             # OneCycle, WarmupCosine: they need the number of optimizer steps, which only the Trainer knows
             # (it counts gradient accumulation), and step after each of them.
             if math.isinf(self.trainer.estimated_stepping_batches):

@@ -1,133 +1,100 @@
-"""The command line: LightningCLI with flat Trainer flags, and `fit` then `test` when no subcommand is given."""
+"""The command line: LightningCLI reading configs/base.yaml first, flat Trainer flags, `fit` then `test` when no
+subcommand is given, and one folder per run (logs/<data set>_<net>/version_N) that resume and test write into."""
 
-import inspect
+import importlib
 import json
 import os
 import sys
-import traceback
 import warnings
-from argparse import ArgumentError
+from argparse import SUPPRESS, ArgumentError
 from pathlib import Path
+from typing import Optional
 
 import torch
+import yaml
+from jsonargparse import ArgumentParser, Namespace
 from lightning import LightningDataModule, Trainer
-from lightning.fabric.plugins import CheckpointIO
 from lightning.fabric.plugins.environments import ClusterEnvironment, SLURMEnvironment
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import Checkpoint, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, Checkpoint, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
-from project.callbacks import PredictionTable, RunSummary
-from project.callbacks.failed_run import RemoveFailedRun
-from project.callbacks.last_checkpoint import LastCheckpoint, StepCheckpoint
-from project.callbacks.non_finite import StopOnNonFiniteLoss
-from project.callbacks.pictures import GradientNorm, InputGrid, ModelGraph, TestPictures, WeightHistograms
-from project.callbacks.preemption import Preemption
-from project.callbacks.random_state import RandomState
 from project.classifier import ImageClassifier
-from project.errors import SUBCOMMANDS, UserError, explain_parse_error, fail
-from project.help import add_callback_switches, help_text
+from project.errors import SUBCOMMANDS, UserError, explain_parse_error, fail, option_error
 from project.resume import latest_run, read_checkpoint, recipe_of, run_folder_of, run_version, saved_config
-from project.run_files import AtomicCheckpointIO
 
-# Callbacks with their own switch (--<key>.enabled true|false) and options, in --help and in config files.
-OPTIONAL_CALLBACKS = {
-    "non_finite": StopOnNonFiniteLoss,
-    "input_grid": InputGrid,
-    "test_pictures": TestPictures,
-    "grad_norm": GradientNorm,
-    "histograms": WeightHistograms,
-    "graph": ModelGraph,
-    "step_checkpoint": StepCheckpoint,
-}
-# Callbacks of every run, each of which `--<key>.enabled false` (or the same in a config file) leaves out.
-DEFAULT_CALLBACKS = {
-    "run_summary": RunSummary,  # results.json and the HPARAMS tab
-    "prediction_table": PredictionTable,  # predict: the table and predictions.csv
-    "lr_monitor": lambda: LearningRateMonitor("step"),
-    "last_checkpoint": LastCheckpoint,  # last.ckpt after every epoch, for `--ckpt_path last`
-    "random_state": RandomState,  # the random generators in every checkpoint: a resume draws what the run would
-    "remove_failed_run": RemoveFailedRun,  # no run folder left by a run that failed before its first step
-    "preemption": Preemption,  # SIGUSR1 (SLURM, before the time limit) or SIGTERM: save last.ckpt, exit
-}
-
-# The recipe of a bare `python train.py` (net, optimizer, schedule, epochs) lives in configs/cnn.yaml, which
-# main() passes as the first --config, so that later --config files and flags override it. DEFAULTS are the
-# parts of every run that no recipe needs to repeat.
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "cnn.yaml"
-DEFAULTS = {
-    "data": {"class_path": "project.data.MNISTDataModule"},
-    "trainer.default_root_dir": "logs",
-    "checkpoint.monitor": "val/acc",
-    "checkpoint.mode": "max",
-    "checkpoint.filename": "epoch={epoch}-val_acc={val/acc:.4f}",
-    "checkpoint.auto_insert_metric_name": False,
-}
+BASE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "base.yaml"
+CLASS_KEYS = ("model.net", "model.optimizer", "model.scheduler", "data")  # the classes a flag or config can switch
+DESCRIPTION = """Train and test an image classifier. Without a subcommand: fit, then test the best checkpoint.
+`python train.py fit|validate|test|predict [options]` runs one Lightning stage. Trainer options work flat
+(--max_epochs 3) and prefixed (--trainer.max_epochs 3). An error prints one line; --debug shows its traceback."""
 
 
 class ClassifierCLI(LightningCLI):
-    """LightningCLI for ImageClassifier and MNISTDataModule, with the template's defaults."""
+    """LightningCLI for ImageClassifier and any LightningDataModule, with configs/base.yaml as the first config."""
 
     def __init__(self, args: list[str], test_after_fit: bool = False, run: bool = True) -> None:
-        self.test_after_fit = test_after_fit
-        self.checkpoint: dict | None = None  # the --ckpt_path file's contents, read once
-        self.run_folder: Path | None = None  # the run folder of the --ckpt_path: fit continues, test writes in it
-        self.parsers: list[LightningArgumentParser] = []  # one per subcommand, in LightningCLI.subcommands() order
+        self.test_after_fit, self.show_help = test_after_fit, False
+        self.run_folder: Path | None = None  # the --ckpt_path's run folder: fit continues in it, test writes there
+        self.parsers: list[LightningArgumentParser] = []  # one per subcommand, in subcommands() order
         raise_errors = {"exit_on_error": False}  # parse errors come back as exceptions, for main()'s one line
         try:
             super().__init__(
                 ImageClassifier,
                 LightningDataModule,
-                subclass_mode_data=True,  # any LightningDataModule, MNISTDataModule unless a config names another
+                subclass_mode_data=True,  # MNISTDataModule (configs/base.yaml) or any other
                 save_config_callback=KeepRunConfig,
-                auto_configure_optimizers=False,  # the model's own configure_optimizers uses the injected ones
-                seed_everything_default=0,  # the same numbers every run unless --seed_everything says otherwise
-                parser_kwargs={
-                    "description": DESCRIPTION,
-                    **raise_errors,
-                    **{name: dict(raise_errors) for name in SUBCOMMANDS},
-                    "fit": {"description": DESCRIPTION, **raise_errors},
-                },
+                auto_configure_optimizers=False,  # the model's configure_optimizers uses the injected classes
+                parser_kwargs={**raise_errors, "description": DESCRIPTION, **{k: raise_errors for k in SUBCOMMANDS}},
                 args=args,
-                run=run,  # False: build model, data and Trainer only (project.lr_find, tune.py)
+                run=run,  # False: build model, data and Trainer only (lr_find, tune.py)
             )
-        except (ValueError, TypeError) as error:
-            if (message := self.as_option_error(error)) is None:
+        except (ValueError, TypeError) as error:  # a configured class refused its arguments
+            config = getattr(self, "config", None)
+            message = option_error(error, config.get(str(config.get("subcommand")), config) if config else None)
+            if message is None:
                 raise
             raise UserError(message) from error
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        # Not add_lightning_class_args: instantiate_trainer registers only the callbacks that are on.
-        parser.add_class_arguments(ModelCheckpoint, "checkpoint", fail_untyped=False, sub_configs=True)
-        for key, callback in OPTIONAL_CALLBACKS.items():
-            parser.add_class_arguments(callback, key, fail_untyped=False, sub_configs=True)
-        add_callback_switches(parser, list(DEFAULT_CALLBACKS))
-        parser.set_defaults(DEFAULTS)
+        # The callbacks registry is configs/base.yaml's `callbacks`: each name a class with options, or null.
+        for name in yaml.safe_load(BASE_CONFIG.read_text()).get("callbacks") or {}:
+            parser.add_argument(f"--callbacks.{name}", type=Optional[Callback], default=None, help=f"{name} or null")
         self.parsers.append(parser)
 
     def parse_arguments(self, parser: LightningArgumentParser, args: list[str]) -> None:
-        # As LightningCLI's, minus its warning about args given beside sys.argv (main() derives them from
-        # sys.argv on purpose, and does so again in every process DDP relaunches), with flat Trainer flags.
-        if len(self.parsers) == 1:  # run=False: a parser without subcommands
-            sub, head, rest = self.parsers[0], [], args
-        else:
-            sub, head, rest = dict(zip(self.subcommands(), self.parsers, strict=True))[args[0]], args[:1], args[1:]
+        # LightningCLI's own, with flat Trainer flags, fresh arguments for a switched class and one-line errors.
+        sub, head = (
+            (self.parsers[0], []) if len(self.parsers) == 1 else (self.parsers[SUBCOMMANDS.index(args[0])], args[:1])
+        )
         keys = [key.replace(".init_args.", ".") for key in sub.get_defaults().keys()]  # noqa: SIM118 (a Namespace)
         flat = {key.removeprefix("trainer.") for key in keys if key.count(".") == 1 and key.startswith("trainer.")}
+        rest = with_trainer_prefix(args[len(head) :], flat)
+        shown = [word for word in rest if word.split("=")[0] == "--print_config"]
+        self.show_help = any(word in ("-h", "--help") for word in rest)
+        rest = [word for word in rest if word not in shown and word not in ("-h", "--help")]
         try:
-            self.config = parser.parse_args([*head, *with_trainer_prefix(rest, flat)])
+            # configs/base.yaml as the first --config: jsonargparse's default_config_files cannot hold a class
+            # whose parameter has a class default (the optimizer's: "Dict must include a class_path").
+            config = parser.parse_args([*head, "--config", str(BASE_CONFIG), *rest])
+            sub_config = config[head[0]] if head else config
+            for key, value in fresh_classes(sub, rest, sub_config).items():
+                sub_config[key] = value
         except ArgumentError as error:
             options = [f"--{key}" for key in keys] + [f"--{name}" for name in flat]
             raise UserError(explain_parse_error(str(error), options, keys)) from error
-        if self.config.get("subcommand"):
-            self.find_checkpoint(self.config[self.config.subcommand])
+        if self.show_help or shown:
+            print(help_text(sub_config) if self.show_help else sub.dump(sub_config, skip_none=False), end="")
+            raise SystemExit(0)
+        self.config = config
+        if head:
+            self.find_checkpoint(sub_config)
 
-    def find_checkpoint(self, config) -> None:
-        """Turn `--ckpt_path last` into a file, read the checkpoint once, and note the run folder to resume in."""
-        ckpt_path = config.get("ckpt_path")
-        if not ckpt_path or ckpt_path in ("best", "hpc", "registry"):  # Lightning's own names
+    def find_checkpoint(self, config: Namespace) -> None:
+        """`--ckpt_path last` becomes the newest run of this recipe; any checkpoint is checked, its run folder noted."""
+        if config.get("ckpt_path") in (None, "best", "hpc", "registry"):  # Lightning's own names
             return
-        if ckpt_path == "last":
+        if config.ckpt_path == "last":
             experiment = Path(config.trainer.default_root_dir) / experiment_name(config)
             run = latest_run(experiment, recipe_of(config.as_dict()))
             if run is None and self.config.subcommand == "fit":
@@ -136,12 +103,10 @@ class ClassifierCLI(LightningCLI):
                 config.ckpt_path = None
                 return
             if run is None:
-                raise UserError(
-                    f"--ckpt_path last: no run of this recipe under {experiment} has a checkpoints/last.ckpt; "
-                    "train first, or give a checkpoint's path"
-                )
+                raise UserError(f"--ckpt_path last: no run of this recipe under {experiment} has a "
+                                "checkpoints/last.ckpt; train first, or give a checkpoint's path")  # fmt: skip
             config.ckpt_path = str(run / "checkpoints" / "last.ckpt")
-        self.checkpoint = read_checkpoint(Path(config.ckpt_path))
+        read_checkpoint(Path(config.ckpt_path))  # one line now for a file that is no checkpoint, not a page later
         self.run_folder = run_folder_of(Path(config.ckpt_path))
 
     def before_instantiate_classes(self) -> None:
@@ -150,13 +115,10 @@ class ClassifierCLI(LightningCLI):
             check_writable(Path(config.trainer.default_root_dir))
             check_devices(config.trainer.accelerator, config.trainer.devices)
             if config.get("weights_only") is None:
-                # Checkpoints hold tensors and plain data only: load them without running code from the file.
-                config.weights_only = True
+                config.weights_only = True  # checkpoints hold tensors and plain data: load no code from a file
         if config.trainer.logger is None or config.trainer.logger is True:
-            # TensorBoard under default_root_dir/<data set>_<model>/version_N, without the -1 "hp_metric"
-            # placeholder (RunSummary logs real metrics against the hyper-parameters).
-            # One run, one folder: a resumed fit continues in the checkpoint's run folder, and test, validate
-            # and predict of a run's checkpoint write into it (same event files, checkpoints, results.json).
+            # TensorBoard in default_root_dir/<data set>_<net>/version_N, without the -1 "hp_metric" placeholder.
+            # One run, one folder: a resumed fit continues in its checkpoint's folder, a test writes into it.
             run = self.run_folder
             config.trainer.logger = {
                 "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
@@ -168,60 +130,19 @@ class ClassifierCLI(LightningCLI):
                 },
             }
 
-    def as_option_error(self, error: Exception) -> str | None:
-        """A one-line message naming the option, for an error that a configured class raised about its arguments
-        (in its constructor, configure_optimizers, or a data module's prepare_data and setup); None for others.
-
-        Reusable classes raise ValueError naming their own parameter ("batch_size must be at least 1, got 0");
-        here that becomes "--data.batch_size must be ...". The class is found on the traceback (jsonargparse
-        wraps a constructor's error in its own ValueError: the original is its innermost cause).
-        """
-        while error.__cause__ is not None and not isinstance(error, UserError):
-            error = error.__cause__
-        if isinstance(error, UserError):
-            return str(error)
-        config = self.config.get(str(self.config.get("subcommand")), self.config)
-        sections = {"model": ImageClassifier, "checkpoint": ModelCheckpoint, **OPTIONAL_CALLBACKS}
-        paths = {"data": config.data.class_path, "model.net": config.model.net.get("class_path")}
-        paths |= {f"model.{key}": (config.model.get(key) or {}).get("class_path") for key in ("optimizer", "scheduler")}
-        for frame, _ in reversed(list(traceback.walk_tb(error.__traceback__))):
-            obj, function = frame.f_locals.get("self"), frame.f_code.co_name
-            if obj is None or function not in ("__init__", "configure_optimizers", "prepare_data", "setup"):
-                continue
-            key = next((k for k, cls in sections.items() if type(obj) is cls), None)
-            name = type(obj).__name__  # torch.optim.Adam is torch.optim.adam.Adam: compared by class name
-            key = key or next((k for k, path in paths.items() if path and path.rsplit(".", 1)[-1] == name), None)
-            if key is None:
-                continue
-            first = str(error).split(" ", 1)[0].split(".")[0].rstrip(":")
-            if first in inspect.signature(type(obj)).parameters:
-                return f"--{key}.{error}"
-            return f"--{key}: {error}"
-        return None
-
     def instantiate_trainer(self, **kwargs) -> Trainer:
         config = self.config_init[self.subcommand] if self.subcommand else self.config_init
-        callbacks = list(config.trainer.callbacks or [])  # a config's own trainer.callbacks, beside these
-        callbacks += [config[key] for key in ("checkpoint", *OPTIONAL_CALLBACKS)]
-        callbacks += [make() for key, make in DEFAULT_CALLBACKS.items() if config[key].enabled]
-        # A callback that is switched off is not registered: Lightning calls every registered callback's hooks on
-        # every step. `--logger false`: no learning rates to log, and the monitor would refuse to run.
-        # `--enable_checkpointing false`: Lightning refuses checkpoint callbacks.
+        callbacks = [*(config.trainer.callbacks or []), *(c for c in vars(config.callbacks).values() if c)]
+        # `--enable_checkpointing false`: Lightning refuses checkpoint callbacks; `--logger false`: no rates to log.
         checkpoints, logged = config.trainer.enable_checkpointing is not False, config.trainer.logger is not False
-        callbacks = [
-            c for c in callbacks
-            if is_on(c) and (checkpoints or not isinstance(c, Checkpoint))
-            and (logged or not isinstance(c, LearningRateMonitor))
-        ]  # fmt: skip
-        # Preemption acts after every other checkpoint callback has saved at an epoch's end: last in the list.
-        kwargs["callbacks"] = sorted(callbacks, key=lambda callback: isinstance(callback, Preemption))
+        kwargs["callbacks"] = [c for c in callbacks if (checkpoints or not isinstance(c, Checkpoint))
+                               and (logged or not isinstance(c, LearningRateMonitor))]  # fmt: skip
         plugins = config.trainer.plugins or []
         plugins = list(plugins) if isinstance(plugins, list) else [plugins]
-        if not any(isinstance(p, CheckpointIO) for p in plugins):
-            plugins.append(AtomicCheckpointIO())  # checkpoints are written whole or not at all
         if SLURMEnvironment.detect() and not any(isinstance(p, ClusterEnvironment) for p in plugins):
-            # Preemption saves into the run folder and requeues; Lightning's handler would save elsewhere.
-            plugins.append(SLURMEnvironment(auto_requeue=False))
+            # A callback that saves and requeues on SLURM's signal itself (preemption) replaces Lightning's handler.
+            requeues = any(getattr(c, "requeues_slurm_jobs", False) for c in kwargs["callbacks"])
+            plugins.append(SLURMEnvironment(auto_requeue=not requeues))
         kwargs["plugins"] = plugins
         return super().instantiate_trainer(**kwargs)
 
@@ -243,20 +164,32 @@ class KeepRunConfig(SaveConfigCallback):
             super().setup(trainer, pl_module, stage)
 
 
-DESCRIPTION = """Train and test an MNIST-family image classifier.
+def fresh_classes(parser: ArgumentParser, args: list[str], config: Namespace) -> dict[str, Namespace]:
+    """The arguments of each class that `args` switch away from configs/base.yaml's, without the base's.
 
-`python train.py [options]` fits, then tests the best checkpoint on the official test set.
-The default recipe, configs/cnn.yaml, is read first; --config files and flags given after it override it.
-`python train.py fit|validate|test|predict [options]` runs one Lightning stage.
-Trainer options work flat (--max_epochs 3) and prefixed (--trainer.max_epochs 3).
-Options of the data module: `python train.py --data.help MNISTDataModule`; of a net: `--model.net.help MLP`.
-An error prints one line; --debug shows its Python traceback instead.
-"""
+    jsonargparse keeps the arguments a newly named class shares with the one before it (SGD would inherit the
+    base's AdamW weight_decay, a fork's data module MNIST's val_size): the switched classes are parsed again
+    from their own defaults, with only what the command line and its config files give them (init_args then
+    list only those; the class's own defaults apply to the rest when it is built)."""
+    base = parser.parse_args(["--config", str(BASE_CONFIG)])
+    switched = [key for key in CLASS_KEYS if class_path(config, key) not in (None, class_path(base, key))]
+    if not switched:
+        return {}
+    start = base.clone()
+    for key in switched:  # the base's class without its arguments: flags before the switch still find it
+        start[key] = Namespace(class_path=class_path(base, key)) if class_path(base, key) else None
+    fresh = parser.parse_args(args, namespace=start, defaults=False)  # the signatures' defaults would carry too
+    return {key: fresh[key] for key in switched}
+
+
+def class_path(config: Namespace, key: str) -> str | None:
+    value = config.get(key)
+    return value.get("class_path") if isinstance(value, Namespace) else None
 
 
 def with_trainer_prefix(args: list[str], trainer_options: set[str]) -> list[str]:
-    """`--max_epochs 3` -> `--trainer.max_epochs 3` (and `--max_epochs=3`) for every Trainer option, so Trainer
-    flags work flat; `--trainer.x` and every other word pass unchanged."""
+    """`--max_epochs 3` -> `--trainer.max_epochs 3` for every Trainer option: flat flags, as Lightning's own
+    Trainer(...) arguments read (LightningCLI has no such switch); every other word passes unchanged."""
     result = []
     for word in args:
         name, equals, value = word[2:].partition("=")
@@ -264,14 +197,7 @@ def with_trainer_prefix(args: list[str], trainer_options: set[str]) -> list[str]
     return result
 
 
-def is_on(callback) -> bool:
-    """False for the template's optional callbacks when switched off (`enabled: false`, step checkpoints every 0)."""
-    if isinstance(callback, StepCheckpoint):
-        return callback.every_n_steps > 0
-    return getattr(callback, "enabled", True)
-
-
-def experiment_name(config) -> str:
+def experiment_name(config: Namespace) -> str:
     """<data set>_<net>, e.g. fashion_mnist_cnn: the folder under logs/ that holds this recipe's runs."""
     net = str(config.model.net.class_path).rsplit(".", 1)[-1].lower()
     return f"{config.data.init_args.get('dataset', 'data')}_{net}"
@@ -290,70 +216,80 @@ def check_writable(folder: Path) -> None:
 def check_devices(accelerator, devices) -> None:
     """A GPU that is not there, or more CPU processes than cores (which would only slow DDP down): one line."""
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise UserError(
-            f"--accelerator {accelerator} needs a GPU, but PyTorch sees none on this machine "
-            "(torch.cuda.is_available() is False); leave out --accelerator to train on the CPU"
-        )
+        raise UserError(f"--accelerator {accelerator} needs a GPU, but PyTorch sees none on this machine "
+                        "(torch.cuda.is_available() is False); leave out --accelerator to train on the CPU")  # fmt: skip
     on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
     count = int(devices) if str(devices).isdigit() else None
     if on_cpu and count and count > (os.cpu_count() or 1):
-        raise UserError(
-            f"--devices {count} asks for {count} processes on the CPU, but this machine has {os.cpu_count()} "
-            f"cores; pass --devices {os.cpu_count()} or fewer"
-        )
-
-
-def split_command(argv: list[str]) -> tuple[list[str], bool]:
-    """Arguments for LightningCLI, and whether to test after fitting (only when no subcommand was named).
-
-    A subcommand is the first word; anywhere else a word such as `test` is a value (`--default_root_dir test`),
-    and a subcommand placed after options is reported by the parser (see parse_arguments)."""
-    test_after_fit = not argv or argv[0] not in SUBCOMMANDS
-    if test_after_fit:
-        argv = ["fit", *argv]
-    return [argv[0], "--config", str(DEFAULT_CONFIG), *argv[1:]], test_after_fit
+        raise UserError(f"--devices {count} asks for {count} processes on the CPU, but this machine has "
+                        f"{os.cpu_count()} cores; pass --devices {os.cpu_count()} or fewer")  # fmt: skip
 
 
 def run_data_defaults(args: list[str]) -> list[str]:
-    """With `--ckpt_path` to a checkpoint, the data options it was trained with (its run's config.yaml, or the
-    data set saved in the checkpoint) go in after the default recipe, so that a checkpoint is evaluated on its own
-    data set (class names, normalization) while `--config` files and flags given later still override them."""
-    paths = [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--ckpt_path"]
-    paths += [a.split("=", 1)[1] for a in args if a.startswith("--ckpt_path=")]
-    ckpt = Path(paths[-1]) if paths else None
+    """With `--ckpt_path FILE`, the data options the checkpoint was trained with (its run's config.yaml, or the
+    data set saved in the checkpoint) go in first, so that a checkpoint is tested on its own data while later
+    `--config` files and flags still override them."""
+    paths = [b for a, b in zip(args, args[1:], strict=False) if a == "--ckpt_path"]
+    ckpt = Path(([a.split("=", 1)[1] for a in args if a.startswith("--ckpt_path=")] + paths)[-1]) if paths else None
     if ckpt is None or not ckpt.is_file():
         return args  # `last`, or no file: find_checkpoint says what is wrong
     run = run_folder_of(ckpt)
     data = saved_config(run).get("data") if run else None
     if not data:
-        try:
-            # mmap: the tensors are not read, only the saved hyper-parameters (find_checkpoint reads it all later).
-            checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
-            saved = checkpoint.get("datamodule_hyper_parameters") or {}
-        except Exception:  # not a checkpoint: read_checkpoint reports it once the arguments are parsed
-            return args
+        saved = read_checkpoint(ckpt).get("datamodule_hyper_parameters") or {}
         data = {"init_args": {"dataset": saved["dataset"]}} if "dataset" in saved else None
-    return [*args[:3], "--data", json.dumps(data), *args[3:]] if data else args
+    return [*args[:1], "--data", json.dumps(data), *args[1:]] if data else args
+
+
+def help_text(config: Namespace) -> str:
+    """The options of the classes this run is built from, each with the value the run will use."""
+    parts = [f"usage: python train.py [fit|validate|test|predict] [--config FILE ...] [options]\n\n{DESCRIPTION}\n"]
+    sections = [("", Trainer, config.trainer, {"callbacks", "logger", "plugins"}), ("model", ImageClassifier,
+                config.model, {"net", "optimizer", "scheduler"})]  # fmt: skip
+    classes = [(key, config.get(key)) for key in CLASS_KEYS]
+    classes += [(f"callbacks.{name}", value) for name, value in vars(config.callbacks).items()]
+    for key, value in classes:
+        if isinstance(value, Namespace):
+            module, _, name = value.class_path.rpartition(".")
+            sections.append(
+                (key, getattr(importlib.import_module(module), name), value.init_args, {"params", "optimizer"})
+            )
+    for key, cls, values, skip in sections:
+        parser = ArgumentParser(usage=SUPPRESS, add_help=False)
+        parser.add_class_arguments(cls, key or None, skip=skip, sub_configs=False, fail_untyped=False)
+        parser.set_defaults(
+            {f"{key}.{k}" if key else k: v for k, v in vars(values).items() if not isinstance(v, Namespace | dict)}
+        )
+        title = (
+            f"--{key} {values and config.get(key, Namespace()).get('class_path', '')}"
+            if key and key not in ("model",)
+            else key or "Trainer"
+        )
+        parts.append(f"{title}:\n" + parser.format_help().split("\n", 2)[-1])
+    names = ", ".join(name for name, value in vars(config.callbacks).items() if value is None)
+    parts.append(f"Callbacks off (--callbacks.NAME CLASS puts one in): {names}\n")
+    return "\n".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; a mistake the user can fix ends with one line on stderr and exit status 2.
-    `--debug` shows the traceback instead."""
+    """Run the CLI; a mistake the user can fix ends with one line on stderr and exit status 2 (`--debug`: the
+    traceback instead)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     # torch 2.14 deprecates the LeafSpec class that Lightning 2.6 builds on every batch it moves to the device:
     # upstream noise on every run, silenced by its category and module (not its wording) until Lightning moves on.
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"lightning\.pytorch\.utilities\._pytree")
-    if "-h" in argv or "--help" in argv:
-        print(help_text(DESCRIPTION, {"checkpoint": ModelCheckpoint, **OPTIONAL_CALLBACKS}, list(DEFAULT_CALLBACKS)))
-        return 0
-    args, test_after_fit = split_command([word for word in argv if word != "--debug"])
+    args = [word for word in argv if word != "--debug"]
+    test_after_fit = not args or args[0] not in SUBCOMMANDS  # a subcommand is the first word only
+    args = ["fit", *args] if test_after_fit else args
     try:
         cli = ClassifierCLI(run_data_defaults(args), test_after_fit=test_after_fit)
     except (UserError, MisconfigurationException) as error:  # Lightning's own errors about a configuration
         if debug:
             raise
         return fail(str(error))
+    except SystemExit as end:  # --help, --print_config
+        return end.code if isinstance(end.code, int) else 0
     if cli.trainer.is_global_zero and cli.trainer.logger is not None:
         print(f"run folder: {cli.trainer.logger.log_dir}", file=sys.stderr)
     return 0

@@ -5,8 +5,10 @@ import importlib
 import inspect
 import re
 import sys
+import traceback
 
 import torch
+from jsonargparse import Namespace
 from torch import nn
 
 import project.models
@@ -131,3 +133,37 @@ def init_parameters(class_path: str) -> list[str]:
     except (ImportError, AttributeError, ValueError):
         return []
     return [p for p in inspect.signature(cls).parameters if p not in ("self", "args", "kwargs")]
+
+
+def option_error(error: BaseException, config) -> str | None:
+    """One line naming the option, for an error that a configured class raised about its arguments (in its
+    constructor, configure_optimizers, or a data module's prepare_data and setup); None for any other error.
+
+    Reusable classes raise ValueError naming their own parameter ("batch_size must be at least 1, got 0"):
+    here that becomes "--data.batch_size must be ...". The class is the `self` of the innermost such method on
+    the traceback (jsonargparse wraps a constructor's error in its own: the original is its innermost cause).
+    """
+    while error.__cause__ is not None and not isinstance(error, UserError):
+        error = error.__cause__
+    if isinstance(error, UserError) or config is None:
+        return str(error) if isinstance(error, UserError) else None
+    paths = {"model": "ImageClassifier"}
+    for key in (
+        "data",
+        "model.net",
+        "model.optimizer",
+        "model.scheduler",
+        *(f"callbacks.{k}" for k in vars(config.get("callbacks") or Namespace())),
+    ):
+        value = config.get(key)
+        if value is not None and value.get("class_path"):
+            paths[key] = value.class_path.rsplit(".", 1)[-1]  # torch.optim.Adam is torch.optim.adam.Adam: by name
+    for frame, _ in reversed(list(traceback.walk_tb(error.__traceback__))):
+        obj = frame.f_locals.get("self")
+        if obj is None or frame.f_code.co_name not in ("__init__", "configure_optimizers", "prepare_data", "setup"):
+            continue
+        key = next((k for k, name in paths.items() if type(obj).__name__ == name), None)
+        if key is not None:
+            first = str(error).split(" ", 1)[0].split(".")[0].rstrip(":")
+            return f"--{key}.{error}" if first in inspect.signature(type(obj)).parameters else f"--{key}: {error}"
+    return None

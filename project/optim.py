@@ -102,12 +102,12 @@ class OneCycle(OneCycleLR):
         )  # fmt: skip
 
 
-def takes_total_steps(scheduler) -> bool:
-    """Whether the schedule has a `total_steps` argument (the CLI passes a partial with it as a keyword)."""
-    if "total_steps" in getattr(scheduler, "keywords", {}):
+def takes(scheduler, name: str) -> bool:
+    """Whether the schedule has an argument `name` (the CLI passes a partial with the given ones as keywords)."""
+    if name in getattr(scheduler, "keywords", {}):
         return True
     try:
-        return "total_steps" in inspect.signature(scheduler).parameters
+        return name in inspect.signature(scheduler).parameters
     except (TypeError, ValueError):
         return False
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from lightning.pytorch.callbacks import Callback
 
 from project.data import MNISTDataModule
-from project.run_files import AtomicCheckpointIO
+from project.extras.atomic import AtomicCheckpointIO
 
 
 def mark(stage: str, seconds: float) -> None:

@@ -9,7 +9,7 @@ import torch
 from torchvision.datasets import MNIST
 
 from project.classifier import ImageClassifier
-from project.cli import DEFAULT_CONFIG, ClassifierCLI, main
+from project.cli import ClassifierCLI, main
 from project.errors import UserError
 from project.models import MLP
 from tests.conftest import FAST_TRAINER, REPO, run_cli
@@ -223,7 +223,7 @@ def test_each_parse_error_wording_is_still_recognized(tmp_path):
     }
     for args, expected in cases.items():
         with pytest.raises(UserError) as error:
-            ClassifierCLI(["fit", "--config", str(DEFAULT_CONFIG), *args])  # fails while parsing: runs nothing
+            ClassifierCLI(["fit", *args])  # fails while parsing: runs nothing
         changed = f"project.errors.explain_parse_error no longer recognizes jsonargparse's words for {args}"
         assert str(error.value).startswith(expected), f"{changed}: {error.value}"
 
@@ -236,4 +236,4 @@ def test_the_net_names_offered_are_those_of_project_models(monkeypatch):
     with pytest.raises(
         UserError, match=r"no class named 'LeNet'; did you mean LeNet5\?; choose one of CNN, LeNet5, MLP"
     ):
-        ClassifierCLI(["fit", "--config", str(DEFAULT_CONFIG), "--model.net", "LeNet"])
+        ClassifierCLI(["fit", "--model.net", "LeNet"])

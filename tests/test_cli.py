@@ -148,7 +148,7 @@ def test_help_lists_the_options_of_each_class_once_and_not_every_torch_class():
         "--model.net.channels",  # the CNN's
         "--model.net.hidden_sizes",  # the MLP's
         "--data.batch_size BATCH_SIZE",
-        "--non_finite.every_n_steps",
+        "--callbacks.non_finite.every_n_steps",
     ):
         assert flag in done.stdout, flag
     assert "torch.nn.Identity" not in done.stdout and len(done.stdout.splitlines()) < 700
@@ -254,13 +254,13 @@ def test_train_loss_is_logged_on_the_steps_the_logger_writes(mnist_dir, tmp_path
 
 def test_callbacks_that_are_off_are_not_registered(mnist_dir, tmp_path):
     """Lightning calls every registered callback's hooks on every step: one that is switched off is left out."""
-    from project.callbacks.last_checkpoint import StepCheckpoint
-    from project.callbacks.non_finite import StopOnNonFiniteLoss
-    from project.callbacks.pictures import GradientNorm, ModelGraph, WeightHistograms
-    from project.cli import DEFAULT_CONFIG, ClassifierCLI
+    from project.cli import ClassifierCLI
+    from project.extras.last_checkpoint import StepCheckpoint
+    from project.extras.non_finite import StopOnNonFiniteLoss
+    from project.extras.pictures import GradientNorm, ModelGraph, WeightHistograms
 
     def registered(*flags: str) -> set[type]:
-        args = ["--config", str(DEFAULT_CONFIG), "--data.data_dir", str(mnist_dir), *flags]
+        args = ["--data.data_dir", str(mnist_dir), *flags]
         return {
             type(c) for c in ClassifierCLI([*args, "--default_root_dir", str(tmp_path)], run=False).trainer.callbacks
         }
@@ -268,30 +268,31 @@ def test_callbacks_that_are_off_are_not_registered(mnist_dir, tmp_path):
     default = registered()
     assert not default & {GradientNorm, WeightHistograms, ModelGraph, StepCheckpoint}  # off by default
     assert StopOnNonFiniteLoss in default
-    switched = registered("--histograms.enabled", "true", "--step_checkpoint.every_n_steps", "5",
-                          "--non_finite.enabled", "false")  # fmt: skip
+    switched = registered("--callbacks.histograms", "WeightHistograms", "--callbacks.step_checkpoint", "StepCheckpoint",
+                          "--callbacks.step_checkpoint.every_n_steps", "5", "--callbacks.non_finite", "null")  # fmt: skip
     assert {WeightHistograms, StepCheckpoint} <= switched and StopOnNonFiniteLoss not in switched
 
 
 def test_every_default_callback_can_be_switched_off_and_a_config_adds_its_own(mnist_dir, tmp_path):
-    """`--<name>.enabled false` (flag or config file) leaves each default callback out; a config's own
+    """`--callbacks.<name> null` (flag or config file) leaves each default callback out; a config's own
     trainer.callbacks come beside the template's."""
     from lightning.pytorch.callbacks import EarlyStopping
 
-    from project.cli import DEFAULT_CALLBACKS, DEFAULT_CONFIG, ClassifierCLI
+    from project.cli import BASE_CONFIG, ClassifierCLI
 
     def registered(*flags: str) -> list[str]:
-        args = ["--config", str(DEFAULT_CONFIG), "--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path)]
+        args = ["--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path)]
         return [type(c).__name__ for c in ClassifierCLI([*args, *flags], run=False).trainer.callbacks]
 
     default = registered()
-    made = {key: type(make()).__name__ for key, make in DEFAULT_CALLBACKS.items()}
+    listed = yaml.safe_load(BASE_CONFIG.read_text())["callbacks"]
+    made = {key: spec["class_path"].rsplit(".", 1)[-1] for key, spec in listed.items() if spec}
     assert set(made.values()) <= set(default)
     for key, name in made.items():
-        assert name not in registered(f"--{key}.enabled", "false"), key
+        assert name not in registered(f"--callbacks.{key}", "null"), key
     own = tmp_path / "own.yaml"
     own.write_text("trainer:\n  callbacks:\n    - class_path: EarlyStopping\n      init_args: {monitor: val/acc}\n"
-                   "preemption:\n  enabled: false\n")  # fmt: skip
+                   "callbacks:\n  preemption: null\n")  # fmt: skip
     with_own = registered("--config", str(own))
     assert EarlyStopping.__name__ in with_own and "Preemption" not in with_own
     assert set(with_own) == set(default) - {"Preemption"} | {"EarlyStopping"}

@@ -9,13 +9,15 @@ from torchvision.datasets import MNIST
 
 from project.data import DATASETS, MNISTDataModule
 from project.data.idx import read_idx
-from project.data.loaders import index_batches, per_sample_batches
+from project.data.loaders import index_batches
 from project.errors import UserError
+from project.extras.per_image import PerImageMNIST, per_sample_batches
 from tests.idx_files import idx_bytes, synthetic_split, write_dataset, write_idx
 
 
-def setup_module_for(data_dir: Path, **kwargs) -> MNISTDataModule:
-    dm = MNISTDataModule(data_dir=str(data_dir), val_size=100, batch_size=32, **kwargs)
+def setup_module_for(data_dir: Path, pipeline: str = "tensor", **kwargs) -> MNISTDataModule:
+    module = PerImageMNIST if pipeline == "torchvision" else MNISTDataModule
+    dm = module(data_dir=str(data_dir), val_size=100, batch_size=32, **kwargs)
     dm.prepare_data()
     dm.setup("fit")
     return dm
@@ -214,8 +216,8 @@ def test_on_device_batches_split_between_processes(mnist_dir):
 
 
 def test_on_device_needs_the_tensor_pipeline():
-    with pytest.raises(ValueError, match="on_device true needs pipeline tensor"):
-        MNISTDataModule(on_device=True, pipeline="torchvision")
+    with pytest.raises(ValueError, match="on_device true needs index batches"):
+        PerImageMNIST(on_device=True)
 
 
 @pytest.mark.parametrize("pipeline", ["tensor", "torchvision"])

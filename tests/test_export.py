@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from project.classifier import ImageClassifier
-from project.export import main as export_main
+from project.extras.export import main as export_main
 from tests.conftest import results
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from project.cli import DEFAULT_CONFIG, ClassifierCLI
+from project.cli import ClassifierCLI
 from tests.conftest import NARROW_CNN, REPO, scalars_by_step
 from tests.idx_files import write_dataset
 
@@ -77,8 +77,8 @@ EXEMPT = {
     "--data.dataset": "which files: tests/test_data.py",
     "--devices": "hardware: tests/test_cli.py (two processes)",
     "--default_root_dir": "where the logs go",
-    "--non_finite.enabled": "tests/test_strategies.py (a NaN loss stops the run)",
-    "--non_finite.every_n_steps": "tests/test_strategies.py",
+    "--callbacks.non_finite": "tests/test_strategies.py (a NaN loss stops the run)",
+    "--callbacks.non_finite.every_n_steps": "tests/test_strategies.py",
     "--data.help": "help",
     "--model.net.help": "help",
     "--help": "help",
@@ -109,7 +109,7 @@ BASELINES: dict[tuple[str, ...], dict] = {}
 
 def train(data: Path, root: Path, flags: list[str]) -> dict:
     """A few steps through the CLI's classes; what the run computed."""
-    args = ["--config", str(DEFAULT_CONFIG), "--data.data_dir", str(data), *SHORT, *flags]
+    args = ["--data.data_dir", str(data), *SHORT, *flags]
     cli = ClassifierCLI([*args, "--default_root_dir", str(root / f"run{next(RUNS)}")], run=False)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     return {

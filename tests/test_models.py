@@ -26,8 +26,12 @@ def test_mlp_hidden_sizes_dropout_and_batch_norm():
     assert net(IMAGES).shape == (4, 10)
 
 
-def test_cnn_default_is_conv32_conv64_fc128_fc10():
-    net = CNN()
+def test_cnn_default_is_the_recipes_and_channels_32_64_the_classic_conv32_conv64_fc128_fc10():
+    default = CNN()
+    assert [(m.in_channels, m.out_channels) for m in default.modules() if isinstance(m, nn.Conv2d)] == [
+        (1, 32), (32, 64), (64, 128)
+    ]  # fmt: skip
+    net = CNN(channels=(32, 64))
     convs = [(m.in_channels, m.out_channels) for m in net.modules() if isinstance(m, nn.Conv2d)]
     assert convs == [(1, 32), (32, 64)]
     # Two 2x2 poolings: 28 -> 14 -> 7, so the first fully connected layer sees 64 * 7 * 7 features.

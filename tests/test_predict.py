@@ -9,7 +9,7 @@ from PIL import Image
 
 from project.classifier import ImageClassifier
 from project.data import DATASETS
-from project.data.images import load_image
+from project.extras.own_images import load_image
 from tests.conftest import FAST_TRAINER, copy_of_run, results, run_folder, run_main
 
 

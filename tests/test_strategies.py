@@ -107,7 +107,7 @@ def test_one_cycle_peaks_at_each_parameter_group_lr():
 
 def test_l1_penalty_is_coefficient_times_sum_of_absolute_weights():
     torch.manual_seed(0)
-    model = ImageClassifier(MLP(hidden_sizes=[16]), l1=0.01)
+    model = ImageClassifier(MLP(hidden_sizes=[16]), l1=0.01, label_smoothing=0.0)
     images, labels = torch.randn(8, 1, 28, 28), torch.arange(8)
     loss = model.training_step((images, labels), 0)
     expected = F.cross_entropy(model(images), labels) + 0.01 * sum(p.abs().sum() for p in model.net.parameters())
@@ -299,7 +299,7 @@ def test_every_recipe_runs(recipe, mnist_dir, tmp_path):
 def test_learning_rate_finder(mnist_dir, tmp_path, capsys):
     from PIL import Image
 
-    from project.lr_find import main as lr_find
+    from project.extras.lr_find import main as lr_find
     from tests.conftest import read_events, run_folder
 
     args = ["--model.net", "MLP", "--data.data_dir", str(mnist_dir), "--data.val_size", "100"]

@@ -1,11 +1,9 @@
-"""Three ways to serve batches of in-memory images; MNISTDataModule picks one with `pipeline` and `on_device`."""
+"""Two ways to serve batches of in-memory images: index batches (the default) and, with `on_device`, device batches."""
 
 import math
 
 import torch
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, TensorDataset
-from torchvision import transforms
+from torch.utils.data import DataLoader, DistributedSampler, Sampler, TensorDataset
 
 
 class Shard(DistributedSampler):
@@ -72,45 +70,6 @@ def index_batches(
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
         pin_memory=pin_memory,  # page-locked host memory: faster, asynchronous copies to a GPU
-    )
-
-
-class PerSampleImages(Dataset):
-    """The classic per-image pipeline, as torchvision's MNIST class does it: each image becomes a PIL image and goes
-    through the transforms on its own (ToTensor, Normalize), then the DataLoader collates the batch."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean: float, std: float) -> None:
-        self.images, self.labels = images, labels
-        self.transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((mean,), (std,))])
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        image = Image.fromarray(self.images[index].numpy(), mode="L")
-        return self.transform(image), int(self.labels[index])
-
-
-def per_sample_batches(
-    dataset: TensorDataset,
-    mean: float,
-    std: float,
-    batch_size: int,
-    shuffle: bool,
-    num_workers: int,
-    rank: int = 0,
-    world_size: int = 1,
-) -> DataLoader:
-    """The classic DataLoader over per-sample transforms, for comparison and for transforms of your own."""
-    images, labels = dataset.tensors
-    shard = Shard(list(range(len(images))), rank, world_size) if world_size > 1 and not shuffle else None
-    return DataLoader(
-        PerSampleImages(images, labels, mean, std),
-        batch_size=batch_size,
-        shuffle=shuffle,
-        sampler=shard,
-        num_workers=num_workers,
-        persistent_workers=num_workers > 0,
     )
 
 

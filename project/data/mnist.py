@@ -1,7 +1,7 @@
 """MNISTDataModule: MNIST, Fashion-MNIST or KMNIST held in memory as uint8 tensors, served in index batches."""
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -13,8 +13,7 @@ from torchvision.datasets import KMNIST, MNIST, FashionMNIST
 
 from project.data.augment import random_affine, random_flip
 from project.data.idx import IDX_FILES, find_idx_files, read_split
-from project.data.images import list_images, load_image
-from project.data.loaders import DeviceBatches, index_batches, per_sample_batches
+from project.data.loaders import DeviceBatches, index_batches
 
 
 @dataclass(frozen=True)
@@ -51,9 +50,9 @@ class MNISTDataModule(L.LightningDataModule):
         num_workers: int = 0,
         split_seed: int = 0,
         download: bool = True,
-        pipeline: Literal["tensor", "torchvision"] = "tensor",
         on_device: bool = False,
         predict_path: str | None = None,
+        own_images: Callable[[Path, str], torch.Tensor] | None = None,
         augment: bool = False,
         rotation: float = 10.0,
         translate: float = 0.1,
@@ -70,14 +69,12 @@ class MNISTDataModule(L.LightningDataModule):
             split_seed: seed of the train/validation split, fixed apart from the training seed so that runs
                 with different seeds are validated on the same images.
             download: download missing files with torchvision when the network allows.
-            pipeline: "tensor" slices whole batches from the uint8 tensor and normalizes them on the device;
-                "torchvision" is the classic per-image PIL + ToTensor + Normalize DataLoader, for comparison
-                or for transforms of your own (edit loaders.PerSampleImages).
             on_device: keep the whole data set on the training device (MNIST is 47 MB as uint8) and shuffle
                 it there: no DataLoader, no workers. Meant for GPUs; on the CPU it only skips the DataLoader.
             predict_path: an image file or a folder of them (PNG, JPG, any size, colour or grey, either
-                polarity) for `predict`; brought to the data set's format as project/data/images.py says.
-                Without it, `predict` runs on the official test set.
+                polarity) for `predict`, each read by `own_images`. Without it, `predict` runs on the test set.
+            own_images: reads one file as a (28, 28) uint8 image of the data set (name given): configs/base.yaml
+                names project.extras.own_images.load_image, which brings a photo to MNIST's format.
             augment: random affine maps of the training batches (never validation, test or predict ones),
                 on the device: rotation up to +-`rotation` degrees, shift up to +-`translate` of the image
                 size, zoom by a factor drawn from `scale`.
@@ -87,11 +84,10 @@ class MNISTDataModule(L.LightningDataModule):
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        if on_device and pipeline != "tensor":
-            raise ValueError("on_device true needs pipeline tensor (per-image transforms run on the CPU)")
         if val_size < 1:
             raise ValueError(f"val_size must be at least 1 (validation picks the best epoch), got {val_size}")
-        self.save_hyperparameters()
+        self.save_hyperparameters()  # under the CLI these are the config's values: own_images is its import path
+        self.own_images = own_images
         self.info = DATASETS[dataset]
         self.classes = self.info.classes
 
@@ -166,11 +162,15 @@ class MNISTDataModule(L.LightningDataModule):
     def _setup_own_images(self, path: Path) -> None:
         if not path.exists():
             raise ValueError(f"predict_path {path} does not exist; give an image file or a folder of images")
-        digits = self.hparams.dataset != "fashion_mnist"  # clothes fill their box; digits sit in a 20 px box
+        if self.own_images is None:
+            raise ValueError("predict_path needs own_images, the function that reads a file (configs/base.yaml)")
         images, names = [], []
-        for file in list_images(path):
+        files = (
+            sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")) if path.is_dir() else [path]
+        )
+        for file in files:
             try:
-                images.append(load_image(file, box=20 if digits else 28, center_of_mass=digits))
+                images.append(self.own_images(file, self.hparams.dataset))
                 names.append(str(file))
             except ValueError as error:
                 print(f"skipped {error}", file=sys.stderr)  # reported by name, the other files go on
@@ -187,9 +187,6 @@ class MNISTDataModule(L.LightningDataModule):
             device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
             on_device = TensorDataset(*(t.to(device) for t in dataset.tensors))
             return DeviceBatches(on_device, batch_size, shuffle, rank, world)
-        if self.hparams.pipeline == "torchvision":
-            info = self.info
-            return per_sample_batches(dataset, info.mean, info.std, batch_size, shuffle, workers, rank, world)
         to_gpu = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
         return index_batches(dataset, batch_size, shuffle, workers, to_gpu, rank, world)
 
@@ -211,7 +208,7 @@ class MNISTDataModule(L.LightningDataModule):
 
     def on_after_batch_transfer(self, batch: tuple[torch.Tensor, torch.Tensor], dataloader_idx: int):
         # Runs on the batch once it is on the device: one vectorized conversion instead of one per image.
-        # (Batches of the torchvision pipeline arrive as float, normalized image by image on the CPU.)
+        # (Batches of a per-image pipeline, project.extras.per_image, arrive as float, already normalized.)
         images, labels = batch
         images = self.normalize(images) if images.dtype == torch.uint8 else images
         if self.hparams.augment and self.trainer is not None and self.trainer.training:

@@ -4,7 +4,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from project.callbacks.last_checkpoint import LastCheckpoint
+from project.extras.last_checkpoint import LastCheckpoint
 from project.errors import UserError
 
 
@@ -19,8 +19,8 @@ class StopOnNonFiniteLoss(Callback):
     spaces it out (the weights may then take a few bad steps before training stops).
     """
 
-    def __init__(self, enabled: bool = True, every_n_steps: int = 1) -> None:
-        self.enabled, self.every_n_steps = enabled, max(1, every_n_steps)
+    def __init__(self, every_n_steps: int = 1) -> None:
+        self.every_n_steps = max(1, every_n_steps)
 
     def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor) -> None:
         if trainer.global_step % self.every_n_steps or torch.isfinite(loss).all():

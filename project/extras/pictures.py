@@ -1,7 +1,7 @@
-"""TensorBoard pictures, one callback each; `enabled` (a flag or config key) decides whether the CLI registers it
-(one that is off is not in trainer.callbacks and costs nothing).
+"""TensorBoard pictures, one callback each, registered by name in configs/base.yaml (one that is off, null there,
+is not in trainer.callbacks and costs nothing):
 
---input_grid.enabled false   --test_pictures.worst 32   --histograms.enabled true   --grad_norm.enabled true
+--callbacks.input_grid null   --callbacks.test_pictures.worst 32   --callbacks.histograms WeightHistograms
 """
 
 import lightning as L
@@ -15,7 +15,7 @@ from lightning.pytorch.utilities import grad_norm  # noqa: E402
 from torchmetrics.classification import MulticlassConfusionMatrix  # noqa: E402
 from torchvision.utils import make_grid  # noqa: E402
 
-from project.run_files import tensorboard  # noqa: E402
+from project.extras.atomic import tensorboard  # noqa: E402
 
 
 def class_names(trainer: L.Trainer, count: int) -> list[str]:
@@ -33,8 +33,8 @@ def to_display(images: torch.Tensor) -> torch.Tensor:
 class InputGrid(Callback):
     """A grid of the first training batch exactly as the network receives it (after augmentation)."""
 
-    def __init__(self, enabled: bool = True, count: int = 64) -> None:
-        self.enabled, self.count = enabled, count
+    def __init__(self, count: int = 64) -> None:
+        self.count = count
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         writer = tensorboard(trainer)
@@ -46,8 +46,8 @@ class InputGrid(Callback):
 class TestPictures(Callback):
     """At test time: confusion matrix figure, per-class accuracy scalars, and the worst misclassified images."""
 
-    def __init__(self, enabled: bool = True, worst: int = 16) -> None:
-        self.enabled, self.worst = enabled, worst
+    def __init__(self, worst: int = 16) -> None:
+        self.worst = worst
 
     def on_test_epoch_start(self, trainer, pl_module) -> None:
         classes = pl_module.hparams.get("num_classes", 10)
@@ -114,9 +114,6 @@ def mistakes_figure(mistakes: list[tuple[float, torch.Tensor, int, int]], names:
 class WeightHistograms(Callback):
     """Optional: a histogram of every parameter and of its gradient, once per epoch."""
 
-    def __init__(self, enabled: bool = False) -> None:
-        self.enabled = enabled
-
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
         writer = tensorboard(trainer)
         if writer is not None and trainer.is_last_batch:
@@ -129,18 +126,12 @@ class WeightHistograms(Callback):
 class GradientNorm(Callback):
     """Optional: the total 2-norm of the gradients before each optimizer step, as train/grad_norm."""
 
-    def __init__(self, enabled: bool = False) -> None:
-        self.enabled = enabled
-
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
         pl_module.log("train/grad_norm", grad_norm(pl_module, norm_type=2)["grad_2.0_norm_total"])
 
 
 class ModelGraph(Callback):
     """Optional: the network's graph in TensorBoard's GRAPHS tab, traced on one batch at the start."""
-
-    def __init__(self, enabled: bool = False) -> None:
-        self.enabled = enabled
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         writer = tensorboard(trainer)

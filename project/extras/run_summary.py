@@ -9,7 +9,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
-from project.run_files import write_atomically
+from project.extras.atomic import write_atomically
 
 # Metrics shown against the hyper-parameters in TensorBoard, so runs can be compared and sorted there.
 HPARAM_METRICS = ("val/acc_best", "test/acc")

@@ -18,19 +18,18 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 SIZE = 28
 
 
-def list_images(path: Path) -> list[Path]:
-    """The file itself, or the files of a folder (sorted; any suffix, so that non-images get reported)."""
-    if path.is_dir():
-        return sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
-    return [path]
+def load_image(path: Path, dataset: str = "mnist") -> torch.Tensor:
+    """One image file as a (28, 28) uint8 tensor in the format of `dataset` (MNISTDataModule's own_images);
+    raises ValueError if unreadable. Clothes fill their box; digits and kana sit in a 20 px box."""
+    digits = dataset != "fashion_mnist"
+    return to_dataset_format(path, box=20 if digits else 28, center_of_mass=digits)
 
 
-def load_image(path: Path, box: int = 20, center_of_mass: bool = True) -> torch.Tensor:
-    """One image file as a (28, 28) uint8 tensor in the data set's format; raises ValueError if unreadable."""
+def to_dataset_format(path: Path, box: int = 20, center_of_mass: bool = True) -> torch.Tensor:
+    """One image file as a (28, 28) uint8 tensor, steps 1-5 above; raises ValueError if unreadable."""
     try:
         with Image.open(path) as opened:
             image = ImageOps.exif_transpose(opened)

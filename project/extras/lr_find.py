@@ -18,7 +18,7 @@ from lightning.pytorch.tuner import Tuner  # noqa: E402
 
 from project.cli import DEFAULT_CONFIG, ClassifierCLI  # noqa: E402
 from project.errors import UserError, fail  # noqa: E402
-from project.run_files import tensorboard  # noqa: E402
+from project.extras.atomic import tensorboard  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,7 +14,7 @@ There `last.ckpt` of the run folder is written (atomically, like every checkpoin
 of the restarted job takes it, and no finished step is trained again. On SIGUSR1 inside a SLURM job the job
 is requeued (`scontrol requeue`); SIGTERM came from whoever stops the job, who decides whether it comes back.
 The process then exits with status 0: nothing failed. Lightning's own SLURM handler (which saves
-`hpc_ckpt_N.ckpt` into --default_root_dir, outside the run) is switched off by the CLI.
+`hpc_ckpt_N.ckpt` into --default_root_dir, outside the run) is switched off by the CLI while this callback is on.
 """
 
 import atexit
@@ -27,7 +27,7 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.callbacks import Checkpoint
 
-from project.callbacks.last_checkpoint import LAST, LastCheckpoint
+from project.extras.last_checkpoint import LAST, LastCheckpoint
 
 
 class Preempted(SystemExit):
@@ -42,6 +42,8 @@ class Preemption(Checkpoint):
     """Saves `last.ckpt` at the first safe point after SIGUSR1 or SIGTERM, requeues a SLURM job on SIGUSR1,
     and stops the process. A Checkpoint subclass, so that Lightning runs its epoch-end hook after the
     LightningModule's and after the other checkpoint callbacks'."""
+
+    requeues_slurm_jobs = True  # the CLI switches Lightning's own SLURM handler off for it
 
     def __init__(self) -> None:
         self.received: signal.Signals | None = None

@@ -8,7 +8,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from project.run_files import write_atomically
+from project.extras.atomic import write_atomically
 
 COLUMNS = ("file", "predicted", "class", "confidence", "top3", "true")
 
