@@ -2,14 +2,16 @@
 subcommand is given, and one folder per run (logs/<data set>_<net>/version_N) that resume and test write into."""
 
 import importlib
+import inspect
 import json
 import os
 import sys
 import warnings
-from argparse import SUPPRESS, ArgumentError
+from argparse import ArgumentError
 from pathlib import Path
 from typing import Optional
 
+import docstring_parser
 import torch
 import yaml
 from jsonargparse import ArgumentParser, Namespace
@@ -59,7 +61,7 @@ class ClassifierCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # The callbacks registry is configs/base.yaml's `callbacks`: each name a class with options, or null.
         for name in yaml.safe_load(BASE_CONFIG.read_text()).get("callbacks") or {}:
-            parser.add_argument(f"--callbacks.{name}", type=Optional[Callback], default=None, help=f"{name} or null")
+            parser.add_argument(f"--callbacks.{name}", type=Optional[Callback]  # noqa: UP045 (jsonargparse reads typing.Optional), default=None, help=f"{name} or null")
         self.parsers.append(parser)
 
     def parse_arguments(self, parser: LightningArgumentParser, args: list[str]) -> None:
@@ -165,21 +167,34 @@ class KeepRunConfig(SaveConfigCallback):
 
 
 def fresh_classes(parser: ArgumentParser, args: list[str], config: Namespace) -> dict[str, Namespace]:
-    """The arguments of each class that `args` switch away from configs/base.yaml's, without the base's.
+    """The classes that `args` switch away from configs/base.yaml's, each with only the arguments given to it.
 
     jsonargparse keeps the arguments a newly named class shares with the one before it (SGD would inherit the
-    base's AdamW weight_decay, a fork's data module MNIST's val_size): the switched classes are parsed again
-    from their own defaults, with only what the command line and its config files give them (init_args then
-    list only those; the class's own defaults apply to the rest when it is built)."""
+    base's AdamW weight_decay, a fork's data module MNIST's val_size). Where that happened, the arguments are
+    read again one layer at a time (a --config file, a flag), and a layer that switches a class starts it
+    afresh: what it gets is its own defaults and what this layer and the later ones say."""
     base = parser.parse_args(["--config", str(BASE_CONFIG)])
-    switched = [key for key in CLASS_KEYS if class_path(config, key) not in (None, class_path(base, key))]
-    if not switched:
+    if all(class_path(config, key) in (None, class_path(base, key)) for key in CLASS_KEYS):
         return {}
-    start = base.clone()
-    for key in switched:  # the base's class without its arguments: flags before the switch still find it
-        start[key] = Namespace(class_path=class_path(base, key)) if class_path(base, key) else None
-    fresh = parser.parse_args(args, namespace=start, defaults=False)  # the signatures' defaults would carry too
-    return {key: fresh[key] for key in switched}
+    layers: list[list[str]] = []
+    for word in args:  # a layer: an option with its values and the options inside it (--x X --x.y 1)
+        head = layers[-1][0].split("=")[0] if layers else ""
+        layers.append([word]) if word.startswith("--") and not word.startswith(f"{head}.") else layers[-1].append(word)
+    config = base
+    for layer in layers:
+        new = parser.parse_args(layer, namespace=config.clone(), defaults=False)
+        for key in CLASS_KEYS:
+            if class_path(new, key) not in (None, class_path(config, key)):
+                start = config.clone()
+                start[key] = Namespace(class_path=class_path(new, key))
+                new[key] = parser.parse_args(layer, namespace=start, defaults=False)[key]
+        config = new
+    switched = [key for key in CLASS_KEYS if class_path(config, key) not in (None, class_path(base, key))]
+    for key in switched:  # what was not given is the class's own default, written out as in config.yaml
+        signature = inspect.signature(import_class(config[key].class_path)).parameters.items()
+        own = {arg: p.default for arg, p in signature if p.default is not p.empty and p.kind is p.POSITIONAL_OR_KEYWORD}
+        config[key].init_args = Namespace(**{**own, **vars(config[key].get("init_args") or Namespace())})
+    return {key: config[key] for key in switched}
 
 
 def class_path(config: Namespace, key: str) -> str | None:
@@ -217,7 +232,7 @@ def check_devices(accelerator, devices) -> None:
     """A GPU that is not there, or more CPU processes than cores (which would only slow DDP down): one line."""
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise UserError(f"--accelerator {accelerator} needs a GPU, but PyTorch sees none on this machine "
-                        "(torch.cuda.is_available() is False); leave out --accelerator to train on the CPU")  # fmt: skip
+                        "(torch.cuda.is_available() is False); leave out --accelerator for the CPU")  # fmt: skip
     on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
     count = int(devices) if str(devices).isdigit() else None
     if on_cpu and count and count > (os.cpu_count() or 1):
@@ -242,33 +257,39 @@ def run_data_defaults(args: list[str]) -> list[str]:
 
 
 def help_text(config: Namespace) -> str:
-    """The options of the classes this run is built from, each with the value the run will use."""
-    parts = [f"usage: python train.py [fit|validate|test|predict] [--config FILE ...] [options]\n\n{DESCRIPTION}\n"]
-    sections = [("", Trainer, config.trainer, {"callbacks", "logger", "plugins"}), ("model", ImageClassifier,
-                config.model, {"net", "optimizer", "scheduler"})]  # fmt: skip
-    classes = [(key, config.get(key)) for key in CLASS_KEYS]
-    classes += [(f"callbacks.{name}", value) for name, value in vars(config.callbacks).items()]
-    for key, value in classes:
-        if isinstance(value, Namespace):
-            module, _, name = value.class_path.rpartition(".")
-            sections.append(
-                (key, getattr(importlib.import_module(module), name), value.init_args, {"params", "optimizer"})
-            )
-    for key, cls, values, skip in sections:
-        parser = ArgumentParser(usage=SUPPRESS, add_help=False)
-        parser.add_class_arguments(cls, key or None, skip=skip, sub_configs=False, fail_untyped=False)
-        parser.set_defaults(
-            {f"{key}.{k}" if key else k: v for k, v in vars(values).items() if not isinstance(v, Namespace | dict)}
-        )
-        title = (
-            f"--{key} {values and config.get(key, Namespace()).get('class_path', '')}"
-            if key and key not in ("model",)
-            else key or "Trainer"
-        )
-        parts.append(f"{title}:\n" + parser.format_help().split("\n", 2)[-1])
-    names = ", ".join(name for name, value in vars(config.callbacks).items() if value is None)
-    parts.append(f"Callbacks off (--callbacks.NAME CLASS puts one in): {names}\n")
-    return "\n".join(parts)
+    """One line per option of the classes this run is built from: the value this run will use, the option's doc."""
+    trainer = ("Trainer options (flat, or as --trainer.NAME)", "", Trainer, config.trainer, {"callbacks", "logger"})
+    model = ("--model ImageClassifier", "model", ImageClassifier, config.model, {"net", "optimizer", "scheduler"})
+    sections = [trainer, model]
+    for key in (*CLASS_KEYS, *(f"callbacks.{name}" for name in vars(config.callbacks))):
+        if isinstance(value := config.get(key), Namespace):
+            title, values = f"--{key} {value.class_path}", value.get("init_args") or Namespace()
+            sections.append((title, key, import_class(value.class_path), values, {"params", "optimizer"}))
+    lines = ["usage: python train.py [fit|validate|test|predict] [--config FILE ...] [options]", "", DESCRIPTION]
+    for title, key, cls, values, skip in sections:
+        lines += ["", f"{title}:"]
+        docs = docstring_parser.parse(f"{inspect.getdoc(cls) or ''}\n\n{inspect.getdoc(cls.__init__) or ''}").params
+        first_sentences = {doc.arg_name: (doc.description or "").split(". ")[0].replace("\n", " ") for doc in docs}
+        for name, parameter in inspect.signature(cls).parameters.items():
+            if name not in skip and parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY):
+                shown = json.dumps(values.get(name, parameter.default), default=as_text)
+                option = f"  --{key}.{name} {shown}" if key else f"  --{name} {shown}"
+                lines.append(f"{option:<50} {first_sentences.get(name, '')}"[:118].rstrip())
+    off = [name for name, value in vars(config.callbacks).items() if value is None]
+    lines += ["", f"Callbacks that are off (--callbacks.NAME CLASS puts one in): {', '.join(off)}", ""]
+    return "\n".join(lines)
+
+
+def as_text(value) -> str:
+    """A class by its path, a function by its import path: as a config file names them."""
+    if isinstance(value, Namespace):
+        return value.get("class_path", str(value))
+    return f"{value.__module__}.{value.__qualname__}" if callable(value) else str(value)
+
+
+def import_class(class_path: str) -> type:
+    module, _, name = class_path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -288,8 +309,6 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         return fail(str(error))
-    except SystemExit as end:  # --help, --print_config
-        return end.code if isinstance(end.code, int) else 0
     if cli.trainer.is_global_zero and cli.trainer.logger is not None:
         print(f"run folder: {cli.trainer.logger.log_dir}", file=sys.stderr)
     return 0

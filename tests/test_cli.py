@@ -137,22 +137,25 @@ def test_option_values_may_be_subcommand_words(mnist_dir, tmp_path, monkeypatch)
     assert "test/acc" in results(tmp_path / "test")["metrics"]
 
 
-def test_help_lists_the_options_of_each_class_once_and_not_every_torch_class():
+def test_help_shows_the_values_the_run_will_use_for_the_classes_it_is_built_from():
     done = run_main("--help")
     assert done.returncode == 0
-    for flag in (
-        "--accelerator ACCELERATOR",
-        "--max_epochs MAX_EPOCHS",
-        "--model.label_smoothing LABEL_SMOOTHING",
-        "--model.net CNN|MLP|CLASS_PATH",
-        "--model.net.channels",  # the CNN's
-        "--model.net.hidden_sizes",  # the MLP's
-        "--data.batch_size BATCH_SIZE",
-        "--callbacks.non_finite.every_n_steps",
+    for line in (
+        '--accelerator "auto"',
+        "--max_epochs 6",  # the recipe's, not the Trainer's None
+        "--model.label_smoothing 0.14",
+        "--model.optimizer.lr 0.0028",  # the learning rate, findable by name
+        "--model.net.channels [32, 64, 128]",  # the CNN's
+        "--data.batch_size 128",
+        "--callbacks.non_finite.every_n_steps 1",
     ):
-        assert flag in done.stdout, flag
-    assert "torch.nn.Identity" not in done.stdout and len(done.stdout.splitlines()) < 700
+        assert line in done.stdout, line
+    assert "torch.nn.Identity" not in done.stdout and len(done.stdout.splitlines()) < 400
+    assert "--model.net.hidden_sizes" not in done.stdout  # the MLP is not in this run
     assert run_main("test", "--help").stdout == done.stdout
+    mlp = run_main("--config", "configs/mlp.yaml", "--model.optimizer", "SGD", "--help").stdout
+    assert "--model.net.hidden_sizes [1024]" in mlp and "--model.net.channels" not in mlp
+    assert "--model.optimizer.weight_decay 0 " in mlp  # SGD's own, not the base's AdamW decay
 
 
 def test_mlp_config_and_optimizer_injection(mnist_dir, tmp_path):
@@ -268,8 +271,16 @@ def test_callbacks_that_are_off_are_not_registered(mnist_dir, tmp_path):
     default = registered()
     assert not default & {GradientNorm, WeightHistograms, ModelGraph, StepCheckpoint}  # off by default
     assert StopOnNonFiniteLoss in default
-    switched = registered("--callbacks.histograms", "WeightHistograms", "--callbacks.step_checkpoint", "StepCheckpoint",
-                          "--callbacks.step_checkpoint.every_n_steps", "5", "--callbacks.non_finite", "null")  # fmt: skip
+    switched = registered(
+        "--callbacks.histograms",
+        "WeightHistograms",
+        "--callbacks.non_finite",
+        "null",
+        "--callbacks.step_checkpoint",
+        "StepCheckpoint",
+        "--callbacks.step_checkpoint.every_n_steps",
+        "5",
+    )
     assert {WeightHistograms, StepCheckpoint} <= switched and StopOnNonFiniteLoss not in switched
 
 

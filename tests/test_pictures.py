@@ -36,7 +36,8 @@ def test_default_pictures(mnist_dir, tmp_path):
 def test_optional_pictures_and_switching_off(mnist_dir, tmp_path):
     done = run_main("--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path), *FAST_TRAINER,
                    "--callbacks.histograms", "WeightHistograms", "--callbacks.grad_norm", "GradientNorm",
-                   "--callbacks.graph", "ModelGraph", "--callbacks.input_grid", "null", "--callbacks.test_pictures", "null")  # fmt: skip
+                   "--callbacks.graph", "ModelGraph", "--callbacks.input_grid", "null",
+                   "--callbacks.test_pictures", "null")  # fmt: skip
     assert done.returncode == 0, done.stderr
     other: dict = {}
     scalars, _ = read_events(run_folder(tmp_path), other)

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from project.extras.random_state import RandomState
 from project.cli import main
 from project.extras.atomic import AtomicCheckpointIO
+from project.extras.random_state import RandomState
 from tests.conftest import NARROW_CNN, REPO, read_events, results, run_cli, run_folder, run_main, scalars_by_step
 from tests.idx_files import write_dataset
 
@@ -202,7 +202,10 @@ def test_step_checkpoints_add_saves_of_last_ckpt_every_n_steps(mnist_dir, tmp_pa
     monkeypatch.setattr(AtomicCheckpointIO, "save_checkpoint", record)
     args = ["fit", "--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path / "logs"), *THREE_EPOCHS]
     args += ["--limit_train_batches", "5", "--limit_val_batches", "1", "--max_epochs", "2"]
-    assert main([*args, "--callbacks.step_checkpoint", "StepCheckpoint", "--callbacks.step_checkpoint.every_n_steps", "2"]) == 0
+    assert (
+        main([*args, "--callbacks.step_checkpoint", "StepCheckpoint", "--callbacks.step_checkpoint.every_n_steps", "2"])
+        == 0
+    )
     # Steps 2 and 4, the end of epoch 0 (step 5), steps 6, 8 and 10, the end of epoch 1 (step 10 again, after
     # validation: the two callbacks do not know of each other).
     assert [step for name, step in saved if name == "last.ckpt"] == [2, 4, 5, 6, 8, 10, 10]

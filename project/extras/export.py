@@ -1,6 +1,6 @@
 """Export a checkpoint's network to ONNX and TorchScript, checked on the spot against PyTorch.
 
-    python -m project.export logs/mnist_cnn/version_0/checkpoints/last.ckpt [--out DIR]
+    python -m project.extras.export logs/mnist_cnn/version_0/checkpoints/last.ckpt [--out DIR]
 
 Writes DIR/model.onnx, DIR/model.pt (TorchScript) and DIR/preprocessing.json (mean, std, class names: the
 exported net takes images normalized like training batches, shape (N, 1, 28, 28), and returns logits).

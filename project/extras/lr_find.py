@@ -1,6 +1,6 @@
 """Learning-rate finder: Lightning's range test on the chosen recipe, its plot, and the suggested rate.
 
-    python -m project.lr_find [the options of train.py, e.g. --config configs/mlp.yaml --data.dataset kmnist]
+    python -m project.extras.lr_find [the options of train.py, e.g. --config configs/mlp.yaml --data.dataset kmnist]
 
 Trains for `--num_training` steps (100) while the rate grows exponentially from 1e-6 to 1, then prints the rate
 where the loss falls fastest and saves the loss-versus-rate plot as lr_find.png in a new run folder and in
@@ -16,7 +16,7 @@ import matplotlib
 matplotlib.use("Agg")
 from lightning.pytorch.tuner import Tuner  # noqa: E402
 
-from project.cli import DEFAULT_CONFIG, ClassifierCLI  # noqa: E402
+from project.cli import ClassifierCLI  # noqa: E402
 from project.errors import UserError, fail  # noqa: E402
 from project.extras.atomic import tensorboard  # noqa: E402
 
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
         steps = int(argv[where + 1])
         argv = argv[:where] + argv[where + 2 :]
     try:
-        cli = ClassifierCLI(["--config", str(DEFAULT_CONFIG), *argv], run=False)
+        cli = ClassifierCLI(argv, run=False)
         finder = Tuner(cli.trainer).lr_find(
             cli.model, datamodule=cli.datamodule, min_lr=1e-6, max_lr=1.0, num_training=steps, update_attr=False
         )

@@ -4,8 +4,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from project.extras.last_checkpoint import LastCheckpoint
 from project.errors import UserError
+from project.extras.last_checkpoint import LastCheckpoint
 
 
 class NonFiniteLossError(UserError):

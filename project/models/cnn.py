@@ -8,6 +8,15 @@ class CNN(nn.Module):
 
     The defaults are the default recipe's (found with tune.py: docs/results.md); the classic two-convolution
     MNIST CNN (conv 32 -> conv 64 -> fc 128 -> fc 10) is `channels=(32, 64)`.
+
+    Args:
+        channels: output channels of each 3x3 convolution (each followed by 2x2 max-pooling).
+        hidden: width of the fully connected layer.
+        dropout: dropout before each fully connected layer.
+        batch_norm: batch norm after each convolution (the conv then has no bias).
+        in_channels: channels of the input images.
+        image_size: height and width of the input images.
+        num_classes: number of class scores.
     """
 
     def __init__(

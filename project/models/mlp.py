@@ -4,7 +4,15 @@ from torch import Tensor, nn
 
 
 class MLP(nn.Module):
-    """Multi-layer perceptron on the flattened image: 784-512-10 by default."""
+    """Multi-layer perceptron on the flattened image: 784-512-10 by default.
+
+    Args:
+        hidden_sizes: width of each hidden layer.
+        dropout: dropout after each hidden layer.
+        batch_norm: batch norm after each hidden linear layer (which then has no bias).
+        in_features: pixels of an input image (channels x height x width).
+        num_classes: number of class scores.
+    """
 
     def __init__(
         self,
