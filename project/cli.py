@@ -61,7 +61,8 @@ class ClassifierCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # The callbacks registry is configs/base.yaml's `callbacks`: each name a class with options, or null.
         for name in yaml.safe_load(BASE_CONFIG.read_text()).get("callbacks") or {}:
-            parser.add_argument(f"--callbacks.{name}", type=Optional[Callback]  # noqa: UP045 (jsonargparse reads typing.Optional), default=None, help=f"{name} or null")
+            callback = Optional[Callback]  # noqa: UP045 (a typing form jsonargparse reads on every Python)
+            parser.add_argument(f"--callbacks.{name}", type=callback, default=None, help=f"{name}, or null: off")
         self.parsers.append(parser)
 
     def parse_arguments(self, parser: LightningArgumentParser, args: list[str]) -> None:
