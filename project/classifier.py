@@ -40,31 +40,21 @@ class ImageClassifier(LightningModule):
         Args:
             net: the network, e.g. project.models.CNN or MLP.
             optimizer: called with the parameters, e.g. functools.partial(torch.optim.SGD, lr=0.1).
-            scheduler: called with the optimizer; stepped once per epoch, or per step for OneCycleLR and
-                any schedule with a total_steps argument (filled in from the Trainer, accumulation counted).
+            scheduler: called with the optimizer; stepped per epoch, or per step where it takes total_steps.
             num_classes: number of classes the net predicts.
             loss: cross_entropy on the logits, or mse between the softmax probabilities and one-hot targets.
             label_smoothing: cross-entropy's label smoothing (0 = off).
-            l1: coefficient of the L1 penalty, l1 * sum(|w|) over the net's parameters, added to the training
-                loss and logged as train/l1. (L2 is the optimizer's weight_decay.)
-            param_groups: optimizer options per group of parameters chosen by name prefix, e.g.
-                [{"prefix": "features", "lr": 0.01}]; parameters not matched keep the optimizer's options.
+            l1: coefficient of the L1 penalty l1 * sum(|w|), logged as train/l1 (L2 is the optimizer's weight_decay).
+            param_groups: optimizer options per parameter name prefix, e.g. [{"prefix": "features", "lr": 0.01}].
             exempt_bias_and_norm: no weight decay on biases and normalization weights.
-            compile: run the net through torch.compile (the LightningModule itself stays eager); pays off on
-                GPUs, once the compilation at the start has been paid for.
-            channels_last: keep conv weights and inputs in channels-last memory order (faster convolutions
-                on tensor-core GPUs, and with oneDNN on CPUs).
-            eval_flip: in validation, test and predict, average the class scores of each image and its mirror
-                image (test-time augmentation), where the data module's `mirrorable` says a mirrored image keeps
-                its class (Fashion-MNIST; never MNIST's digits or KMNIST's kana); off elsewhere.
+            compile: run the net through torch.compile (pays off on GPUs, after the compilation at the start).
+            channels_last: channels-last memory order for conv weights and inputs (faster on GPUs and with oneDNN).
+            eval_flip: average the scores of each image and its mirror image in evaluation, where it keeps its class.
         """
         super().__init__()
-        # Under the CLI the hyper-parameters are the config (class paths and arguments), so load_from_checkpoint
-        # rebuilds the net without the CLI. Built in Python they are the objects themselves, which a
-        # weights-only checkpoint cannot hold: those are left out and passed again when loading.
-        with warnings.catch_warnings():
-            # Lightning warns (UserWarning) that a net passed as an object is saved with the weights anyway:
-            # intended here, as said above. No switch turns that warning off; its category, for this call only.
+        # Under the CLI the hyper-parameters are the config (class paths), so load_from_checkpoint rebuilds the net.
+        # Built in Python they are objects, which a weights-only checkpoint cannot hold: left out, passed again.
+        with warnings.catch_warnings():  # Lightning's UserWarning that a net object is saved anyway: intended
             warnings.simplefilter("ignore", UserWarning)
             self.save_hyperparameters()
         for name in ("net", "optimizer", "scheduler"):
@@ -126,13 +116,9 @@ class ImageClassifier(LightningModule):
         return loss
 
     def logger_writes_this_step(self) -> bool:
-        """Whether Lightning hands this step's logged values to the logger (every log_every_n_steps steps).
-
-        Each self.log call costs as much Python time as a small MLP step on a CPU (Lightning moves its record of
-        the value to the device each time), and values logged on other steps are never written: logging only
-        here draws the same TensorBoard curve for less. Lightning's own test is private, so its rule is repeated
-        here; test_train_loss_is_logged_on_the_steps_the_logger_writes fails, naming this method, if it changes.
-        """
+        """Whether Lightning hands this step's logged values to the logger (every log_every_n_steps steps): a
+        self.log call costs as much as a small MLP step on a CPU, and values logged on other steps are never written.
+        Lightning's own test is private, so its rule is repeated here (a test fails, naming this, if it changes)."""
         try:
             trainer = self.trainer
         except RuntimeError:  # called by hand, outside a Trainer: log as usual
@@ -192,18 +178,15 @@ class ImageClassifier(LightningModule):
             # OneCycle, WarmupCosine: they need the number of optimizer steps, which only the Trainer knows
             # (it counts gradient accumulation), and step after each of them.
             if math.isinf(self.trainer.estimated_stepping_batches):
-                raise ValueError(
-                    "scheduler: the learning-rate schedule spans the whole run (OneCycle, warm-up + cosine), but the "
-                    "run has no end (max_epochs -1): give the Trainer max_epochs or max_steps, or another scheduler"
-                )
+                raise ValueError("scheduler: the learning-rate schedule spans the whole run (OneCycle, warm-up + "
+                                 "cosine), but the run has no end (max_epochs -1): give the Trainer max_epochs or "
+                                 "max_steps, or another scheduler")  # fmt: skip
             total_steps = int(self.trainer.estimated_stepping_batches)
-            planned = getattr(self, "planned_steps", None)
-            if planned is not None and planned != total_steps:
-                raise ValueError(
-                    f"scheduler: the checkpoint's learning-rate schedule was planned for {planned} steps, this run has "
-                    f"{total_steps}: a OneCycle or warm-up-cosine schedule cannot be stretched. Resume with the "
-                    "max_epochs, batch size and gradient accumulation the run started with"
-                )
+            if (planned := getattr(self, "planned_steps", None)) is not None and planned != total_steps:
+                raise ValueError(f"scheduler: the checkpoint's learning-rate schedule was planned for {planned} steps, "
+                                 f"this run has {total_steps}: a OneCycle or warm-up-cosine schedule cannot be "
+                                 "stretched. Resume with the max_epochs, batch size and gradient accumulation the run "
+                                 "started with")  # fmt: skip
             scheduler = self.scheduler(optimizer, total_steps=total_steps)
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
         scheduler = self.scheduler(optimizer)
@@ -213,20 +196,14 @@ class ImageClassifier(LightningModule):
 
 def check_same_network(saved: dict[str, Tensor], current: dict[str, Tensor]) -> None:
     """Raise a UserError naming the first tensor that a checkpoint lacks, adds or shapes differently."""
-    for name, tensor in current.items():
-        if name not in saved:
-            problem = f"this model has {name}, the checkpoint does not"
-        elif saved[name].shape != tensor.shape:
-            problem = f"{name} is {tuple(saved[name].shape)} in the checkpoint, {tuple(tensor.shape)} in this model"
-        else:
-            continue
-        break
-    else:
-        extra = next((name for name in saved if name not in current), None)
-        if extra is None:
-            return
-        problem = f"the checkpoint has {extra}, this model does not"
-    raise UserError(
-        f"the checkpoint was trained with a different network ({problem}); build the model with the net it was "
-        "trained with (the run folder's config.yaml has it)"
-    )
+    problems = [
+        f"this model has {name}, the checkpoint does not"
+        if name not in saved
+        else f"{name} is {tuple(saved[name].shape)} in the checkpoint, {tuple(tensor.shape)} in this model"
+        for name, tensor in current.items()
+        if name not in saved or saved[name].shape != tensor.shape
+    ]
+    problems += [f"the checkpoint has {name}, this model does not" for name in saved if name not in current]
+    if problems:
+        raise UserError(f"the checkpoint was trained with a different network ({problems[0]}); build the model with "
+                        "the net it was trained with (the run folder's config.yaml has it)")  # fmt: skip

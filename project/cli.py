@@ -192,10 +192,22 @@ def fresh_classes(parser: ArgumentParser, args: list[str], config: Namespace) ->
         config = new
     switched = [key for key in CLASS_KEYS if class_path(config, key) not in (None, class_path(base, key))]
     for key in switched:  # what was not given is the class's own default, written out as in config.yaml
-        signature = inspect.signature(import_class(config[key].class_path)).parameters.items()
-        own = {arg: p.default for arg, p in signature if p.default is not p.empty and p.kind is p.POSITIONAL_OR_KEYWORD}
+        own = own_defaults(import_class(config[key].class_path))
         config[key].init_args = Namespace(**{**own, **vars(config[key].get("init_args") or Namespace())})
     return {key: config[key] for key in switched}
+
+
+def own_defaults(cls: type) -> dict:
+    """The defaults of a class's arguments, those of its parents too where it passes **kwargs on to them."""
+    own: dict = {}
+    for klass in cls.__mro__:
+        params = inspect.signature(klass.__init__).parameters.values()
+        own = {
+            p.name: p.default for p in params if p.default is not p.empty and p.kind is p.POSITIONAL_OR_KEYWORD
+        } | own
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            return own
+    return own
 
 
 def class_path(config: Namespace, key: str) -> str | None:

@@ -27,17 +27,9 @@ def fail(message: str) -> int:
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 # Lines of jsonargparse's messages that describe its search, not the user's mistake.
-NOISE = (
-    "Does not validate against any of the Union subtypes",
-    "Subtypes:",
-    "Errors:",
-    "Given value type:",
-    "Given value:",
-    "Expected a <class 'NoneType'>",
-    "does not correspond to a subclass of",
-    "Expected a path but",
-    "Problem with given class_path",
-)
+NOISE = ("Does not validate against any of the Union subtypes", "Subtypes:", "Errors:", "Given value type:",
+         "Given value:", "Expected a <class 'NoneType'>", "does not correspond to a subclass of", "Expected a path but",
+         "Problem with given class_path")  # fmt: skip
 
 
 def explain_parse_error(message: str, options: list[str], keys: list[str]) -> str:
@@ -51,10 +43,8 @@ def explain_parse_error(message: str, options: list[str], keys: list[str]) -> st
     first = message.strip().splitlines()[0]
     unexpected = re.match(r"unrecognized arguments: (.*)", first)
     if unexpected and (word := next((w for w in unexpected[1].split() if w in SUBCOMMANDS), None)):
-        return (
-            f"{word!r} after options is taken for an argument; a subcommand comes first: "
-            f"python train.py {word} [options]"
-        )
+        first_word = f"a subcommand comes first: python train.py {word} [options]"
+        return f"{word!r} after options is taken for an argument; {first_word}"
     if match := unexpected:
         flags = [word.split("=")[0] for word in match[1].split() if word.startswith("-")]
         if flags:
@@ -147,17 +137,16 @@ def option_error(error: BaseException, config) -> str | None:
         error = error.__cause__
     if isinstance(error, UserError) or config is None:
         return str(error) if isinstance(error, UserError) else None
-    paths = {"model": "ImageClassifier"}
+    paths = {"model": "ImageClassifier"}  # the configured classes by name (torch.optim.Adam is torch.optim.adam.Adam)
     for key in (
         "data",
         "model.net",
         "model.optimizer",
         "model.scheduler",
-        *(f"callbacks.{k}" for k in vars(config.get("callbacks") or Namespace())),
+        *(f"callbacks.{k}" for k in vars(config.callbacks)),
     ):
-        value = config.get(key)
-        if value is not None and value.get("class_path"):
-            paths[key] = value.class_path.rsplit(".", 1)[-1]  # torch.optim.Adam is torch.optim.adam.Adam: by name
+        if isinstance(value := config.get(key), Namespace):
+            paths[key] = value.class_path.rsplit(".", 1)[-1]
     for frame, _ in reversed(list(traceback.walk_tb(error.__traceback__))):
         obj = frame.f_locals.get("self")
         if obj is None or frame.f_code.co_name not in ("__init__", "configure_optimizers", "prepare_data", "setup"):

@@ -9,9 +9,8 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR
 
 
-def parameter_groups(
-    net: nn.Module, param_groups: list[dict[str, Any]] | None = None, exempt_bias_and_norm: bool = False
-) -> list[dict[str, Any]]:
+def parameter_groups(net: nn.Module, param_groups: list[dict[str, Any]] | None = None,
+                     exempt_bias_and_norm: bool = False) -> list[dict[str, Any]]:  # fmt: skip
     """Optimizer parameter groups: one per `{"prefix": "features", "lr": 0.01, ...}`, then the rest.
 
     A parameter goes to the first group whose prefix starts its name (as in `net.named_parameters()`); the
@@ -29,10 +28,8 @@ def parameter_groups(
         members = [(n, p) for n, p in named if n.startswith(prefix) and n not in taken]
         if not members:
             tops = sorted({n.split(".")[0] for n, _ in named})
-            raise ValueError(
-                f"param_groups: prefix {prefix!r} matches no parameter of the net; its parameter "
-                f"names start with {', '.join(tops)} (see net.named_parameters())"
-            )
+            raise ValueError(f"param_groups: prefix {prefix!r} matches no parameter of the net; its parameter names "
+                             f"start with {', '.join(tops)} (see net.named_parameters())")  # fmt: skip
         taken.update(n for n, _ in members)
         result += _split(members, {"name": prefix, **options}, exempt_bias_and_norm)
     rest = [(n, p) for n, p in named if n not in taken]
@@ -58,13 +55,10 @@ class WarmupCosine(LambdaLR):
     """Linear warm-up from 0 to the optimizer's lr over `warmup_steps`, then cosine decay to `min_factor` x lr
     at `total_steps` (filled in from the Trainer when left out). Stepped after every optimizer step."""
 
-    def __init__(
-        self, optimizer: Optimizer, warmup_steps: int = 100, total_steps: int | None = None, min_factor: float = 0.0
-    ) -> None:
+    def __init__(self, optimizer: Optimizer, warmup_steps: int = 100, total_steps: int | None = None,
+                 min_factor: float = 0.0) -> None:  # fmt: skip
         if total_steps is None:
-            raise ValueError(
-                "total_steps: WarmupCosine needs the number of optimizer steps (ImageClassifier fills it in)"
-            )
+            raise ValueError("total_steps: WarmupCosine needs the number of optimizer steps (ImageClassifier fills it)")
         self.warmup_steps, self.total_steps, self.min_factor = warmup_steps, total_steps, min_factor
         super().__init__(optimizer, self.factor)
 
@@ -81,19 +75,10 @@ class OneCycle(OneCycleLR):
     (`cycle_momentum`; torch's default cycles it, which overrides SGD's `momentum` and Adam's first beta, and
     gives plain SGD a momentum): the optimizer's options are what they say. Otherwise torch's arguments."""
 
-    def __init__(
-        self,
-        optimizer: Optimizer,
-        total_steps: int | None = None,
-        pct_start: float = 0.3,
-        anneal_strategy: Literal["cos", "linear"] = "cos",
-        cycle_momentum: bool = False,
-        base_momentum: float = 0.85,
-        max_momentum: float = 0.95,
-        div_factor: float = 25.0,
-        final_div_factor: float = 1e4,
-        three_phase: bool = False,
-    ) -> None:
+    def __init__(self, optimizer: Optimizer, total_steps: int | None = None, pct_start: float = 0.3,
+                 anneal_strategy: Literal["cos", "linear"] = "cos", cycle_momentum: bool = False,
+                 base_momentum: float = 0.85, max_momentum: float = 0.95, div_factor: float = 25.0,
+                 final_div_factor: float = 1e4, three_phase: bool = False) -> None:  # fmt: skip
         if total_steps is None:
             raise ValueError("total_steps: OneCycle needs the number of optimizer steps (ImageClassifier fills it in)")
         super().__init__(

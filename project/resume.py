@@ -18,7 +18,7 @@ RUN_FOLDER = re.compile(r"version_(\d+)")
 
 def latest_run(experiment: Path, recipe: dict[str, Any] | None = None) -> Path | None:
     """The run folder (experiment/version_N) with the highest N that holds checkpoints/last.ckpt and, when
-    `recipe` is given, whose config.yaml has the same recipe (see same_recipe)."""
+    `recipe` is given, whose config.yaml has the same recipe (recipe_of)."""
     runs = [ckpt.parents[1] for ckpt in experiment.glob("version_*/checkpoints/last.ckpt")]
     runs = [run for run in runs if RUN_FOLDER.fullmatch(run.name)]
     if recipe is not None:
@@ -58,10 +58,8 @@ def read_checkpoint(path: Path, option: str = "--ckpt_path") -> dict[str, Any]:
     what the file is instead; `option` is how the user gave the path."""
     if not path.is_file():
         hint = "; `--ckpt_path last` takes the newest run's" if option == "--ckpt_path" else ""
-        raise UserError(
-            f"{option} {path}: no such file. Checkpoints are in <run folder>/checkpoints/ "
-            f"(e.g. logs/mnist_cnn/version_0/checkpoints/last.ckpt){hint}"
-        )
+        raise UserError(f"{option} {path}: no such file. Checkpoints are in <run folder>/checkpoints/ "
+                        f"(e.g. logs/mnist_cnn/version_0/checkpoints/last.ckpt){hint}")  # fmt: skip
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
@@ -70,19 +68,15 @@ def read_checkpoint(path: Path, option: str = "--ckpt_path") -> dict[str, Any]:
             with contextlib.suppress(Exception):  # a torn archive: reported below as what it is
                 code = torch.serialization.get_unsafe_globals_in_checkpoint(path)
         if code:
-            raise UserError(
-                f"{option} {path} refers to Python code ({', '.join(code)}), which weights-only loading does not "
-                "run; this template loads checkpoints of tensors and plain data only (README: Reliability)"
-            ) from error
+            raise UserError(f"{option} {path} refers to Python code ({', '.join(code)}), which weights-only loading "
+                            "does not run; this template loads checkpoints of tensors and plain data only "
+                            "(docs/reliability.md)") from error  # fmt: skip
         reason = f"{type(error).__name__}: {' '.join(str(error).split())[:120]}"
         if not archive:
             reason = "it is not the zip archive that torch.save writes"
-        raise UserError(
-            f"{option} {path} is not a PyTorch checkpoint ({reason}); pass a .ckpt file written by train.py"
-        ) from error
+        raise UserError(f"{option} {path} is not a PyTorch checkpoint ({reason}); pass a .ckpt file written by "
+                        "train.py") from error  # fmt: skip
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise UserError(
-            f"{option} {path} is a PyTorch file but not a Lightning checkpoint (it has no state_dict); "
-            "pass a .ckpt file written by train.py"
-        )
+        raise UserError(f"{option} {path} is a PyTorch file but not a Lightning checkpoint (it has no state_dict); "
+                        "pass a .ckpt file written by train.py")  # fmt: skip
     return checkpoint

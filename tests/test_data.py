@@ -11,12 +11,15 @@ from project.data import DATASETS, MNISTDataModule
 from project.data.idx import read_idx
 from project.data.loaders import index_batches
 from project.errors import UserError
+from project.extras.on_device import OnDeviceMNIST
 from project.extras.per_image import PerImageMNIST, per_sample_batches
 from tests.idx_files import idx_bytes, synthetic_split, write_dataset, write_idx
 
 
 def setup_module_for(data_dir: Path, pipeline: str = "tensor", **kwargs) -> MNISTDataModule:
-    module = PerImageMNIST if pipeline == "torchvision" else MNISTDataModule
+    module = (
+        PerImageMNIST if pipeline == "torchvision" else OnDeviceMNIST if kwargs.get("on_device") else MNISTDataModule
+    )
     dm = module(data_dir=str(data_dir), val_size=100, batch_size=32, **kwargs)
     dm.prepare_data()
     dm.setup("fit")
@@ -204,7 +207,7 @@ def test_on_device_batches_cover_the_epoch_without_a_dataloader(mnist_dir):
 
 
 def test_on_device_batches_split_between_processes(mnist_dir):
-    from project.data.loaders import DeviceBatches
+    from project.extras.on_device import DeviceBatches
 
     dataset = setup_module_for(mnist_dir).train_set
     torch.manual_seed(5)
@@ -215,9 +218,11 @@ def test_on_device_batches_split_between_processes(mnist_dir):
     assert rows(first) | rows(second) == rows(dataset.tensors[0]) and not rows(first) & rows(second)
 
 
-def test_on_device_needs_the_tensor_pipeline():
-    with pytest.raises(ValueError, match="on_device true needs index batches"):
+def test_on_device_and_the_per_image_pipeline_are_two_data_modules():
+    """Per-image transforms run on the CPU: the two ways are separate classes, and neither takes the other's option."""
+    with pytest.raises(TypeError, match="on_device"):
         PerImageMNIST(on_device=True)
+    assert OnDeviceMNIST(on_device=False).train_dataloader is not None
 
 
 @pytest.mark.parametrize("pipeline", ["tensor", "torchvision"])

@@ -1,6 +1,5 @@
 """MNISTDataModule: MNIST, Fashion-MNIST or KMNIST held in memory as uint8 tensors, served in index batches."""
 
-import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +12,7 @@ from torchvision.datasets import KMNIST, MNIST, FashionMNIST
 
 from project.data.augment import random_affine, random_flip
 from project.data.idx import IDX_FILES, find_idx_files, read_split
-from project.data.loaders import DeviceBatches, index_batches
+from project.data.loaders import index_batches
 
 
 @dataclass(frozen=True)
@@ -50,9 +49,8 @@ class MNISTDataModule(L.LightningDataModule):
         num_workers: int = 0,
         split_seed: int = 0,
         download: bool = True,
-        on_device: bool = False,
         predict_path: str | None = None,
-        own_images: Callable[[Path, str], torch.Tensor] | None = None,
+        own_images: Callable[[Path, str], tuple[torch.Tensor, list[str]]] | None = None,
         augment: bool = False,
         rotation: float = 10.0,
         translate: float = 0.1,
@@ -66,20 +64,15 @@ class MNISTDataModule(L.LightningDataModule):
             batch_size: images per batch, for training and evaluation.
             val_size: training images held out for validation; the official test set stays the test set.
             num_workers: DataLoader worker processes; 0 loads in the main process (fast: batches are slices).
-            split_seed: seed of the train/validation split, fixed apart from the training seed so that runs
-                with different seeds are validated on the same images.
+            split_seed: seed of the train/validation split, apart from the training seed: same images, any seed.
             download: download missing files with torchvision when the network allows.
-            on_device: keep the whole data set on the training device (MNIST is 47 MB as uint8) and shuffle
-                it there: no DataLoader, no workers. Meant for GPUs; on the CPU it only skips the DataLoader.
-            predict_path: an image file or a folder of them (PNG, JPG, any size, colour or grey, either
-                polarity) for `predict`, each read by `own_images`. Without it, `predict` runs on the test set.
-            own_images: reads one file as a (28, 28) uint8 image of the data set (name given): configs/base.yaml
-                names project.extras.own_images.load_image, which brings a photo to MNIST's format.
-            augment: random affine maps of the training batches (never validation, test or predict ones),
-                on the device: rotation up to +-`rotation` degrees, shift up to +-`translate` of the image
-                size, zoom by a factor drawn from `scale`.
-            flip: with augment, also mirror half of the training images left to right where the data set
-                allows it (Fashion-MNIST; never MNIST or KMNIST, whose mirrored signs are other signs).
+            predict_path: an image file or a folder of them for `predict` (else it runs on the test set).
+            own_images: reads predict_path into (N, 28, 28) uint8 images of `dataset` and names (configs/base.yaml).
+            augment: random affine maps of the training batches, on the device (see rotation, translate, scale).
+            rotation: with augment, rotation by up to +-rotation degrees.
+            translate: with augment, shift by up to +-translate of the image size.
+            scale: with augment, zoom by a factor drawn from this range.
+            flip: with augment, mirror half the training images where a mirrored image keeps its class.
         """
         super().__init__()
         if batch_size < 1:
@@ -112,30 +105,31 @@ class MNISTDataModule(L.LightningDataModule):
         raw = self.search_folders()[0]
         reason = "download switched off (download false)"
         if self.hparams.download:
-            created = [p for p in (raw.parent.parent, raw.parent, raw) if not p.exists()]
-            before = set(raw.iterdir()) if raw.exists() else set()
+            created, before = [p for p in (raw.parents[1], raw.parent, raw) if not p.exists()], set(raw.glob("*"))
             try:
                 self.info.torchvision_class(self.hparams.data_dir, train=False, download=True)
                 return
             except (RuntimeError, OSError) as error:
                 reason = f"the download failed: {str(error).strip().splitlines()[-1]}"
-            # Leave nothing half-written: partial downloads and the folders made for them go.
-            for path in set(raw.iterdir()) - before if raw.exists() else ():
+            for path in set(raw.glob("*")) - before:  # leave nothing half-written: partial downloads go
                 path.unlink()
-            for folder in reversed(created):
+            for folder in reversed(created):  # and so do the folders made for them
                 if folder.exists() and not any(folder.iterdir()):
                     folder.rmdir()
         name = self.info.torchvision_class.__name__
-        raise ValueError(
-            f"data_dir: {name} files not found: expected {', '.join(IDX_FILES.values())} (plain or .gz) in "
-            f"{' or '.join(str(p) for p in self.search_folders())}; {reason}. "
-            "Put the four files in one of these folders or point data_dir at them."
-        )
+        raise ValueError(f"data_dir: {name} files not found: expected {', '.join(IDX_FILES.values())} (plain or .gz) "
+                         f"in {' or '.join(map(str, self.search_folders()))}; {reason}. Put the four files in one of "
+                         "these folders or point data_dir at them.")  # fmt: skip
 
     def setup(self, stage: str) -> None:
         """Read the IDX files into uint8 tensors and split off the validation images."""
         if stage == "predict" and self.hparams.predict_path:
-            return self._setup_own_images(Path(self.hparams.predict_path))
+            if self.own_images is None:
+                raise ValueError("predict_path needs own_images, the function that reads the files (configs/base.yaml)")
+            images, self.predict_names = self.own_images(Path(self.hparams.predict_path), self.hparams.dataset)
+            # Unknown true classes are -1; batches keep the (images, labels) shape of every other stage.
+            self.predict_set = TensorDataset(images, torch.full((len(images),), -1))
+            return
         if hasattr(self, "test_set"):
             return  # already set up for another stage
         files = find_idx_files(self.search_folders())
@@ -147,10 +141,8 @@ class MNISTDataModule(L.LightningDataModule):
         test_images, test_labels = read_split(files["test_images"], files["test_labels"], num_classes)
         val_size = self.hparams.val_size
         if val_size >= len(images):
-            raise ValueError(
-                f"val_size {val_size} leaves no training images: the training set has {len(images)}; "
-                "choose a smaller value"
-            )
+            raise ValueError(f"val_size {val_size} leaves no training images: the training set has {len(images)}; "
+                             "choose a smaller value")  # fmt: skip
         order = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.hparams.split_seed))
         val_idx, train_idx = order[:val_size], order[val_size:]
         self.train_set = TensorDataset(images[train_idx], labels[train_idx])
@@ -159,36 +151,10 @@ class MNISTDataModule(L.LightningDataModule):
         self.predict_set = self.test_set
         self.predict_names = [f"test[{i}]" for i in range(len(test_images))]
 
-    def _setup_own_images(self, path: Path) -> None:
-        if not path.exists():
-            raise ValueError(f"predict_path {path} does not exist; give an image file or a folder of images")
-        if self.own_images is None:
-            raise ValueError("predict_path needs own_images, the function that reads a file (configs/base.yaml)")
-        images, names = [], []
-        files = (
-            sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")) if path.is_dir() else [path]
-        )
-        for file in files:
-            try:
-                images.append(self.own_images(file, self.hparams.dataset))
-                names.append(str(file))
-            except ValueError as error:
-                print(f"skipped {error}", file=sys.stderr)  # reported by name, the other files go on
-        if not images:
-            raise ValueError(f"predict_path: no readable image in {path}; give PNG or JPG files")
-        # Unknown true classes are -1; batches keep the (images, labels) shape of every other stage.
-        self.predict_set = TensorDataset(torch.stack(images), torch.full((len(images),), -1))
-        self.predict_names = names
-
     def _loader(self, dataset: TensorDataset, shuffle: bool) -> Iterable:
-        batch_size, workers = self.hparams.batch_size, self.hparams.num_workers
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
-        if self.hparams.on_device:
-            device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
-            on_device = TensorDataset(*(t.to(device) for t in dataset.tensors))
-            return DeviceBatches(on_device, batch_size, shuffle, rank, world)
         to_gpu = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
-        return index_batches(dataset, batch_size, shuffle, workers, to_gpu, rank, world)
+        return index_batches(dataset, self.hparams.batch_size, shuffle, self.hparams.num_workers, to_gpu, rank, world)
 
     def train_dataloader(self) -> Iterable:
         return self._loader(self.train_set, shuffle=True)

@@ -12,6 +12,7 @@ The steps, in order (MNIST's own preparation, as its authors describe it):
 The result is a uint8 tensor, normalized later exactly like training batches.
 """
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +22,26 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 SIZE = 28
 
 
+def load_images(path: Path, dataset: str = "mnist") -> tuple[torch.Tensor, list[str]]:
+    """A file, or the files of a folder, as (N, 28, 28) uint8 images in the format of `dataset`, and their names
+    (MNISTDataModule's own_images). A file that is no image is reported by name and skipped."""
+    if not path.exists():
+        raise ValueError(f"predict_path {path} does not exist; give an image file or a folder of images")
+    images, names = [], []
+    for file in sorted(p for p in path.iterdir() if p.is_file() and p.name[0] != ".") if path.is_dir() else [path]:
+        try:
+            images.append(load_image(file, dataset))
+            names.append(str(file))
+        except ValueError as error:
+            print(f"skipped {error}", file=sys.stderr)  # the other files go on
+    if not images:
+        raise ValueError(f"predict_path: no readable image in {path}; give PNG or JPG files")
+    return torch.stack(images), names
+
+
 def load_image(path: Path, dataset: str = "mnist") -> torch.Tensor:
-    """One image file as a (28, 28) uint8 tensor in the format of `dataset` (MNISTDataModule's own_images);
-    raises ValueError if unreadable. Clothes fill their box; digits and kana sit in a 20 px box."""
+    """One image file as a (28, 28) uint8 tensor in the format of `dataset`; raises ValueError if unreadable.
+    Clothes fill their box; digits and kana sit in a 20 px box."""
     digits = dataset != "fashion_mnist"
     return to_dataset_format(path, box=20 if digits else 28, center_of_mass=digits)
 

@@ -52,11 +52,6 @@ def per_sample_batches(
 class PerImageMNIST(MNISTDataModule):
     """MNISTDataModule served by the per-image pipeline instead of index batches."""
 
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        if self.hparams.on_device:
-            raise ValueError("on_device true needs index batches: per-image transforms run on the CPU")
-
     def _loader(self, dataset: TensorDataset, shuffle: bool) -> DataLoader:
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         hp, info = self.hparams, self.info
