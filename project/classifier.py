@@ -21,21 +21,11 @@ class ImageClassifier(LightningModule):
     """Training of `net` for classification: loss, penalties, accuracy metrics, the optimizer and schedule chosen.
     The defaults are the default recipe's, but for the optimizer's own arguments (configs/base.yaml)."""
 
-    def __init__(
-        self,
-        net: CNN | MLP | nn.Module,
-        optimizer: OptimizerCallable = torch.optim.AdamW,
-        scheduler: LRSchedulerCallable | None = OneCycle,
-        num_classes: int = 10,
-        loss: Literal["cross_entropy", "mse"] = "cross_entropy",
-        label_smoothing: float = 0.14,
-        l1: float = 0.0,
-        param_groups: list[dict[str, Any]] | None = None,
-        exempt_bias_and_norm: bool = True,
-        compile: bool = False,
-        channels_last: bool = True,
-        eval_flip: bool = False,
-    ) -> None:
+    def __init__(self, net: CNN | MLP | nn.Module, optimizer: OptimizerCallable = torch.optim.AdamW,
+                 scheduler: LRSchedulerCallable | None = OneCycle, num_classes: int = 10,
+                 loss: Literal["cross_entropy", "mse"] = "cross_entropy", label_smoothing: float = 0.14,
+                 l1: float = 0.0, param_groups: list[dict[str, Any]] | None = None, exempt_bias_and_norm: bool = True,
+                 compile: bool = False, channels_last: bool = True, eval_flip: bool = False) -> None:  # fmt: skip
         """
         Args:
             net: the network, e.g. project.models.CNN or MLP.

@@ -8,10 +8,10 @@ import os
 import sys
 import warnings
 from argparse import ArgumentError
+from collections.abc import Callable
 from pathlib import Path
 from typing import Optional
 
-import docstring_parser
 import torch
 import yaml
 from jsonargparse import ArgumentParser, Namespace
@@ -36,21 +36,17 @@ class ClassifierCLI(LightningCLI):
     """LightningCLI for ImageClassifier and any LightningDataModule, with configs/base.yaml as the first config."""
 
     def __init__(self, args: list[str], test_after_fit: bool = False, run: bool = True) -> None:
-        self.test_after_fit, self.show_help = test_after_fit, False
+        self.test_after_fit = test_after_fit
         self.run_folder: Path | None = None  # the --ckpt_path's run folder: fit continues in it, test writes there
         self.parsers: list[LightningArgumentParser] = []  # one per subcommand, in subcommands() order
         raise_errors = {"exit_on_error": False}  # parse errors come back as exceptions, for main()'s one line
         try:
-            super().__init__(
-                ImageClassifier,
-                LightningDataModule,
-                subclass_mode_data=True,  # MNISTDataModule (configs/base.yaml) or any other
-                save_config_callback=KeepRunConfig,
-                auto_configure_optimizers=False,  # the model's configure_optimizers uses the injected classes
-                parser_kwargs={**raise_errors, "description": DESCRIPTION, **{k: raise_errors for k in SUBCOMMANDS}},
-                args=args,
-                run=run,  # False: build model, data and Trainer only (lr_find, tune.py)
-            )
+            # Any data module (subclass mode); the model's own configure_optimizers uses the injected optimizer and
+            # schedule; run=False builds model, data and Trainer only (lr_find, tune.py).
+            super().__init__(ImageClassifier, LightningDataModule, subclass_mode_data=True, args=args, run=run,
+                             save_config_callback=KeepRunConfig, auto_configure_optimizers=False,
+                             parser_kwargs={**raise_errors, "description": DESCRIPTION,
+                                            **{k: raise_errors for k in SUBCOMMANDS}})  # fmt: skip
         except (ValueError, TypeError) as error:  # a configured class refused its arguments
             config = getattr(self, "config", None)
             message = option_error(error, config.get(str(config.get("subcommand")), config) if config else None)
@@ -63,19 +59,19 @@ class ClassifierCLI(LightningCLI):
         for name in yaml.safe_load(BASE_CONFIG.read_text()).get("callbacks") or {}:
             callback = Optional[Callback]  # noqa: UP045 (a typing form jsonargparse reads on every Python)
             parser.add_argument(f"--callbacks.{name}", type=callback, default=None, help=f"{name}, or null: off")
+        # What --help prints (configs/base.yaml: project.extras.help.help_text); null: the resolved config.
+        parser.add_argument("--help_text", type=Optional[Callable[..., str]], default=None)  # noqa: UP045
         self.parsers.append(parser)
 
     def parse_arguments(self, parser: LightningArgumentParser, args: list[str]) -> None:
         # LightningCLI's own, with flat Trainer flags, fresh arguments for a switched class and one-line errors.
-        sub, head = (
-            (self.parsers[0], []) if len(self.parsers) == 1 else (self.parsers[SUBCOMMANDS.index(args[0])], args[:1])
-        )
+        head = [] if len(self.parsers) == 1 else args[:1]  # run=False: one parser, no subcommand
+        sub = self.parsers[SUBCOMMANDS.index(head[0])] if head else self.parsers[0]
         keys = [key.replace(".init_args.", ".") for key in sub.get_defaults().keys()]  # noqa: SIM118 (a Namespace)
         flat = {key.removeprefix("trainer.") for key in keys if key.count(".") == 1 and key.startswith("trainer.")}
         rest = with_trainer_prefix(args[len(head) :], flat)
-        shown = [word for word in rest if word.split("=")[0] == "--print_config"]
-        self.show_help = any(word in ("-h", "--help") for word in rest)
-        rest = [word for word in rest if word not in shown and word not in ("-h", "--help")]
+        shown = [word for word in rest if word.split("=")[0] == "--print_config" or word in ("-h", "--help")]
+        rest = [word for word in rest if word not in shown]
         try:
             # configs/base.yaml as the first --config: jsonargparse's default_config_files cannot hold a class
             # whose parameter has a class default (the optimizer's: "Dict must include a class_path").
@@ -86,8 +82,9 @@ class ClassifierCLI(LightningCLI):
         except ArgumentError as error:
             options = [f"--{key}" for key in keys] + [f"--{name}" for name in flat]
             raise UserError(explain_parse_error(str(error), options, keys)) from error
-        if self.show_help or shown:
-            print(help_text(sub_config) if self.show_help else sub.dump(sub_config, skip_none=False), end="")
+        if shown:  # --help or --print_config: printed once the whole config is known, then nothing runs
+            helps = sub_config.help_text if {"-h", "--help"} & set(shown) else None
+            print(helps(sub_config) if helps else sub.dump(sub_config, skip_none=False), end="")
             raise SystemExit(0)
         self.config = config
         if head:
@@ -106,8 +103,8 @@ class ClassifierCLI(LightningCLI):
                 config.ckpt_path = None
                 return
             if run is None:
-                raise UserError(f"--ckpt_path last: no run of this recipe under {experiment} has a "
-                                "checkpoints/last.ckpt; train first, or give a checkpoint's path")  # fmt: skip
+                raise UserError(f"--ckpt_path last: no run of this recipe under {experiment} has a checkpoints/"
+                                "last.ckpt; train first, or give a checkpoint's path")  # fmt: skip
             config.ckpt_path = str(run / "checkpoints" / "last.ckpt")
         read_checkpoint(Path(config.ckpt_path))  # one line now for a file that is no checkpoint, not a page later
         self.run_folder = run_folder_of(Path(config.ckpt_path))
@@ -123,15 +120,11 @@ class ClassifierCLI(LightningCLI):
             # TensorBoard in default_root_dir/<data set>_<net>/version_N, without the -1 "hp_metric" placeholder.
             # One run, one folder: a resumed fit continues in its checkpoint's folder, a test writes into it.
             run = self.run_folder
-            config.trainer.logger = {
-                "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-                "init_args": {
-                    "save_dir": str(run.parents[1]) if run else config.trainer.default_root_dir,
-                    "name": run.parent.name if run else experiment_name(config),
-                    "version": run_version(run) if run else None,
-                    "default_hp_metric": False,
-                },
-            }
+            where = {"save_dir": config.trainer.default_root_dir, "name": experiment_name(config)}
+            if run:
+                where = {"save_dir": str(run.parents[1]), "name": run.parent.name, "version": run_version(run)}
+            logger = "lightning.pytorch.loggers.TensorBoardLogger"
+            config.trainer.logger = {"class_path": logger, "init_args": {**where, "default_hp_metric": False}}
 
     def instantiate_trainer(self, **kwargs) -> Trainer:
         config = self.config_init[self.subcommand] if self.subcommand else self.config_init
@@ -140,8 +133,8 @@ class ClassifierCLI(LightningCLI):
         checkpoints, logged = config.trainer.enable_checkpointing is not False, config.trainer.logger is not False
         kwargs["callbacks"] = [c for c in callbacks if (checkpoints or not isinstance(c, Checkpoint))
                                and (logged or not isinstance(c, LearningRateMonitor))]  # fmt: skip
-        plugins = config.trainer.plugins or []
-        plugins = list(plugins) if isinstance(plugins, list) else [plugins]
+        plugins = list(config.trainer.plugins) if isinstance(config.trainer.plugins, list) else [config.trainer.plugins]
+        plugins = [plugin for plugin in plugins if plugin is not None]
         if SLURMEnvironment.detect() and not any(isinstance(p, ClusterEnvironment) for p in plugins):
             # A callback that saves and requeues on SLURM's signal itself (preemption) replaces Lightning's handler.
             requeues = any(getattr(c, "requeues_slurm_jobs", False) for c in kwargs["callbacks"])
@@ -202,9 +195,8 @@ def own_defaults(cls: type) -> dict:
     own: dict = {}
     for klass in cls.__mro__:
         params = inspect.signature(klass.__init__).parameters.values()
-        own = {
-            p.name: p.default for p in params if p.default is not p.empty and p.kind is p.POSITIONAL_OR_KEYWORD
-        } | own
+        named = [p for p in params if p.default is not p.empty and p.kind is p.POSITIONAL_OR_KEYWORD]
+        own = {p.name: p.default for p in named} | own
         if not any(p.kind is p.VAR_KEYWORD for p in params):
             return own
     return own
@@ -267,37 +259,6 @@ def run_data_defaults(args: list[str]) -> list[str]:
         saved = read_checkpoint(ckpt).get("datamodule_hyper_parameters") or {}
         data = {"init_args": {"dataset": saved["dataset"]}} if "dataset" in saved else None
     return [*args[:1], "--data", json.dumps(data), *args[1:]] if data else args
-
-
-def help_text(config: Namespace) -> str:
-    """One line per option of the classes this run is built from: the value this run will use, the option's doc."""
-    trainer = ("Trainer options (flat, or as --trainer.NAME)", "", Trainer, config.trainer, {"callbacks", "logger"})
-    model = ("--model ImageClassifier", "model", ImageClassifier, config.model, {"net", "optimizer", "scheduler"})
-    sections = [trainer, model]
-    for key in (*CLASS_KEYS, *(f"callbacks.{name}" for name in vars(config.callbacks))):
-        if isinstance(value := config.get(key), Namespace):
-            title, values = f"--{key} {value.class_path}", value.get("init_args") or Namespace()
-            sections.append((title, key, import_class(value.class_path), values, {"params", "optimizer"}))
-    lines = ["usage: python train.py [fit|validate|test|predict] [--config FILE ...] [options]", "", DESCRIPTION]
-    for title, key, cls, values, skip in sections:
-        lines += ["", f"{title}:"]
-        docs = docstring_parser.parse(f"{inspect.getdoc(cls) or ''}\n\n{inspect.getdoc(cls.__init__) or ''}").params
-        first_sentences = {doc.arg_name: (doc.description or "").split(". ")[0].replace("\n", " ") for doc in docs}
-        for name, parameter in inspect.signature(cls).parameters.items():
-            if name not in skip and parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY):
-                shown = json.dumps(values.get(name, parameter.default), default=as_text)
-                option = f"  --{key}.{name} {shown}" if key else f"  --{name} {shown}"
-                lines.append(f"{option:<50} {first_sentences.get(name, '')}"[:118].rstrip())
-    off = [name for name, value in vars(config.callbacks).items() if value is None]
-    lines += ["", f"Callbacks that are off (--callbacks.NAME CLASS puts one in): {', '.join(off)}", ""]
-    return "\n".join(lines)
-
-
-def as_text(value) -> str:
-    """A class by its path, a function by its import path: as a config file names them."""
-    if isinstance(value, Namespace):
-        return value.get("class_path", str(value))
-    return f"{value.__module__}.{value.__qualname__}" if callable(value) else str(value)
 
 
 def import_class(class_path: str) -> type:

@@ -1,5 +1,6 @@
 """UserError, the one-line error exit, and the one line the CLI prints for the parser's many-line complaints."""
 
+import contextlib
 import difflib
 import importlib
 import inspect
@@ -118,11 +119,11 @@ def is_subclass(obj: object, base: type) -> bool:
 def init_parameters(class_path: str) -> list[str]:
     """The constructor arguments of the class at class_path (for suggestions), or none if it does not import."""
     module, _, name = class_path.rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError, ValueError):
-        return []
-    return [p for p in inspect.signature(cls).parameters if p not in ("self", "args", "kwargs")]
+    with contextlib.suppress(ImportError, AttributeError, ValueError):
+        return [
+            p for p in inspect.signature(getattr(importlib.import_module(module), name)).parameters if p != "kwargs"
+        ]
+    return []
 
 
 def option_error(error: BaseException, config) -> str | None:
@@ -137,16 +138,17 @@ def option_error(error: BaseException, config) -> str | None:
         error = error.__cause__
     if isinstance(error, UserError) or config is None:
         return str(error) if isinstance(error, UserError) else None
-    paths = {"model": "ImageClassifier"}  # the configured classes by name (torch.optim.Adam is torch.optim.adam.Adam)
-    for key in (
+    keys = [
         "data",
         "model.net",
         "model.optimizer",
         "model.scheduler",
         *(f"callbacks.{k}" for k in vars(config.callbacks)),
-    ):
-        if isinstance(value := config.get(key), Namespace):
-            paths[key] = value.class_path.rsplit(".", 1)[-1]
+    ]
+    # The configured classes by name (torch.optim.Adam is torch.optim.adam.Adam).
+    paths = {"model": "ImageClassifier"} | {
+        k: v.class_path.rsplit(".", 1)[-1] for k in keys if isinstance(v := config.get(k), Namespace)
+    }
     for frame, _ in reversed(list(traceback.walk_tb(error.__traceback__))):
         obj = frame.f_locals.get("self")
         if obj is None or frame.f_code.co_name not in ("__init__", "configure_optimizers", "prepare_data", "setup"):

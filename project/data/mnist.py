@@ -40,23 +40,12 @@ DATASETS = {
 class MNISTDataModule(L.LightningDataModule):
     """An MNIST-family data set: a seeded validation slice of the 60k training images, the official 10k test set."""
 
-    def __init__(
-        self,
-        dataset: Literal["mnist", "fashion_mnist", "kmnist"] = "mnist",
-        data_dir: str = "data",
-        batch_size: int = 128,
-        val_size: int = 5000,
-        num_workers: int = 0,
-        split_seed: int = 0,
-        download: bool = True,
-        predict_path: str | None = None,
-        own_images: Callable[[Path, str], tuple[torch.Tensor, list[str]]] | None = None,
-        augment: bool = False,
-        rotation: float = 10.0,
-        translate: float = 0.1,
-        scale: tuple[float, float] = (0.9, 1.1),
-        flip: bool = True,
-    ) -> None:
+    def __init__(self, dataset: Literal["mnist", "fashion_mnist", "kmnist"] = "mnist", data_dir: str = "data",
+                 batch_size: int = 128, val_size: int = 5000, num_workers: int = 0, split_seed: int = 0,
+                 download: bool = True, predict_path: str | None = None,
+                 own_images: Callable[[Path, str], tuple[torch.Tensor, list[str]]] | None = None,
+                 augment: bool = False, rotation: float = 10.0, translate: float = 0.1,
+                 scale: tuple[float, float] = (0.9, 1.1), flip: bool = True) -> None:  # fmt: skip
         """
         Args:
             dataset: which data set of the MNIST family.

@@ -19,16 +19,9 @@ class CNN(nn.Module):
         num_classes: number of class scores.
     """
 
-    def __init__(
-        self,
-        channels: Sequence[int] = (32, 64, 128),
-        hidden: int = 128,
-        dropout: float = 0.08,
-        batch_norm: bool = True,
-        in_channels: int = 1,
-        image_size: int = 28,
-        num_classes: int = 10,
-    ) -> None:
+    def __init__(self, channels: Sequence[int] = (32, 64, 128), hidden: int = 128, dropout: float = 0.08,
+                 batch_norm: bool = True, in_channels: int = 1, image_size: int = 28,
+                 num_classes: int = 10) -> None:  # fmt: skip
         super().__init__()
         layers: list[nn.Module] = []
         size = image_size

@@ -14,14 +14,8 @@ class MLP(nn.Module):
         num_classes: number of class scores.
     """
 
-    def __init__(
-        self,
-        hidden_sizes: Sequence[int] = (512,),
-        dropout: float = 0.0,
-        batch_norm: bool = False,
-        in_features: int = 28 * 28,
-        num_classes: int = 10,
-    ) -> None:
+    def __init__(self, hidden_sizes: Sequence[int] = (512,), dropout: float = 0.0, batch_norm: bool = False,
+                 in_features: int = 28 * 28, num_classes: int = 10) -> None:  # fmt: skip
         super().__init__()
         layers: list[nn.Module] = [nn.Flatten()]
         width = in_features

@@ -1,0 +1,43 @@
+"""`python train.py --help`: one line per option of the classes this run is built from, with the value this run
+will use and the first sentence of the option's documentation (configs/base.yaml names it as `help_text`)."""
+
+import inspect
+import json
+
+import docstring_parser
+from jsonargparse import Namespace
+from lightning import Trainer
+
+from project.classifier import ImageClassifier
+from project.cli import CLASS_KEYS, DESCRIPTION, import_class
+
+
+def help_text(config: Namespace) -> str:
+    """One line per option of the classes this run is built from: the value this run will use, the option's doc."""
+    trainer = ("Trainer options (flat, or as --trainer.NAME)", "", Trainer, config.trainer, {"callbacks", "logger"})
+    model = ("--model ImageClassifier", "model", ImageClassifier, config.model, {"net", "optimizer", "scheduler"})
+    sections = [trainer, model]
+    for key in (*CLASS_KEYS, *(f"callbacks.{name}" for name in vars(config.callbacks))):
+        if isinstance(value := config.get(key), Namespace):
+            title, values = f"--{key} {value.class_path}", value.get("init_args") or Namespace()
+            sections.append((title, key, import_class(value.class_path), values, {"params", "optimizer"}))
+    lines = ["usage: python train.py [fit|validate|test|predict] [--config FILE ...] [options]", "", DESCRIPTION]
+    for title, key, cls, values, skip in sections:
+        lines += ["", f"{title}:"]
+        docs = docstring_parser.parse(f"{inspect.getdoc(cls) or ''}\n\n{inspect.getdoc(cls.__init__) or ''}").params
+        first_sentences = {doc.arg_name: (doc.description or "").split(". ")[0].replace("\n", " ") for doc in docs}
+        for name, parameter in inspect.signature(cls).parameters.items():
+            if name not in skip and parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY):
+                shown = json.dumps(values.get(name, parameter.default), default=as_text)
+                option = f"  --{key}.{name} {shown}" if key else f"  --{name} {shown}"
+                lines.append(f"{option:<50} {first_sentences.get(name, '')}"[:118].rstrip())
+    off = [name for name, value in vars(config.callbacks).items() if value is None]
+    lines += ["", f"Callbacks that are off (--callbacks.NAME CLASS puts one in): {', '.join(off)}", ""]
+    return "\n".join(lines)
+
+
+def as_text(value) -> str:
+    """A class by its path, a function by its import path: as a config file names them."""
+    if isinstance(value, Namespace):
+        return value.get("class_path", str(value))
+    return f"{value.__module__}.{value.__qualname__}" if callable(value) else str(value)
