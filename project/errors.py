@@ -38,7 +38,7 @@ def explain_parse_error(message: str, options: list[str], keys: list[str]) -> st
 
     `options` are the command line's option strings (--max_epochs), `keys` the config keys (trainer.max_epochs).
     jsonargparse reports errors as English text only (no error codes or fields), so this reads its wording;
-    tests/test_bad_input.py::test_each_parse_error_wording_is_still_recognized fails, naming this function,
+    tests/core/test_bad_input.py::test_each_parse_error_wording_is_still_recognized fails, naming this function,
     when a jsonargparse release words a case differently.
     """
     first = message.strip().splitlines()[0]

@@ -1,4 +1,4 @@
-"""Every option the README names under "Common recipes" and "Training strategies" changes something computed.
+"""Every option docs/strategies.md names under "Common recipes" and "Training strategies" changes something computed.
 
 Each knob is trained twice through the CLI's own classes (a few steps on synthetic data, in this process): once
 as its recipe has it, once with the option changed; something the run computed must differ (the weights after
@@ -72,29 +72,29 @@ KNOBS = {
 # Options the README names that choose files, hardware or output, or whose effect another test shows.
 EXEMPT = {
     "--config": "a file of options: each option is tested here",
-    "--ckpt_path": "tests/test_resume.py",
+    "--ckpt_path": "tests/extras/test_resume.py",
     "--data.data_dir": "where the files are",
-    "--data.dataset": "which files: tests/test_data.py",
-    "--devices": "hardware: tests/test_cli.py (two processes)",
+    "--data.dataset": "which files: tests/core/test_data.py",
+    "--devices": "hardware: tests/core/test_cli.py (two processes)",
     "--default_root_dir": "where the logs go",
-    "--callbacks.non_finite": "tests/test_strategies.py (a NaN loss stops the run)",
-    "--callbacks.non_finite.every_n_steps": "tests/test_strategies.py",
+    "--callbacks.non_finite": "tests/core/test_strategies.py (a NaN loss stops the run)",
+    "--callbacks.non_finite.every_n_steps": "tests/core/test_strategies.py",
     "--data.help": "help",
     "--model.net.help": "help",
     "--help": "help",
     "--print_config": "prints the config",
-    "--debug": "shows tracebacks: tests/test_bad_input.py",
+    "--debug": "shows tracebacks: tests/core/test_bad_input.py",
     "--trainer.max_epochs": "the same option as --max_epochs",
-    "--net": "tune.py: tests/test_tune.py",
-    "--trials": "tune.py: tests/test_tune.py",
-    "--storage": "tune.py: tests/test_tune.py",
-    "--space": "tune.py: tests/test_tune.py",
-    "--prune_after": "tune.py: tests/test_tune.py",
-    "--study": "tune.py: tests/test_tune.py (two workers on one study)",
-    "--out": "tune.py: tests/test_tune.py",
+    "--net": "tune.py: tests/extras/test_tune.py",
+    "--trials": "tune.py: tests/extras/test_tune.py",
+    "--storage": "tune.py: tests/extras/test_tune.py",
+    "--space": "tune.py: tests/extras/test_tune.py",
+    "--prune_after": "tune.py: tests/extras/test_tune.py",
+    "--study": "tune.py: tests/extras/test_tune.py (two workers on one study)",
+    "--out": "tune.py: tests/extras/test_tune.py",
     "--max_time": "Lightning's time limit; tune.py passes it to every trial",
-    "--data.flip": "tests/test_strategies.py (clothes mirrored, digits and kana never)",
-    "--model.eval_flip": "changes no training: tests/test_strategies.py (scores averaged with the mirror's)",
+    "--data.flip": "tests/core/test_strategies.py (clothes mirrored, digits and kana never)",
+    "--model.eval_flip": "changes no training: tests/core/test_strategies.py (scores averaged with the mirror's)",
 }
 
 
@@ -135,8 +135,8 @@ def test_option_changes_what_the_run_computes(option, data, tmp_path):
     assert differ(before[measure], after[measure]), f"{' '.join(change)} changed no {measure}"
 
 
-def test_every_option_the_readme_names_is_proven_or_exempt():
-    readme = (REPO / "README.md").read_text()
+def test_every_option_the_strategies_page_names_is_proven_or_exempt():
+    readme = (REPO / "docs" / "strategies.md").read_text()
     sections = readme[readme.index("## Common recipes") : readme.index("## Data")]
     named = set(re.findall(r"--[a-z_][a-z0-9_.]*[a-z0-9_]", sections))
     assert not named - set(KNOBS) - set(EXEMPT), "options without a test of their effect"

@@ -1,5 +1,5 @@
-"""Every mistake in the README's "Bad input" table: one line saying what is wrong and what to do, exit status 2,
-no traceback, and nothing half-written (no run folder, data folder untouched)."""
+"""Every mistake in the "Bad input" table of docs/reliability.md: one line saying what is wrong and what to do, exit
+status 2, no traceback, and nothing half-written (no run folder, data folder untouched)."""
 
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
@@ -191,8 +191,8 @@ def offline(self) -> None:
     raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\n<urlopen error [Errno -3] no network>")
 
 
-def test_the_readme_table_lists_every_case():
-    readme = (REPO / "README.md").read_text()
+def test_the_reliability_table_lists_every_case():
+    readme = (REPO / "docs" / "reliability.md").read_text()
     assert all(f"| {case[0]} |" in readme for case in CASES), [c[0] for c in CASES if f"| {c[0]} |" not in readme]
 
 

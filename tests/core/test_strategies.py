@@ -283,7 +283,7 @@ def test_non_finite_loss_stops_with_a_reason_and_keeps_the_last_checkpoint(mnist
     assert ckpt["global_step"] == 3 and all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
 
 
-# Every train.py recipe (configs/search/ holds tune.py's search spaces, tested in tests/test_tune.py).
+# Every train.py recipe (configs/search/ holds tune.py's search spaces, tested in tests/extras/test_tune.py).
 RECIPES = sorted(str(p.relative_to(REPO)) for p in (REPO / "configs").rglob("*.yaml") if p.parent.name != "search")
 
 

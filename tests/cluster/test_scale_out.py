@@ -1,5 +1,6 @@
 """Scale-out on real engines, on this machine: SLURM preemption and requeue, and a two-launcher torchrun; the
-commands are the README's, read from it. (Two tune.py workers on one PostgreSQL study: tests/test_tune.py.)"""
+commands are docs/scaling.md's, read from it. (Two tune.py workers on one PostgreSQL study: tests/extras/test_tune.py.)
+"""
 
 import os
 import re
@@ -22,21 +23,21 @@ TRAINING = (
     "--max_epochs 3 --data.batch_size 32 --data.val_size 200 --limit_test_batches 2 --log_every_n_steps 1 "
     "--enable_progress_bar false --enable_model_summary false --seed_everything 7"
 ).split() + NARROW_CNN
-# The README's GPU job on one CPU process: a DDP resume is not bitwise (README, Reliability), one process is.
+# docs/scaling.md's GPU job on one CPU process: a DDP resume is not bitwise (README, Reliability), one process is.
 ONE_CPU_PROCESS = "--accelerator cpu --devices 1".split()
 
 
 def readme_block(containing: str) -> str:
-    """The README's ```bash block that contains `containing`."""
-    blocks = re.findall(r"```bash\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+    """docs/scaling.md's ```bash block that contains `containing`."""
+    blocks = re.findall(r"```bash\n(.*?)```", (REPO / "docs" / "scaling.md").read_text(), re.S)
     found = [block for block in blocks if containing in block]
-    assert len(found) == 1, f"the README should have one bash block with {containing!r}"
+    assert len(found) == 1, f"docs/scaling.md should have one bash block with {containing!r}"
     return found[0]
 
 
 def adapted(text: str, replacements: list[tuple[str, str]]) -> str:
     for old, new in replacements:
-        assert old in text, f"the README's command no longer has {old!r}: update this test with it"
+        assert old in text, f"docs/scaling.md's command no longer has {old!r}: update this test with it"
         text = text.replace(old, new)
     return text
 
@@ -68,7 +69,7 @@ def logged_steps(folder: Path) -> list[int]:
 
 
 def sbatch_script(time_limit: str, signal_at: int, args: list[str]) -> str:
-    """The README's job script on this one-node, CPU-only cluster: one task, the given data and epochs."""
+    """docs/scaling.md's job script on this one-node, CPU-only cluster: one task, the given data and epochs."""
     script = adapted(
         readme_block("#SBATCH --requeue"),
         [
@@ -181,7 +182,7 @@ def test_slurm_preemption_at_an_epoch_end_resumes_to_the_same_weights(
 
 
 def torchrun_command(node_rank: int, port: int, args: list[str]) -> list[str]:
-    """The README's multi-node torchrun command for one node of two on this machine, one CPU process each."""
+    """docs/scaling.md's multi-node torchrun command for one node of two on this machine, one CPU process each."""
     block = readme_block("torchrun --nnodes 2")
     command = " ".join(line.strip().rstrip("\\") for line in block.splitlines() if not line.startswith("#"))
     command = adapted(
