@@ -70,8 +70,9 @@ def data_module(args) -> MNISTDataModule:
 
 def run_lightning(args, device: torch.device) -> dict:
     import lightning as L
+    import yaml
 
-    from project.cli import DEFAULT_CALLBACKS, OPTIONAL_CALLBACKS, ClassifierCLI
+    from project.cli import BASE_CONFIG, ClassifierCLI
 
     class EpochTimer(L.Callback):
         """Training time of each epoch (up to the start of validation) and the validation accuracy after it."""
@@ -103,10 +104,8 @@ def run_lightning(args, device: torch.device) -> dict:
         "--default_root_dir", args.log_dir,
     ]  # fmt: skip
     if args.callbacks_off:
-        flags += [word for key in DEFAULT_CALLBACKS for word in (f"--{key}.enabled", "false")]
-        flags += [
-            word for key in OPTIONAL_CALLBACKS if key != "step_checkpoint" for word in (f"--{key}.enabled", "false")
-        ]
+        names = yaml.safe_load(BASE_CONFIG.read_text())["callbacks"]
+        flags += [word for name in names for word in (f"--callbacks.{name}", "null")]
         flags += ["--enable_checkpointing", "false"]
     cli = ClassifierCLI(flags, run=False)
     cli.model.net.load_state_dict(make_net(args.model).state_dict())  # the same initial weights as the loops
