@@ -125,25 +125,23 @@ class ImageClassifier(LightningModule):
         self.val_acc_best.reset()
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        images, labels = batch
-        logits = self(images)
-        self.val_loss(self.criterion(logits, labels))
-        self.val_acc(logits, labels)
-        self.log("val/loss", self.val_loss, prog_bar=True)
-        self.log("val/acc", self.val_acc, prog_bar=True)
+        self.evaluate(batch, "val", self.val_loss, self.val_acc)
 
     def on_validation_epoch_end(self) -> None:
         self.val_acc_best(self.val_acc.compute())
         self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True)
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        return self.evaluate(batch, "test", self.test_loss, self.test_acc)  # for TestPictures: the logits
+
+    def evaluate(self, batch: tuple[Tensor, Tensor], stage: str, loss: MeanMetric, acc: MulticlassAccuracy) -> Tensor:
         images, labels = batch
         logits = self(images)
-        self.test_loss(self.criterion(logits, labels))
-        self.test_acc(logits, labels)
-        self.log("test/loss", self.test_loss)
-        self.log("test/acc", self.test_acc)
-        return logits  # for callbacks: the confusion matrix and the worst mistakes (TestPictures)
+        loss(self.criterion(logits, labels))
+        acc(logits, labels)
+        self.log(f"{stage}/loss", loss, prog_bar=stage == "val")
+        self.log(f"{stage}/acc", acc, prog_bar=stage == "val")
+        return logits
 
     def predict_step(self, batch: Tensor | tuple[Tensor, ...], batch_idx: int) -> Tensor:
         """Class probabilities (N, classes) for a batch of normalized images (labels, if any, are ignored)."""

@@ -22,7 +22,7 @@ from lightning.pytorch.callbacks import Callback, Checkpoint, LearningRateMonito
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 from project.classifier import ImageClassifier
-from project.errors import SUBCOMMANDS, UserError, explain_parse_error, fail, option_error
+from project.errors import SUBCOMMANDS, UserError, fail, option_error
 from project.resume import latest_run, read_checkpoint, recipe_of, run_folder_of, run_version, saved_config
 
 BASE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "base.yaml"
@@ -59,8 +59,9 @@ class ClassifierCLI(LightningCLI):
         for name in yaml.safe_load(BASE_CONFIG.read_text()).get("callbacks") or {}:
             callback = Optional[Callback]  # noqa: UP045 (a typing form jsonargparse reads on every Python)
             parser.add_argument(f"--callbacks.{name}", type=callback, default=None, help=f"{name}, or null: off")
-        # What --help prints (configs/base.yaml: project.extras.help.help_text); null: the resolved config.
-        parser.add_argument("--help_text", type=Optional[Callable[..., str]], default=None)  # noqa: UP045
+        # What --help prints, and what turns a parse error into one line (configs/base.yaml names both).
+        for name in ("help_text", "explain_errors"):
+            parser.add_argument(f"--{name}", type=Optional[Callable[..., str]], default=None)  # noqa: UP045
         self.parsers.append(parser)
 
     def parse_arguments(self, parser: LightningArgumentParser, args: list[str]) -> None:
@@ -80,8 +81,8 @@ class ClassifierCLI(LightningCLI):
             for key, value in fresh_classes(sub, rest, sub_config).items():
                 sub_config[key] = value
         except ArgumentError as error:
-            options = [f"--{key}" for key in keys] + [f"--{name}" for name in flat]
-            raise UserError(explain_parse_error(str(error), options, keys)) from error
+            explain, options = error_explainer(sub), [f"--{key}" for key in keys] + [f"--{name}" for name in flat]
+            raise UserError(explain(str(error), options, keys) if explain else " ".join(str(error).split())) from error
         if shown:  # --help or --print_config: printed once the whole config is known, then nothing runs
             helps = sub_config.help_text if {"-h", "--help"} & set(shown) else None
             print(helps(sub_config) if helps else sub.dump(sub_config, skip_none=False), end="")
@@ -200,6 +201,14 @@ def own_defaults(cls: type) -> dict:
         if not any(p.kind is p.VAR_KEYWORD for p in params):
             return own
     return own
+
+
+def error_explainer(parser: ArgumentParser) -> Callable[..., str] | None:
+    """configs/base.yaml's explain_errors, read from the base alone: the arguments that failed cannot be parsed."""
+    try:
+        return parser.parse_args(["--config", str(BASE_CONFIG)]).explain_errors
+    except ArgumentError:
+        return None
 
 
 def class_path(config: Namespace, key: str) -> str | None:

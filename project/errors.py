@@ -1,18 +1,10 @@
-"""UserError, the one-line error exit, and the one line the CLI prints for the parser's many-line complaints."""
+"""UserError, the one-line error exit, and the option named for an error that a configured class raised."""
 
-import contextlib
-import difflib
-import importlib
 import inspect
-import re
 import sys
 import traceback
 
-import torch
 from jsonargparse import Namespace
-from torch import nn
-
-import project.models
 
 
 class UserError(ValueError):
@@ -27,103 +19,6 @@ def fail(message: str) -> int:
 
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
-# Lines of jsonargparse's messages that describe its search, not the user's mistake.
-NOISE = ("Does not validate against any of the Union subtypes", "Subtypes:", "Errors:", "Given value type:",
-         "Given value:", "Expected a <class 'NoneType'>", "does not correspond to a subclass of", "Expected a path but",
-         "Problem with given class_path")  # fmt: skip
-
-
-def explain_parse_error(message: str, options: list[str], keys: list[str]) -> str:
-    """One line for a parse error: what is wrong, and the closest valid name where there is one.
-
-    `options` are the command line's option strings (--max_epochs), `keys` the config keys (trainer.max_epochs).
-    jsonargparse reports errors as English text only (no error codes or fields), so this reads its wording;
-    tests/core/test_bad_input.py::test_each_parse_error_wording_is_still_recognized fails, naming this function,
-    when a jsonargparse release words a case differently.
-    """
-    first = message.strip().splitlines()[0]
-    unexpected = re.match(r"unrecognized arguments: (.*)", first)
-    if unexpected and (word := next((w for w in unexpected[1].split() if w in SUBCOMMANDS), None)):
-        first_word = f"a subcommand comes first: python train.py {word} [options]"
-        return f"{word!r} after options is taken for an argument; {first_word}"
-    if match := unexpected:
-        flags = [word.split("=")[0] for word in match[1].split() if word.startswith("-")]
-        if flags:
-            return f"unknown option {flags[0]}{closest(flags[0], options)}; `python train.py --help` lists them all"
-        return f"unexpected argument {match[1]!r}: options start with --, and a subcommand (fit, test, ...) comes first"
-    if match := re.search(r"does not accept option '([^']+)'", first):
-        return f"unknown key {match[1]!r} in a config file{closest(match[1], keys)}"
-    if first.startswith("Problems parsing config"):
-        where = re.findall(r"line (\d+), column (\d+)", message)
-        place = f" at line {where[-1][0]}, column {where[-1][1]}" if where else ""
-        problem = " ".join(message.split(":", 1)[1].split())
-        return f"a --config file is not valid YAML{place} ({problem})"
-    if match := re.match(r'Parser key "([^"]+)":\s*(.*)', message, re.S):
-        return explain_key_error(match[1], match[2])
-    return " ".join(message.split())
-
-
-def explain_key_error(key: str, detail: str) -> str:
-    """One line for jsonargparse's 'Parser key "x": ...' errors, which nest one level per class."""
-    lines = [line.strip().removeprefix("- ").strip() for line in detail.splitlines()]
-    if nested := re.search(r'Parser key "([^"]+)"', detail):
-        key = f"{key}.{nested[1]}"
-    given_class = re.search(r"given class_path '([^']+)'", detail)
-    lines = [line for line in lines if line and not any(noise in line for noise in NOISE) and "Parser key" not in line]
-    if number := re.search(r"Expected a <class '(float|int)'>", detail):
-        # A number that does not parse (lr: float | Tensor would otherwise read as "no class named ...").
-        given = re.search(r"Given value: (.*?)(?:\. Got value:|$)", detail, re.M)
-        value = given[1].strip() if given else "the value"
-        value = nested[1] if (nested := re.search(r"NestedArg\(key='[^']*', val='([^']*)'\)", value)) else value
-        kind = "a number" if number[1] == "float" else "a whole number"
-        return f"--{key}: {value!r} is not {kind}"
-    for line in lines:
-        if match := re.match(r"Expected a dot import path string: (.+)", line):
-            names = class_choices(key)
-            hint = f"; choose one of {', '.join(names)} or give a full import path" if names else ""
-            return f"--{key}: no class named {match[1]!r}{closest(match[1], names)}{hint}"
-        if match := re.match(r"Expected a typing.Literal\[(.*)\]\. Got value: (.+)", line):
-            choices = ", ".join(re.findall(r"'([^']*)'", match[1]))
-            return f"--{key}: {match[2]!r} is not one of {choices}"
-        if match := re.match(r"Option '([^']+)' is not accepted", line):
-            accepted = init_parameters(given_class[1]) if given_class else []
-            return f"--{key}: unknown option {match[1]!r}{closest(match[1], accepted)}"
-        if match := re.match(r"File does not exist: (.+)", line):
-            return f"--{key}: file not found: {match[1]}"
-    return f"--{key}: {lines[-1] if lines else ' '.join(detail.split())}"
-
-
-def closest(name: str, candidates: list[str]) -> str:
-    """'; did you mean X?' for the most similar candidate, or nothing."""
-    by_lower = {candidate.lower(): candidate for candidate in candidates}  # Adamw -> AdamW, not Adam
-    match = difflib.get_close_matches(name.lower(), list(by_lower), n=1, cutoff=0.6)
-    return f"; did you mean {by_lower[match[0]]}?" if match else ""
-
-
-def class_choices(key: str) -> list[str]:
-    """Class names a key takes by their short name."""
-    if key.endswith("optimizer"):
-        return sorted(name for name, obj in vars(torch.optim).items() if is_subclass(obj, torch.optim.Optimizer))
-    if key.endswith("scheduler"):
-        schedules = vars(torch.optim.lr_scheduler).items()
-        return sorted(name for name, obj in schedules if is_subclass(obj, torch.optim.lr_scheduler.LRScheduler))
-    if key.endswith("net"):  # the nets of project.models, a fork's own among them
-        return sorted(name for name, obj in vars(project.models).items() if is_subclass(obj, nn.Module))
-    return []
-
-
-def is_subclass(obj: object, base: type) -> bool:
-    return inspect.isclass(obj) and issubclass(obj, base) and obj is not base and not obj.__name__.startswith("_")
-
-
-def init_parameters(class_path: str) -> list[str]:
-    """The constructor arguments of the class at class_path (for suggestions), or none if it does not import."""
-    module, _, name = class_path.rpartition(".")
-    with contextlib.suppress(ImportError, AttributeError, ValueError):
-        return [
-            p for p in inspect.signature(getattr(importlib.import_module(module), name)).parameters if p != "kwargs"
-        ]
-    return []
 
 
 def option_error(error: BaseException, config) -> str | None:

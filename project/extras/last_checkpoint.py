@@ -20,7 +20,7 @@ class LastCheckpoint(ModelCheckpoint):
 class StepCheckpoint(ModelCheckpoint):
     """Overwrites the same last.ckpt every `every_n_steps` optimizer steps too (0: off, the default), for
     epochs too long to lose. A resume from the middle of an epoch starts that epoch's data afresh: bitwise-equal
-    results are promised from end-of-epoch checkpoints only (README, Reliability)."""
+    results are promised from end-of-epoch checkpoints only (docs/reliability.md)."""
 
     def __init__(self, every_n_steps: int = 0) -> None:
         if every_n_steps < 0:

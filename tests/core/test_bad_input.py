@@ -208,8 +208,8 @@ def test_a_real_process_prints_no_traceback_and_debug_shows_it(tmp_path):
 
 
 def test_each_parse_error_wording_is_still_recognized(tmp_path):
-    """jsonargparse words its errors in English only; explain_parse_error reads that wording. Each case must
-    still come out as the template's own line, not as jsonargparse's text passed through."""
+    """jsonargparse words its errors in English only; project.extras.parse_errors.explain reads that wording. Each
+    case must still come out as the template's own line, not as jsonargparse's text passed through."""
     cases = {
         ("--max_epocs", "3"): "unknown option --max_epocs; did you mean --max_epochs?",
         ("--model.net", "LeNet"): "--model.net: no class named 'LeNet'; choose one of CNN, MLP or give a full",
@@ -224,7 +224,7 @@ def test_each_parse_error_wording_is_still_recognized(tmp_path):
     for args, expected in cases.items():
         with pytest.raises(UserError) as error:
             ClassifierCLI(["fit", *args])  # fails while parsing: runs nothing
-        changed = f"project.errors.explain_parse_error no longer recognizes jsonargparse's words for {args}"
+        changed = f"project.extras.parse_errors.explain no longer recognizes jsonargparse's words for {args}"
         assert str(error.value).startswith(expected), f"{changed}: {error.value}"
 
 
