@@ -1,0 +1,25 @@
+"""The core stays small and never imports an extra: what train.py imports, plus the default data module and net."""
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+PROBE = """
+import json, sys
+from pathlib import Path
+import project.cli, project.data, project.models.cnn
+root = Path.cwd() / "project"
+files = sorted({str(Path(m.__file__).resolve()) for m in list(sys.modules.values())
+                if getattr(m, "__file__", None) and Path(m.__file__).resolve().is_relative_to(root)})
+print(json.dumps(files))
+"""
+
+
+def test_the_core_is_at_most_1200_lines_and_imports_no_extra():
+    done = subprocess.run([sys.executable, "-c", PROBE], cwd=REPO, capture_output=True, text=True, check=True)
+    files = json.loads(done.stdout)
+    assert not [f for f in files if "/project/extras/" in f], "the core imports an extra"
+    lines = sum(len(open(f).read().splitlines()) for f in files)
+    assert lines <= 1200, f"the core is {lines} lines in {len(files)} files"
