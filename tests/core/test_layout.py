@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.conftest import REPO
 
@@ -21,5 +22,5 @@ def test_the_core_is_at_most_1200_lines_and_imports_no_extra():
     done = subprocess.run([sys.executable, "-c", PROBE], cwd=REPO, capture_output=True, text=True, check=True)
     files = json.loads(done.stdout)
     assert not [f for f in files if "/project/extras/" in f], "the core imports an extra"
-    lines = sum(len(open(f).read().splitlines()) for f in files)
+    lines = sum(len(Path(f).read_text().splitlines()) for f in files)
     assert lines <= 1200, f"the core is {lines} lines in {len(files)} files"
