@@ -25,13 +25,14 @@ class ImageClassifier(LightningModule):
                  scheduler: LRSchedulerCallable | None = OneCycle, num_classes: int = 10,
                  loss: Literal["cross_entropy", "mse"] = "cross_entropy", label_smoothing: float = 0.14,
                  l1: float = 0.0, param_groups: list[dict[str, Any]] | None = None, exempt_bias_and_norm: bool = True,
-                 compile: bool = False, channels_last: bool = True, eval_flip: bool = False) -> None:  # fmt: skip
+                 compile: bool = False, channels_last: bool = True, eval_flip: bool = False,
+                 contract: dict[str, Any] | None = None) -> None:  # fmt: skip
         """
         Args:
             net: the network, e.g. project.models.CNN or MLP.
             optimizer: called with the parameters, e.g. functools.partial(torch.optim.SGD, lr=0.1).
             scheduler: called with the optimizer; stepped per epoch, or per step where it takes total_steps.
-            num_classes: number of classes the net predicts.
+            num_classes: number of classes the net predicts (linked from the data contract).
             loss: cross_entropy on the logits, or mse between the softmax probabilities and one-hot targets.
             label_smoothing: cross-entropy's label smoothing (0 = off).
             l1: coefficient of the L1 penalty l1 * sum(|w|), logged as train/l1 (L2 is the optimizer's weight_decay).
@@ -40,6 +41,8 @@ class ImageClassifier(LightningModule):
             compile: run the net through torch.compile (pays off on GPUs, after the compilation at the start).
             channels_last: channels-last memory order for conv weights and inputs (faster on GPUs and with oneDNN).
             eval_flip: average the scores of each image and its mirror image in evaluation, where it keeps its class.
+            contract: what the data serves (project.data.DataContract as a dict), linked from the data module and
+                kept in checkpoints: export, predict and the pictures read class names, shape and normalization here.
         """
         super().__init__()
         # Under the CLI the hyper-parameters are the config (class paths), so load_from_checkpoint rebuilds the net.
@@ -60,12 +63,7 @@ class ImageClassifier(LightningModule):
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.val_acc_best = MaxMetric()
         self._compiled_net: nn.Module | None = None
-        self.mirror_at_eval = False  # set in setup() from eval_flip and the data module
-
-    def setup(self, stage: str) -> None:
-        # A data module that does not say whether its images may be mirrored (a fork's own) is never mirrored.
-        datamodule = self.trainer.datamodule
-        self.mirror_at_eval = self.hparams.eval_flip and getattr(datamodule, "mirrorable", False)
+        self.mirror_at_eval = eval_flip and bool((contract or {}).get("mirrorable"))
 
     def configure_model(self) -> None:
         # Runs once the module is on its device. The compiled net is kept outside the registered submodules
@@ -150,6 +148,7 @@ class ImageClassifier(LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Before Lightning copies the weights: its own size-mismatch error is a page long.
+        check_same_data(checkpoint.get("hyper_parameters", {}).get("contract"), self.hparams.contract)
         check_same_network(checkpoint["state_dict"], self.state_dict())
         # Steps a resumed OneCycle/WarmupCosine schedule was planned for, checked in configure_optimizers.
         self.planned_steps = next((s.get("total_steps") for s in checkpoint.get("lr_schedulers", [])), None)
@@ -180,6 +179,15 @@ class ImageClassifier(LightningModule):
         scheduler = self.scheduler(optimizer)
         monitor = needs_monitor(scheduler)  # ReduceLROnPlateau: stepped with a validation metric
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": monitor}}
+
+
+def check_same_data(saved: dict[str, Any] | None, current: dict[str, Any] | None) -> None:
+    """Raise a UserError when a checkpoint was trained on data with other classes, shape or normalization."""
+    if saved is None or current is None or saved == current:
+        return
+    key = next(k for k in current if saved.get(k) != current[k])
+    raise UserError(f"the checkpoint was trained on other data: its {key} is {saved.get(key)}, this data's is "
+                    f"{current[key]}; use the data it was trained on (its run folder's config.yaml)")  # fmt: skip
 
 
 def check_same_network(saved: dict[str, Tensor], current: dict[str, Tensor]) -> None:

@@ -22,8 +22,9 @@ from lightning.pytorch.callbacks import Callback, Checkpoint, LearningRateMonito
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 from project.classifier import ImageClassifier
+from project.data.contract import CONTRACT_LINKS, contract_of
 from project.errors import SUBCOMMANDS, UserError, fail, option_error
-from project.resume import latest_run, read_checkpoint, recipe_of, run_folder_of, run_version, saved_config
+from project.resume import experiment_name, latest_run, read_checkpoint, recipe_of, run_folder_of, saved_config
 
 BASE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "base.yaml"
 CLASS_KEYS = ("model.net", "model.optimizer", "model.scheduler", "data")  # the classes a flag or config can switch
@@ -62,6 +63,9 @@ class ClassifierCLI(LightningCLI):
         # What --help prints, and what turns a parse error into one line (configs/base.yaml names both).
         for name in ("help_text", "explain_errors"):
             parser.add_argument(f"--{name}", type=Optional[Callable[..., str]], default=None)  # noqa: UP045
+        # The data contract, from the built data module into the model and into the net where it takes the option.
+        for target, part in CONTRACT_LINKS.items():
+            parser.link_arguments("data", target, lambda data, part=part: contract_part(data, part), "instantiate")
         self.parsers.append(parser)
 
     def parse_arguments(self, parser: LightningArgumentParser, args: list[str]) -> None:
@@ -96,7 +100,7 @@ class ClassifierCLI(LightningCLI):
         if config.get("ckpt_path") in (None, "best", "hpc", "registry"):  # Lightning's own names
             return
         if config.ckpt_path == "last":
-            experiment = Path(config.trainer.default_root_dir) / experiment_name(config)
+            experiment = Path(config.trainer.default_root_dir) / experiment_name(config.as_dict())
             run = latest_run(experiment, recipe_of(config.as_dict()))
             if run is None and self.config.subcommand == "fit":
                 # Nothing to resume: a job script that always passes `--ckpt_path last` starts afresh.
@@ -121,9 +125,10 @@ class ClassifierCLI(LightningCLI):
             # TensorBoard in default_root_dir/<data set>_<net>/version_N, without the -1 "hp_metric" placeholder.
             # One run, one folder: a resumed fit continues in its checkpoint's folder, a test writes into it.
             run = self.run_folder
-            where = {"save_dir": config.trainer.default_root_dir, "name": experiment_name(config)}
+            where = {"save_dir": config.trainer.default_root_dir, "name": experiment_name(config.as_dict())}
             if run:
-                where = {"save_dir": str(run.parents[1]), "name": run.parent.name, "version": run_version(run)}
+                version = int(run.name.removeprefix("version_"))
+                where = {"save_dir": str(run.parents[1]), "name": run.parent.name, "version": version}
             logger = "lightning.pytorch.loggers.TensorBoardLogger"
             config.trainer.logger = {"class_path": logger, "init_args": {**where, "default_hp_metric": False}}
 
@@ -211,6 +216,11 @@ def error_explainer(parser: ArgumentParser) -> Callable[..., str] | None:
         return None
 
 
+def contract_part(datamodule, part: str | None):
+    contract = contract_of(datamodule)
+    return contract if part is None else len(contract["classes"]) if part == "classes" else tuple(contract["shape"])
+
+
 def class_path(config: Namespace, key: str) -> str | None:
     value = config.get(key)
     return value.get("class_path") if isinstance(value, Namespace) else None
@@ -224,12 +234,6 @@ def with_trainer_prefix(args: list[str], trainer_options: set[str]) -> list[str]
         name, equals, value = word[2:].partition("=")
         result.append(f"--trainer.{name}{equals}{value}" if word.startswith("--") and name in trainer_options else word)
     return result
-
-
-def experiment_name(config: Namespace) -> str:
-    """<data set>_<net>, e.g. fashion_mnist_cnn: the folder under logs/ that holds this recipe's runs."""
-    net = str(config.model.net.class_path).rsplit(".", 1)[-1].lower()
-    return f"{config.data.init_args.get('dataset', 'data')}_{net}"
 
 
 def check_writable(folder: Path) -> None:

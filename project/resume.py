@@ -2,7 +2,9 @@
 checkpoint is read once, weights only, with an error a person can act on when it is not one."""
 
 import contextlib
+import functools
 import json
+import os
 import re
 import zipfile
 from pathlib import Path
@@ -11,6 +13,7 @@ from typing import Any
 import torch
 import yaml
 
+from project.data.contract import CONTRACT_LINKS
 from project.errors import UserError
 
 RUN_FOLDER = re.compile(r"version_(\d+)")
@@ -26,13 +29,34 @@ def latest_run(experiment: Path, recipe: dict[str, Any] | None = None) -> Path |
     return max(runs, key=lambda run: int(RUN_FOLDER.fullmatch(run.name)[1]), default=None)
 
 
-def recipe_of(config: dict[str, Any]) -> dict[str, Any]:
-    """What makes two runs the same recipe: every model option (net, optimizer, schedule, loss, ...) and the
-    data module with its data set; not where the files are, nor Trainer options such as epochs or devices."""
+def experiment_name(config: dict[str, Any]) -> str:
+    """<data>_<net>, e.g. fashion_mnist_cnn: the folder under logs/ that holds this recipe's runs. The data is named
+    by its data set (mnist, ...), else by its folder's name, else by its data module's."""
     data = config.get("data") or {}
     arguments = data.get("init_args") or {}
-    recipe = {"model": config.get("model"), "data": [data.get("class_path"), arguments.get("dataset")]}
-    return json.loads(json.dumps(recipe, default=str))  # tuples and lists alike, as in a YAML file
+    name = str(data.get("class_path", "data")).rsplit(".", 1)[-1]
+    if arguments.get("dataset") or arguments.get("data_dir"):
+        name = arguments.get("dataset") or Path(os.path.expandvars(arguments["data_dir"])).expanduser().resolve().name
+    net = str(config["model"]["net"]["class_path"]).rsplit(".", 1)[-1]
+    return re.sub(r"\W+", "_", f"{name}_{net}").lower()
+
+
+def recipe_of(config: dict[str, Any]) -> dict[str, Any]:
+    """What makes two runs the same recipe: every model option (net, optimizer, schedule, loss, ...) and the
+    data module with its data: the data set, or where the data set has no name, its folder; not Trainer options
+    such as epochs or devices."""
+    data = config.get("data") or {}
+    arguments = data.get("init_args") or {}
+    where = arguments.get("dataset") or arguments.get("data_dir")
+    if not arguments.get("dataset") and where:
+        where = str(Path(os.path.expandvars(where)).expanduser().resolve())
+    recipe = {"model": config.get("model"), "data": [data.get("class_path"), where]}
+    recipe = json.loads(json.dumps(recipe, default=str))  # tuples and lists alike, as in a YAML file
+    for key in CONTRACT_LINKS:  # what the data decides (parsed configs have it, saved ones do not)
+        *parents, name = key.split(".")
+        parent = functools.reduce(lambda node, part: (node or {}).get(part) or {}, parents, recipe)
+        parent.pop(name, None)
+    return recipe
 
 
 def saved_config(run: Path) -> dict[str, Any]:
@@ -47,10 +71,6 @@ def run_folder_of(ckpt: Path) -> Path | None:
     if ckpt.parent.name == "checkpoints" and RUN_FOLDER.fullmatch(ckpt.parents[1].name):
         return ckpt.parents[1]
     return None
-
-
-def run_version(run: Path) -> int:
-    return int(RUN_FOLDER.fullmatch(run.name)[1])
 
 
 def read_checkpoint(path: Path, option: str = "--ckpt_path") -> dict[str, Any]:

@@ -14,17 +14,16 @@ class CNN(nn.Module):
         hidden: width of the fully connected layer.
         dropout: dropout before each fully connected layer.
         batch_norm: batch norm after each convolution (the conv then has no bias).
-        in_channels: channels of the input images.
-        image_size: height and width of the input images.
-        num_classes: number of class scores.
+        input_shape: (channels, height, width) of the input images (linked from the data contract).
+        num_classes: number of class scores (linked from the data contract).
     """
 
     def __init__(self, channels: Sequence[int] = (32, 64, 128), hidden: int = 128, dropout: float = 0.08,
-                 batch_norm: bool = True, in_channels: int = 1, image_size: int = 28,
+                 batch_norm: bool = True, input_shape: tuple[int, int, int] = (1, 28, 28),
                  num_classes: int = 10) -> None:  # fmt: skip
         super().__init__()
         layers: list[nn.Module] = []
-        size = image_size
+        in_channels, height, width = input_shape
         for out_channels in channels:
             # Pooling right after each conv keeps the 2-core CPU budget: the next layer, the batch norm and the
             # ReLU all see 4x fewer positions (max-pool and ReLU commute, so only the norm's place changes).
@@ -32,12 +31,12 @@ class CNN(nn.Module):
             if batch_norm:
                 layers.append(nn.BatchNorm2d(out_channels))
             layers.append(nn.ReLU())
-            in_channels, size = out_channels, size // 2
+            in_channels, height, width = out_channels, height // 2, width // 2
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Sequential(
             nn.Flatten(),
             nn.Dropout(dropout),
-            nn.Linear(in_channels * size * size, hidden),
+            nn.Linear(in_channels * height * width, hidden),
             nn.ReLU(),
             nn.Dropout(dropout),
             nn.Linear(hidden, num_classes),

@@ -1,24 +1,25 @@
+import math
 from collections.abc import Sequence
 
 from torch import Tensor, nn
 
 
 class MLP(nn.Module):
-    """Multi-layer perceptron on the flattened image: 784-512-10 by default.
+    """Multi-layer perceptron on the flattened image: 784-512-10 on MNIST.
 
     Args:
         hidden_sizes: width of each hidden layer.
         dropout: dropout after each hidden layer.
         batch_norm: batch norm after each hidden linear layer (which then has no bias).
-        in_features: pixels of an input image (channels x height x width).
-        num_classes: number of class scores.
+        input_shape: (channels, height, width) of the input images (linked from the data contract).
+        num_classes: number of class scores (linked from the data contract).
     """
 
     def __init__(self, hidden_sizes: Sequence[int] = (512,), dropout: float = 0.0, batch_norm: bool = False,
-                 in_features: int = 28 * 28, num_classes: int = 10) -> None:  # fmt: skip
+                 input_shape: tuple[int, int, int] = (1, 28, 28), num_classes: int = 10) -> None:  # fmt: skip
         super().__init__()
         layers: list[nn.Module] = [nn.Flatten()]
-        width = in_features
+        width = math.prod(input_shape)
         for hidden in hidden_sizes:
             # Linear -> BatchNorm -> ReLU -> Dropout; the norm's own shift makes the linear bias redundant.
             layers.append(nn.Linear(width, hidden, bias=not batch_norm))
