@@ -12,6 +12,7 @@ from torch.nn import functional as F
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from project.data.contract import contract_of
 from project.errors import UserError
 from project.models import CNN, MLP
 from project.optim import OneCycle, needs_monitor, parameter_groups, takes
@@ -63,7 +64,13 @@ class ImageClassifier(LightningModule):
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.val_acc_best = MaxMetric()
         self._compiled_net: nn.Module | None = None
-        self.mirror_at_eval = eval_flip and bool((contract or {}).get("mirrorable"))
+        self.mirror_at_eval = False  # set in setup() from eval_flip and the data contract
+
+    def setup(self, stage: str) -> None:
+        # Built in Python, not by the CLI: the contract is the data module's, where it has one.
+        if self.hparams.contract is None and hasattr(self.trainer.datamodule, "contract"):
+            self.hparams.contract = contract_of(self.trainer.datamodule)
+        self.mirror_at_eval = self.hparams.eval_flip and bool((self.hparams.contract or {}).get("mirrorable"))
 
     def configure_model(self) -> None:
         # Runs once the module is on its device. The compiled net is kept outside the registered submodules
@@ -148,7 +155,8 @@ class ImageClassifier(LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Before Lightning copies the weights: its own size-mismatch error is a page long.
-        check_same_data(checkpoint.get("hyper_parameters", {}).get("contract"), self.hparams.contract)
+        if self._trainer is not None and self.trainer.state.fn == "fit":  # resuming: only on the same data
+            check_same_data(checkpoint.get("hyper_parameters", {}).get("contract"), self.hparams.contract)
         check_same_network(checkpoint["state_dict"], self.state_dict())
         # Steps a resumed OneCycle/WarmupCosine schedule was planned for, checked in configure_optimizers.
         self.planned_steps = next((s.get("total_steps") for s in checkpoint.get("lr_schedulers", [])), None)

@@ -51,5 +51,7 @@ def option_error(error: BaseException, config) -> str | None:
         key = next((k for k, name in paths.items() if type(obj).__name__ == name), None)
         if key is not None:
             first = str(error).split(" ", 1)[0].split(".")[0].rstrip(":")
-            return f"--{key}.{error}" if first in inspect.signature(type(obj)).parameters else f"--{key}: {error}"
+            # The class's parameters, and those of the raising method (a base class's __init__ behind **kwargs).
+            named = {*inspect.signature(type(obj)).parameters, *frame.f_code.co_varnames[: frame.f_code.co_argcount]}
+            return f"--{key}.{error}" if first in named else f"--{key}: {error}"
     return None

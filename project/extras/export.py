@@ -1,17 +1,18 @@
-"""Export a checkpoint's network to ONNX and TorchScript, checked on the spot against PyTorch.
+"""Export a checkpoint's network to ONNX and torch.export, each checked on the spot against the PyTorch net.
 
     python -m project.extras.export logs/mnist_cnn/version_0/checkpoints/last.ckpt [--out DIR]
 
-Writes DIR/model.onnx, DIR/model.pt (TorchScript) and DIR/preprocessing.json (mean, std, class names: the
-exported net takes images normalized like training batches, shape (N, 1, 28, 28), and returns logits).
-DIR defaults to the run folder's export/. ONNX needs `pip install -e ".[onnx]"`; with onnxruntime installed
-the ONNX file is also run and compared.
+Writes DIR/model.onnx, DIR/model.pt2 (a torch.export ExportedProgram: torch.export.load(path).module()) and
+DIR/preprocessing.json (the data contract: class names, input shape, mean and std per channel). The exported net
+takes float32 images (N, C, H, W) normalized as (pixel / 255 - mean) / std and returns logits (N, classes). DIR
+defaults to the run folder's export/. Each file is written whole or not at all. ONNX needs
+`pip install -e ".[onnx]"`; with onnxruntime installed the ONNX file is also run and compared.
 """
 
 import argparse
 import json
+import os
 import sys
-import warnings
 from pathlib import Path
 
 import torch
@@ -19,41 +20,48 @@ import torch
 from project.classifier import ImageClassifier
 from project.data import DATASETS
 from project.errors import UserError, fail
+from project.extras.atomic import write_atomically
 from project.resume import read_checkpoint
 
 
 def export(ckpt_path: Path, out: Path, batch: int = 16) -> dict[str, float]:
     """Write the exports and return the largest absolute difference of each from the PyTorch net."""
-    checkpoint = read_checkpoint(ckpt_path, option="checkpoint")
-    model = ImageClassifier.load_from_checkpoint(ckpt_path, map_location="cpu").eval()
-    net = model.net
-    images = torch.randn(batch, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    read_checkpoint(ckpt_path, option="checkpoint")
+    model = ImageClassifier.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True).eval()
+    contract = model.hparams.get("contract") or {**vars(DATASETS["mnist"].contract)}  # older checkpoints: MNIST's
+    images = torch.randn(batch, *contract["shape"], generator=torch.Generator().manual_seed(0))
+    net = model.net.to(memory_format=torch.contiguous_format)  # trained channels-last: exported in plain layout
     with torch.no_grad():
         expected = net(images)
     out.mkdir(parents=True, exist_ok=True)
-    differences = {"torchscript": export_torchscript(net, images, expected, out / "model.pt")}
+    differences = {"torch.export": export_program(net, images, expected, out / "model.pt2")}
     onnx = export_onnx(net, images, expected, out / "model.onnx")
     if onnx is not None:
         differences["onnx"] = onnx
-    dataset = (checkpoint.get("datamodule_hyper_parameters") or {}).get("dataset", "mnist")
-    info = DATASETS[dataset]
-    (out / "preprocessing.json").write_text(
-        json.dumps({"dataset": dataset, "mean": info.mean, "std": info.std, "classes": info.classes,
-                    "input": "float32 (N, 1, 28, 28): (pixel / 255 - mean) / std", "output": "logits (N, classes)"},
-                   indent=2) + "\n"
-    )  # fmt: skip
+    shape = "x".join(map(str, contract["shape"]))
+    preprocessing = {**{k: list(v) if isinstance(v, tuple) else v for k, v in contract.items()},
+                     "input": f"float32 (N, {shape.replace('x', ', ')}): (pixel / 255 - mean) / std per channel",
+                     "output": "logits (N, classes)"}  # fmt: skip
+    write_atomically(out / "preprocessing.json", json.dumps(preprocessing, indent=2) + "\n")
     return differences
 
 
-def export_torchscript(net: torch.nn.Module, images: torch.Tensor, expected: torch.Tensor, path: Path) -> float:
-    with warnings.catch_warnings():
-        # torch deprecates torch.jit (FutureWarning); tracing still serves plain nets well: that category, there only.
-        warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
-        traced = torch.jit.trace(net, images)
-        traced.save(str(path))
-        loaded = torch.jit.load(str(path))
-    with torch.no_grad():
-        return (loaded(images) - expected).abs().max().item()
+def batch_dimension() -> dict[str, dict[int, torch.export.Dim]]:
+    return {"images": {0: torch.export.Dim("batch")}}
+
+
+def export_program(net: torch.nn.Module, images: torch.Tensor, expected: torch.Tensor, path: Path) -> float:
+    """torch.export (TorchScript's successor): saved beside the target, loaded back and compared, then renamed."""
+    program = torch.export.export(net, (images,), dynamic_shapes=batch_dimension())
+    partial = path.with_name(f"{path.stem}.{os.getpid()}.partial{path.suffix}")  # the suffix says its format
+    try:
+        torch.export.save(program, partial)
+        with torch.no_grad():
+            difference = (torch.export.load(partial).module()(images) - expected).abs().max().item()
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return difference
 
 
 def export_onnx(net: torch.nn.Module, images: torch.Tensor, expected: torch.Tensor, path: Path) -> float | None:
@@ -63,20 +71,26 @@ def export_onnx(net: torch.nn.Module, images: torch.Tensor, expected: torch.Tens
     except ImportError:
         print('skipped ONNX: install the extra with pip install -e ".[onnx]"', file=sys.stderr)
         return None
-    batch = torch.export.Dim("batch")
-    # external_data=False: the weights inside model.onnx, one file to ship (torch's default writes them to a
-    # model.onnx.data beside it, without which model.onnx does not load).
-    torch.onnx.export(net, (images,), str(path), input_names=["images"], output_names=["logits"],
-                      dynamic_shapes={"images": {0: batch}}, dynamo=True, verbose=False,
-                      external_data=False)  # fmt: skip
+    partial = path.with_name(f"{path.stem}.{os.getpid()}.partial{path.suffix}")  # the suffix says its format
     try:
-        import onnxruntime
-    except ImportError:
-        print(f"wrote {path}; not checked: onnxruntime is not installed", file=sys.stderr)
-        return None
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (logits,) = session.run(None, {"images": images.numpy()})
-    return float(abs(torch.from_numpy(logits) - expected).max())
+        # external_data=False: the weights inside model.onnx, one file to ship (torch's default writes them to a
+        # model.onnx.data beside it, without which model.onnx does not load).
+        torch.onnx.export(net, (images,), str(partial), input_names=["images"], output_names=["logits"],
+                          dynamic_shapes=batch_dimension(), dynamo=True, verbose=False,
+                          external_data=False)  # fmt: skip
+        difference = None
+        try:
+            import onnxruntime
+        except ImportError:
+            print(f"wrote {path}; not checked: onnxruntime is not installed", file=sys.stderr)
+        else:
+            session = onnxruntime.InferenceSession(str(partial), providers=["CPUExecutionProvider"])
+            (logits,) = session.run(None, {"images": images.numpy()})
+            difference = float(abs(torch.from_numpy(logits) - expected).max())
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return difference
 
 
 def main(argv: list[str] | None = None) -> int:

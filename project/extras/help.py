@@ -24,9 +24,10 @@ def help_text(config: Namespace) -> str:
     lines = ["usage: python train.py [fit|validate|test|predict] [--config FILE ...] [options]", "", DESCRIPTION]
     for title, key, cls, values, skip in sections:
         lines += ["", f"{title}:"]
-        docs = docstring_parser.parse(f"{inspect.getdoc(cls) or ''}\n\n{inspect.getdoc(cls.__init__) or ''}").params
+        docs = [doc for klass in reversed(cls.__mro__) for doc in docstring_parser.parse(  # the nearest class's wins
+            f"{inspect.getdoc(klass) or ''}\n\n{inspect.getdoc(klass.__init__) or ''}").params]  # fmt: skip
         first_sentences = {doc.arg_name: (doc.description or "").split(". ")[0].replace("\n", " ") for doc in docs}
-        for name, parameter in inspect.signature(cls).parameters.items():
+        for name, parameter in parameters(cls).items():
             if name not in skip and parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY):
                 shown = json.dumps(values.get(name, parameter.default), default=as_text)
                 option = f"  --{key}.{name} {shown}" if key else f"  --{name} {shown}"
@@ -34,6 +35,17 @@ def help_text(config: Namespace) -> str:
     off = [name for name, value in vars(config.callbacks).items() if value is None]
     lines += ["", f"Callbacks that are off (--callbacks.NAME CLASS puts one in): {', '.join(off)}", ""]
     return "\n".join(lines)
+
+
+def parameters(cls: type) -> dict[str, inspect.Parameter]:
+    """A class's parameters, and its parents' where it passes **kwargs on to them (as jsonargparse reads them)."""
+    found: dict[str, inspect.Parameter] = {}
+    for klass in cls.__mro__:
+        own = inspect.signature(klass.__init__ if klass is not cls else klass).parameters
+        found |= {k: p for k, p in own.items() if k not in found and k != "self"}
+        if not any(p.kind is p.VAR_KEYWORD for p in own.values()):
+            break
+    return found
 
 
 def as_text(value) -> str:

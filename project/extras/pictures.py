@@ -18,13 +18,18 @@ from torchvision.utils import make_grid  # noqa: E402
 from project.extras.atomic import tensorboard  # noqa: E402
 
 
-def class_names(trainer: L.Trainer, count: int) -> list[str]:
-    return list(getattr(trainer.datamodule, "classes", None) or range(count))
+def class_names(pl_module: L.LightningModule, count: int) -> list[str]:
+    """The data contract's class names (kept in the model's hyper-parameters), or numbers where there is none."""
+    return list((pl_module.hparams.get("contract") or {}).get("classes") or map(str, range(count)))
 
 
-def to_display(images: torch.Tensor) -> torch.Tensor:
-    """Normalized images (N, 1, H, W) stretched to 0..1 for display, each by its own range."""
+def to_display(images: torch.Tensor, contract: dict | None = None) -> torch.Tensor:
+    """Normalized images (N, C, H, W) as pixels in 0..1 (C = 1 grey, 3 colour): the normalization undone with the
+    data contract's mean and std, or without one, each image stretched to its own range."""
     images = images.detach().float().cpu()
+    if contract:
+        mean, std = (torch.tensor(contract[k]).view(1, -1, 1, 1) for k in ("mean", "std"))
+        return (images * std + mean).clamp(0, 1)
     low = images.amin(dim=(1, 2, 3), keepdim=True)
     high = images.amax(dim=(1, 2, 3), keepdim=True)
     return (images - low) / (high - low).clamp_min(1e-8)
@@ -39,8 +44,8 @@ class InputGrid(Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         writer = tensorboard(trainer)
         if writer is not None and trainer.global_step == 0 and batch_idx == 0:
-            images = batch[0][: self.count]
-            writer.add_image("train/inputs", make_grid(to_display(images), nrow=8, pad_value=1), trainer.global_step)
+            images = to_display(batch[0][: self.count], pl_module.hparams.get("contract"))
+            writer.add_image("train/inputs", make_grid(images, nrow=8, pad_value=1), trainer.global_step)
 
 
 class TestPictures(Callback):
@@ -50,7 +55,7 @@ class TestPictures(Callback):
         self.worst = worst
 
     def on_test_epoch_start(self, trainer, pl_module) -> None:
-        classes = pl_module.hparams.get("num_classes", 10)
+        classes = len(class_names(pl_module, pl_module.hparams.get("num_classes", 10)))
         self.confusion = MulticlassConfusionMatrix(classes).to(pl_module.device)
         self.mistakes: list[tuple[float, torch.Tensor, int, int]] = []  # (confidence, image, true, predicted)
 
@@ -72,19 +77,20 @@ class TestPictures(Callback):
         writer = tensorboard(trainer)
         if writer is None:
             return
-        names = class_names(trainer, len(matrix))
+        names = class_names(pl_module, len(matrix))
         per_class = matrix.diag() / matrix.sum(dim=1).clamp_min(1)
         for name, accuracy in zip(names, per_class.tolist(), strict=True):
             writer.add_scalar(f"test/acc_class/{name}", accuracy, trainer.global_step)
         writer.add_figure("test/confusion_matrix", confusion_figure(matrix, names), trainer.global_step)
         if self.mistakes:
-            writer.add_figure("test/worst_mistakes", mistakes_figure(self.mistakes, names), trainer.global_step)
+            figure = mistakes_figure(self.mistakes, names, pl_module.hparams.get("contract"))
+            writer.add_figure("test/worst_mistakes", figure, trainer.global_step)
 
 
 def confusion_figure(matrix: torch.Tensor, names: list[str]):
     figure, axes = plt.subplots(figsize=(7, 6))
     rates = matrix / matrix.sum(dim=1, keepdim=True).clamp_min(1)
-    axes.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    axes.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
     for row in range(len(names)):
         for col in range(len(names)):
             color = "white" if rates[row, col] > 0.5 else "black"
@@ -98,14 +104,15 @@ def confusion_figure(matrix: torch.Tensor, names: list[str]):
     return figure
 
 
-def mistakes_figure(mistakes: list[tuple[float, torch.Tensor, int, int]], names: list[str]):
+def mistakes_figure(mistakes: list[tuple[float, torch.Tensor, int, int]], names: list[str], contract: dict | None):
     columns = 4
     rows = (len(mistakes) + columns - 1) // columns
     figure, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.4 * rows), squeeze=False)
     for axis in axes.flat:
         axis.axis("off")
     for axis, (confidence, image, true, predicted) in zip(axes.flat, mistakes, strict=False):
-        axis.imshow(to_display(image[None])[0, 0], cmap="gray")
+        pixels = to_display(image[None], contract)[0].permute(1, 2, 0)  # (H, W, C): in colour where C is 3
+        axis.imshow(pixels.squeeze(-1).numpy(), cmap="gray" if pixels.shape[-1] == 1 else None, vmin=0, vmax=1)
         axis.set_title(f"true {names[true]}\npredicted {names[predicted]}\n{confidence:.0%} sure", fontsize=7)
     figure.tight_layout()
     return figure

@@ -9,6 +9,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from project.extras.atomic import write_atomically
+from project.extras.pictures import class_names
 
 COLUMNS = ("file", "predicted", "class", "confidence", "top3", "true")
 
@@ -27,7 +28,7 @@ class PredictionTable(Callback):
         datamodule = trainer.datamodule
         probabilities = torch.cat(self.predictions).float().cpu()
         names = getattr(datamodule, "predict_names", None) or [str(i) for i in range(len(probabilities))]
-        classes = getattr(datamodule, "classes", None) or [str(i) for i in range(probabilities.shape[1])]
+        classes = class_names(pl_module, probabilities.shape[1])
         labels = getattr(datamodule, "predict_set", None)
         labels = labels.tensors[1].tolist() if labels is not None else [-1] * len(probabilities)
         rows = []

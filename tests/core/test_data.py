@@ -82,7 +82,7 @@ def test_torchvision_layout_is_searched_first(tmp_path):
     write_dataset(tmp_path, train=400)
     dm = setup_module_for(tmp_path, dataset="fashion_mnist")
     assert len(dm.train_set) + len(dm.val_set) == 300
-    assert dm.classes[0] == "T-shirt/top"
+    assert dm.contract.classes[0] == "T-shirt/top"
 
 
 def test_missing_files_download_fails_cleanly(tmp_path, monkeypatch):

@@ -1,4 +1,4 @@
-"""Export to TorchScript and ONNX: the exported files compute what the PyTorch net computes."""
+"""Export to torch.export and ONNX: the exported files compute what the PyTorch net computes, and are whole."""
 
 import json
 
@@ -20,21 +20,23 @@ def test_export_matches_pytorch(checkpoint, tmp_path, capsys):
     assert export_main([checkpoint, "--out", str(tmp_path)]) == 0  # in this process: the process is not the point
     stdout = capsys.readouterr().out
     printed = {line.split(":")[0]: float(line.rsplit("=", 1)[1]) for line in stdout.splitlines() if "=" in line}
-    assert set(printed) == {"torchscript", "onnx"} and all(d < 1e-4 for d in printed.values())
+    assert set(printed) == {"torch.export", "onnx"} and all(d < 1e-4 for d in printed.values())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "model.pt2", "preprocessing.json"]
 
     # Checked again here, on another batch size than the one exported with (the batch axis is dynamic).
     net = ImageClassifier.load_from_checkpoint(checkpoint).net.eval()
     images = torch.randn(5, 1, 28, 28)
     with torch.no_grad():
         expected = net(images)
-        torch.testing.assert_close(torch.jit.load(str(tmp_path / "model.pt"))(images), expected)
+        torch.testing.assert_close(torch.export.load(tmp_path / "model.pt2").module()(images), expected)
     onnxruntime = pytest.importorskip("onnxruntime")
     assert not (tmp_path / "model.onnx.data").exists()  # one self-contained file
     session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
     (logits,) = session.run(None, {"images": images.numpy()})
     torch.testing.assert_close(torch.from_numpy(logits), expected, rtol=1e-4, atol=1e-5)
     preprocessing = json.loads((tmp_path / "preprocessing.json").read_text())
-    assert preprocessing["mean"] == 0.1307 and preprocessing["classes"][0] == "0 - zero"
+    assert preprocessing["mean"] == [0.1307] and preprocessing["classes"][0] == "0 - zero"
+    assert preprocessing["shape"] == [1, 28, 28]
 
 
 def test_export_missing_checkpoint_is_one_clear_line(tmp_path, capsys):

@@ -71,7 +71,7 @@ def test_predict_command_table_and_csv(mnist_dir, tmp_path):
     # The same predictions computed another way: the image prepared by hand, normalized, through the model.
     model = ImageClassifier.load_from_checkpoint(ckpt).eval()
     mean, std = DATASETS["mnist"].mean, DATASETS["mnist"].std
-    classes = DATASETS["mnist"].classes
+    classes = DATASETS["mnist"].contract.classes
     for row in rows:
         x = (load_image(images / row["file"].rsplit("/", 1)[1]).float() / 255 - mean) / std
         with torch.no_grad():
@@ -101,7 +101,7 @@ def test_class_names_come_from_the_checkpoints_data_set(tmp_path):
                    "--data.predict_path", str(image))  # fmt: skip
     assert done.returncode == 0, done.stderr
     row = next(csv.DictReader((run_folder(tmp_path / "train") / "predictions.csv").read_text().splitlines()))
-    assert row["class"] in DATASETS["fashion_mnist"].classes
+    assert row["class"] in DATASETS["fashion_mnist"].contract.classes
     assert run_folder(tmp_path / "train").parent.name == "fashion_mnist_cnn"
 
 
@@ -116,4 +116,4 @@ def test_a_data_set_chosen_in_a_config_file_wins_over_the_checkpoints(trained, t
                    "--limit_predict_batches", "1", cwd=tmp_path)  # fmt: skip
     assert done.returncode == 0, done.stderr
     rows = list(csv.DictReader((Path(best).parents[1] / "predictions.csv").read_text().splitlines()))
-    assert {row["true"] for row in rows} <= set(DATASETS["fashion_mnist"].classes)
+    assert {row["true"] for row in rows} <= set(DATASETS["fashion_mnist"].contract.classes)
