@@ -1,3 +1,4 @@
+import atexit
 import contextlib
 import io
 import json
@@ -18,6 +19,9 @@ from tests.engines import Postgres, Slurm, postgres_missing, slurm_missing
 from tests.idx_files import write_dataset
 
 REPO = Path(__file__).resolve().parents[1]
+# Decoded image folders are cached in the user's cache folder: the tests' own, not the user's.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="test-cache-")
+atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], ignore_errors=True)
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # One worker process per core (-n auto): one thread each, in this process and the ones it starts, or each
     # torch spreads over every core and their threads keep taking the cores from each other.

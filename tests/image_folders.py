@@ -13,7 +13,8 @@ def write_image_folder(root: Path, per_class: int = 24, size: tuple[int, int] = 
     and shape of a mark on noise, learnable in a few steps; some JPEG, some palette and RGBA PNG, one odd size."""
     generator = np.random.default_rng(0)
     width, height = size
-    for split, count in {"train": per_class, "test": per_class // 2, **({"val": per_class // 2} if val else {})}.items():
+    splits = {"train": per_class, "test": per_class // 2, **({"val": per_class // 2} if val else {})}
+    for split, count in splits.items():
         for label, name in enumerate(CLASSES):
             folder = root / split / name
             folder.mkdir(parents=True)

@@ -40,8 +40,8 @@ class ImageFolderDataModule(InMemoryImages):
             channels: 1 (grey) or 3 (colour); default: 3 if any training image has colour, else 1.
             mirrorable: a mirrored image keeps its class (augment then flips, eval_flip averages with the mirror).
             val_size: without val/, the share of train/ (below 1) or the number of images held out for validation.
-            cache_dir: where the decoded images are kept (default: ~/.cache/image-folders; nothing is written into
-                data_dir, which may be read-only or shared by several runs).
+            cache_dir: where the decoded images are kept (default: image-folders/ in $XDG_CACHE_HOME or ~/.cache);
+                nothing is written into data_dir, which may be read-only or shared by several runs.
             predict_path: an image file or a folder of them for `predict` (else it runs on the test set).
             **kwargs: batch size, workers, split seed and augmentation: project.data.in_memory.InMemoryImages.
         """
@@ -110,7 +110,8 @@ class ImageFolderDataModule(InMemoryImages):
         listing = [(split, str(path.relative_to(self.root)), *stat_of(path)) for split in self.files
                    for _, path in self.files[split]]  # fmt: skip
         key = hashlib.sha256(json.dumps([listing, size, channels]).encode()).hexdigest()[:16]
-        folder = Path(self.hparams.cache_dir or Path.home() / ".cache" / "image-folders").expanduser()
+        user_cache = Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache") / "image-folders"
+        folder = Path(os.path.expandvars(self.hparams.cache_dir or user_cache)).expanduser()
         prefix = hashlib.sha256(str(self.root.resolve()).encode()).hexdigest()[:16]
         cache = folder / f"{self.root.resolve().name}-{prefix}-{key}.pt"
         if cache.is_file():
@@ -147,7 +148,7 @@ def image_files(folder: Path) -> list[tuple[str, Path]]:
     for class_folder in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
         files = sorted(p for p in class_folder.rglob("*") if p.suffix.lower() in SUFFIXES and p.name[0] != ".")
         if not files:
-            raise UserError(f"data_dir: class folder {class_folder} holds no images ({', '.join(sorted(SUFFIXES))}); "
+            raise ValueError(f"data_dir: class folder {class_folder} holds no images ({', '.join(sorted(SUFFIXES))}); "
                             "add images or remove the folder")  # fmt: skip
         found += [(class_folder.name, file) for file in files]
     return found

@@ -1,6 +1,7 @@
 """Every mistake in the "Bad input" table of docs/reliability.md: one line saying what is wrong and what to do, exit
 status 2, no traceback, and nothing half-written (no run folder, data folder untouched)."""
 
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 
@@ -14,6 +15,7 @@ from project.errors import UserError
 from project.models import MLP
 from tests.conftest import FAST_TRAINER, REPO, run_cli
 from tests.idx_files import write_idx
+from tests.image_folders import write_image_folder
 
 
 def raw(data: Path) -> Path:
@@ -131,7 +133,48 @@ CASES = [
         "'test' after options is taken for an argument; a subcommand comes first: python train.py test [options]",
     ),
     ("non-finite loss", lambda t, d: ["--model.net", "nan_net.NanAfter"], "the training loss became nan at step 0"),
+    ("image folder without test/", lambda t, d: folder(t, lambda f: shutil.rmtree(f / "test")), "has no test/ folder"),
+    (
+        "image folder without class folders",
+        lambda t, d: folder(t, lambda f: [shutil.rmtree(c) for c in (f / "train").iterdir()]),
+        "train has no images in class folders",
+    ),
+    (
+        "empty class folder",
+        lambda t, d: folder(t, lambda f: (f / "train" / "empty").mkdir()),
+        "train/empty holds no images",
+    ),
+    (
+        "test class that is not a training class",
+        lambda t, d: folder(t, lambda f: (f / "test" / "blue cross").rename(f / "test" / "blue crosses")),
+        "test/ has classes that train/ does not: blue crosses",
+    ),
+    (
+        "unreadable image file",
+        lambda t, d: folder(t, lambda f: (f / "train" / "green bar" / "0.png").write_text("not a picture")),
+        "cannot read image ",
+    ),
+    (
+        "data module without the data contract",
+        lambda t, d: ["--data", "plain_data.Plain"],
+        "data module Plain does not meet the data contract: it needs a `contract` attribute",
+    ),
 ]
+
+
+def folder(tmp: Path, change) -> list[str]:
+    """An image folder of three classes, changed by `change`, as the data."""
+    root = write_image_folder(tmp / "pictures")
+    change(root)
+    return ["--data", "ImageFolderDataModule", "--data.data_dir", str(root)]
+
+
+PLAIN_DATA = """
+import lightning as L
+
+class Plain(L.LightningDataModule):
+    pass  # says nothing about what it serves
+"""
 if not torch.cuda.is_available():
     CASES.append(("--accelerator gpu without a GPU", lambda t, d: ["--accelerator", "gpu"], "--accelerator gpu needs"))
 
@@ -167,6 +210,7 @@ def test_bad_input_gives_one_line_and_leaves_nothing(mistake, arguments, message
     monkeypatch.setattr(MNIST, "download", offline)
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(write(tmp_path / "nan_net.py", NAN_NET).parent))
+    write(tmp_path / "plain_data.py", PLAIN_DATA)
     args = arguments(tmp_path, mnist_dir)
     subcommand = args[:1] if args[:1] == ["test"] else []
     data_before = files(mnist_dir)
