@@ -1,5 +1,6 @@
 """UserError, the one-line error exit, and the option named for an error that a configured class raised."""
 
+import importlib
 import inspect
 import sys
 import traceback
@@ -54,4 +55,14 @@ def option_error(error: BaseException, config) -> str | None:
             # The class's parameters, and those of the raising method (a base class's __init__ behind **kwargs).
             named = {*inspect.signature(type(obj)).parameters, *frame.f_code.co_varnames[: frame.f_code.co_argcount]}
             return f"--{key}.{error}" if first in named else f"--{key}: {error}"
+    net = config.get("model.net")
+    if isinstance(net, Namespace) and not getattr(error, "rebuilt", False):
+        # A net's own error reaches here as "not a subclass of CNN" (jsonargparse reports a union type, CNN | MLP |
+        # nn.Module, by its first member's error): building the net again shows its own.
+        module, _, name = net.class_path.rpartition(".")
+        try:
+            getattr(importlib.import_module(module), name)(**vars(net.get("init_args") or Namespace()))
+        except (ValueError, TypeError) as own:
+            own.rebuilt = True
+            return option_error(own, config)
     return None

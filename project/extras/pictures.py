@@ -24,15 +24,17 @@ def class_names(pl_module: L.LightningModule, count: int) -> list[str]:
 
 
 def to_display(images: torch.Tensor, contract: dict | None = None) -> torch.Tensor:
-    """Normalized images (N, C, H, W) as pixels in 0..1 (C = 1 grey, 3 colour): the normalization undone with the
-    data contract's mean and std, or without one, each image stretched to its own range."""
+    """Normalized images (N, C, H, W) as pixels in 0..1, in colour where C is 3, else grey: the normalization undone
+    with the data contract's mean and std, or without one, each image stretched to its own range."""
     images = images.detach().float().cpu()
     if contract:
         mean, std = (torch.tensor(contract[k]).view(1, -1, 1, 1) for k in ("mean", "std"))
-        return (images * std + mean).clamp(0, 1)
-    low = images.amin(dim=(1, 2, 3), keepdim=True)
-    high = images.amax(dim=(1, 2, 3), keepdim=True)
-    return (images - low) / (high - low).clamp_min(1e-8)
+        images = (images * std + mean).clamp(0, 1)
+    else:
+        low = images.amin(dim=(1, 2, 3), keepdim=True)
+        high = images.amax(dim=(1, 2, 3), keepdim=True)
+        images = (images - low) / (high - low).clamp_min(1e-8)
+    return images if images.shape[1] in (1, 3) else images.mean(dim=1, keepdim=True)  # other counts: as grey
 
 
 class InputGrid(Callback):

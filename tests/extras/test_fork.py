@@ -1,23 +1,33 @@
-"""Fork-as-template: a net and a data module of your own, in your own package, chosen by a config file alone."""
+"""Fork-as-template: a folder of one's own RGB, non-square pictures of 3 classes and a net of one's own, chosen by a
+config file alone (no shape or class count written anywhere): train, test, predict on files, export, resume."""
 
+import csv
 import textwrap
 
+import torch
 import yaml
 
 from project.classifier import ImageClassifier
-from tests.conftest import FAST_RUN, results, run_folder, run_main
+from project.extras.export import main as export_main
+from tests.conftest import results, run_folder, run_main
+from tests.image_folders import CLASSES, write_image_folder
 
 NET = '''
+import math
+
 from torch import Tensor, nn
 
 
 class TinyNet(nn.Module):
-    """A linear classifier on 4x4-pooled images."""
+    """One conv and a linear layer, sized by the data contract (input_shape, num_classes are linked)."""
 
-    def __init__(self, width: int = 16, num_classes: int = 10) -> None:
+    def __init__(self, width: int = 8, input_shape: tuple[int, int, int] = (1, 28, 28), num_classes: int = 10):
         super().__init__()
-        self.layers = nn.Sequential(nn.AvgPool2d(4), nn.Flatten(), nn.Linear(49, width), nn.ReLU(),
-                                    nn.Linear(width, num_classes))
+        if width < 1:
+            raise ValueError(f"width must be at least 1, got {width}")
+        channels, height, wide = input_shape
+        self.layers = nn.Sequential(nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                                    nn.Flatten(), nn.Linear(width * (height // 2) * (wide // 2), num_classes))
 
     def forward(self, images: Tensor) -> Tensor:
         return self.layers(images)
@@ -28,22 +38,26 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from project.data import DataContract
 
-class NoiseDigits(L.LightningDataModule):
-    """Random float images whose label is the brightest of ten image rows: a data module of one's own."""
+
+class Stripes(L.LightningDataModule):
+    """Two-channel 8x12 noise whose label is the brightest of four rows: a data module of one's own."""
 
     def __init__(self, count: int = 256, batch_size: int = 32) -> None:
         super().__init__()
         generator = torch.Generator().manual_seed(0)
-        self.images = torch.rand(count, 1, 28, 28, generator=generator)
-        self.labels = self.images[:, 0, :10].mean(dim=2).argmax(dim=1)
+        self.images = torch.rand(count, 2, 8, 12, generator=generator)
+        self.labels = self.images[:, 0, :4].mean(dim=2).argmax(dim=1)
         self.batch_size = batch_size
+        self.contract = DataContract(("top", "second", "third", "fourth"), (2, 8, 12), (0.5, 0.5), (0.29, 0.29))
 
     def _loader(self):
         return DataLoader(TensorDataset(self.images, self.labels), batch_size=self.batch_size)
 
     train_dataloader = val_dataloader = test_dataloader = _loader
 '''
+QUICK = "--max_epochs 1 --enable_progress_bar false --enable_model_summary false --log_every_n_steps 1".split()
 
 
 def write_package(root):
@@ -54,52 +68,81 @@ def write_package(root):
     (package / "data.py").write_text(textwrap.dedent(DATA))
 
 
-def test_own_net_trains_by_config_alone(mnist_dir, tmp_path, monkeypatch):
+def test_own_pictures_and_net_by_config_alone(tmp_path, monkeypatch):
     write_package(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))  # as PYTHONPATH would
-    config = tmp_path / "tiny.yaml"
-    config.write_text("model:\n  net:\n    class_path: my_project.nets.TinyNet\n    init_args:\n      width: 24\n")
-    done = run_main(
-        "--config",
-        str(config),
-        "--data.data_dir",
-        str(mnist_dir),
-        "--default_root_dir",
-        str(tmp_path / "logs"),
-        *FAST_RUN,
+    pictures = write_image_folder(tmp_path / "my pictures", per_class=24, size=(24, 20))  # width 24, height 20
+    config = tmp_path / "mine.yaml"
+    config.write_text(
+        "model:\n  scheduler: null\n  net:\n    class_path: my_project.nets.TinyNet\n    init_args:\n      width: 6\n"
+        f"data:\n  class_path: ImageFolderDataModule\n  init_args:\n    data_dir: {pictures}\n    batch_size: 16\n"
     )
+    logs = tmp_path / "logs"
+    done = run_main("--config", str(config), "--default_root_dir", str(logs), *QUICK, "--max_epochs", "4")
     assert done.returncode == 0, done.stderr
-    assert run_folder(tmp_path / "logs").parent.name == "mnist_tinynet"
-    saved = yaml.safe_load((run_folder(tmp_path / "logs") / "config.yaml").read_text())
-    assert saved["model"]["net"] == {
-        "class_path": "my_project.nets.TinyNet",
-        "init_args": {"width": 24, "num_classes": 10},
-    }
-    # ... and its checkpoint loads back without the CLI.
-    model = ImageClassifier.load_from_checkpoint(results(tmp_path / "logs")["best_checkpoint"])
-    assert type(model.net).__name__ == "TinyNet" and model.net.layers[2].out_features == 24
+    run = run_folder(logs)
+    assert run.parent.name == "my_pictures_tinynet"  # named after the data folder and the net
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["model"]["net"] == {"class_path": "my_project.nets.TinyNet", "init_args": {"width": 6}}
+    summary = results(logs)
+    assert summary["metrics"]["test/acc"] > 0.9  # colour and shape of a mark: learnable in a few steps
+
+    # The checkpoint keeps the contract; the net was sized from it.
+    model = ImageClassifier.load_from_checkpoint(summary["best_checkpoint"], weights_only=True)
+    contract = model.hparams.contract
+    assert contract["classes"] == sorted(CLASSES) and contract["shape"] == [3, 20, 24]
+    assert model.net.layers[-1].out_features == 3 and model.net.layers[0].in_channels == 3
+
+    # predict on files: a folder of new pictures of another size, as the user has them; no data option given.
+    new = tmp_path / "new"
+    write_image_folder(new, per_class=4, size=(48, 40))
+    done = run_main("predict", "--ckpt_path", summary["best_checkpoint"], "--data.predict_path", str(new / "test"),
+                    "--enable_progress_bar", "false")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader((run / "predictions.csv").open()))
+    assert len(rows) == 6 and {row["class"] for row in rows} <= set(CLASSES)
+    right = sum(row["class"] == row["file"].split("/")[-2] for row in rows)
+    assert right >= 5, rows  # each file's class folder is its true class
+
+    # export: the example input has the data's shape; the exported program computes what the net does.
+    assert export_main([summary["best_checkpoint"], "--out", str(tmp_path / "export")]) == 0
+    images = torch.randn(3, 3, 20, 24)
+    with torch.no_grad():
+        expected = model.net.eval()(images)
+        exported = torch.export.load(tmp_path / "export" / "model.pt2").module()(images)
+    torch.testing.assert_close(exported, expected)
+
+    # resume: `--ckpt_path last` continues this run, in its folder (no one-cycle schedule: it may run longer).
+    steps = summary["global_step"]
+    done = run_main("fit", "--ckpt_path", "last", "--config", str(config), "--default_root_dir", str(logs),
+                    *QUICK, "--max_epochs", "5")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert run_folder(logs) == run
+    last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == steps // 4 * 5
 
 
 def test_own_data_module_by_config_alone(tmp_path, monkeypatch):
     write_package(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
-    config = tmp_path / "noise.yaml"
-    config.write_text(
-        "data:\n  class_path: my_project.data.NoiseDigits\n  init_args:\n    count: 128\n    batch_size: 32\n"
-    )
-    done = run_main(
-        "--config",
-        str(config),
-        "--model.net",
-        "MLP",
-        "--default_root_dir",
-        str(tmp_path / "logs"),
-        "--max_epochs",
-        "1",
-        "--enable_progress_bar",
-        "false",
-    )
+    config = tmp_path / "stripes.yaml"
+    config.write_text("data:\n  class_path: my_project.data.Stripes\n  init_args:\n    count: 128\n")
+    done = run_main("--config", str(config), "--model.net", "MLP", "--default_root_dir", str(tmp_path / "logs"),
+                    *QUICK)  # fmt: skip
     assert done.returncode == 0, done.stderr
     summary = results(tmp_path / "logs")
     assert summary["global_step"] == 4  # 128 images in batches of 32
     assert "test/acc" in summary["metrics"]
+    assert run_folder(tmp_path / "logs").parent.name == "stripes_mlp"
+    model = ImageClassifier.load_from_checkpoint(summary["best_checkpoint"], weights_only=True)
+    linears = [m for m in model.net.modules() if isinstance(m, torch.nn.Linear)]
+    assert (linears[0].in_features, linears[-1].out_features) == (2 * 8 * 12, 4)  # sized by the contract
+
+
+def test_a_forks_net_error_names_its_option(tmp_path, monkeypatch):
+    write_package(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    done = run_main("--model.net", "my_project.nets.TinyNet", "--model.net.width", "0", "--default_root_dir",
+                    str(tmp_path / "logs"), *QUICK)  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == "error: --model.net.width must be at least 1, got 0"
