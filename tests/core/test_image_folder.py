@@ -1,0 +1,113 @@
+"""ImageFolderDataModule: the contract it serves, computed another way; its cache, reused and renewed; a data folder
+that is never written (read-only, shared)."""
+
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from project.data import ImageFolderDataModule
+from tests.image_folders import CLASSES, write_image_folder
+
+
+def snapshot(folder):
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.rglob("*"))}
+
+
+def test_contract_is_the_folders_classes_shape_and_training_statistics(tmp_path):
+    root = write_image_folder(tmp_path / "pictures", size=(24, 20))
+    dm = ImageFolderDataModule(str(root), cache_dir=str(tmp_path / "cache"), val_size=0.25)
+    contract = dm.contract
+    assert contract.classes == tuple(sorted(CLASSES)) and contract.shape == (3, 20, 24)
+    dm.setup("fit")
+    assert len(dm.train_set) + len(dm.val_set) == 72 and len(dm.val_set) == 18
+    # Computed another way: PIL's own RGB pixels of the training images (the one image of another size resized).
+    train_files = {tuple(image.numpy().tobytes()) for image in dm.train_set.tensors[0]}
+    pixels = []
+    for path in sorted((root / "train").rglob("*.*")):
+        with Image.open(path) as image:
+            rgb = Image.alpha_composite(Image.new("RGBA", image.size, "white"), image.convert("RGBA")).convert("RGB")
+            array = np.asarray(rgb.resize((24, 20), Image.Resampling.BILINEAR)).transpose(2, 0, 1)
+        if tuple(array.tobytes()) in train_files:
+            pixels.append(array)
+    assert len(pixels) == len(dm.train_set)
+    stacked = torch.from_numpy(np.stack(pixels)).double() / 255
+    assert contract.mean == pytest.approx(stacked.mean(dim=(0, 2, 3)).tolist(), abs=1e-9)
+    assert contract.std == pytest.approx(stacked.std(dim=(0, 2, 3)).tolist(), rel=1e-4)
+    labels = dm.train_set.tensors[1]
+    assert set(labels.tolist()) == {0, 1, 2}
+    # Normalized batches have mean 0 and std 1 per channel over the training set.
+    normalized = dm.normalize(dm.train_set.tensors[0])
+    torch.testing.assert_close(normalized.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-4, rtol=0)
+
+
+def test_a_val_folder_validates_and_options_set_size_and_channels(tmp_path):
+    root = write_image_folder(tmp_path / "pictures", val=True)
+    dm = ImageFolderDataModule(str(root), image_size=(16, 8), channels=1, cache_dir=str(tmp_path / "cache"))
+    assert dm.contract.shape == (1, 16, 8) and len(dm.contract.mean) == 1
+    dm.setup("fit")
+    assert len(dm.val_set) == 36 and len(dm.train_set) == 72  # val/ as it is, all of train/ trains
+    assert dm.train_set.tensors[0].shape == (72, 1, 16, 8) and dm.train_set.tensors[0].dtype == torch.uint8
+
+
+def test_the_cache_is_reused_and_renewed_when_the_folder_changes(tmp_path, capfd):
+    root = write_image_folder(tmp_path / "pictures")
+    cache = tmp_path / "cache"
+    first = ImageFolderDataModule(str(root), cache_dir=str(cache))
+    first.setup("fit")
+    assert "decoding 108 images" in capfd.readouterr().err
+    (cached,) = cache.iterdir()
+    again = ImageFolderDataModule(str(root), cache_dir=str(cache))
+    again.setup("fit")
+    assert "decoding" not in capfd.readouterr().err  # read from the cache
+    assert torch.equal(again.test_set.tensors[0], first.test_set.tensors[0])
+    assert list(cache.iterdir()) == [cached]
+
+    changed = root / "train" / "red circle" / "0.png"
+    Image.new("RGB", (24, 20), "white").save(changed)
+    renewed = ImageFolderDataModule(str(root), cache_dir=str(cache))
+    renewed.setup("fit")
+    assert "decoding 108 images" in capfd.readouterr().err
+    assert [p.name for p in cache.iterdir()] != [cached.name] and len(list(cache.iterdir())) == 1  # the old one gone
+    assert renewed.contract.mean != first.contract.mean
+
+
+def test_an_unwritable_cache_only_costs_the_decoding(tmp_path, capfd):
+    root = write_image_folder(tmp_path / "pictures")
+    (tmp_path / "file").write_text("")
+    dm = ImageFolderDataModule(str(root), cache_dir=str(tmp_path / "file" / "cache"))
+    dm.setup("fit")
+    assert "decoded images not cached" in capfd.readouterr().err
+    assert len(dm.test_set) == 36
+
+
+def test_a_read_only_data_folder_is_only_read(tmp_path):
+    mount = tmp_path / "mnt"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        root = write_image_folder(mount / "pictures")
+        subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+        before = snapshot(mount)
+        dm = ImageFolderDataModule(str(root), cache_dir=None)  # the default cache, in the user's cache folder
+        dm.setup("fit")
+        assert len(dm.train_set) + len(dm.val_set) == 72
+        assert snapshot(mount) == before
+        assert list((Path(os.environ["XDG_CACHE_HOME"]) / "image-folders").glob("pictures-*.pt"))
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_predict_files_are_brought_to_the_datas_size_and_channels(tmp_path):
+    root = write_image_folder(tmp_path / "pictures", size=(24, 20))
+    Image.new("L", (50, 70), 128).save(tmp_path / "grey.png")
+    dm = ImageFolderDataModule(str(root), cache_dir=str(tmp_path / "cache"), predict_path=str(tmp_path / "grey.png"))
+    dm.setup("predict")
+    images = dm.predict_set.tensors[0]
+    assert images.shape == (1, 3, 20, 24) and bool((images == 128).all())
+    assert dm.predict_names == [str(tmp_path / "grey.png")]
