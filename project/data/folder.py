@@ -120,7 +120,7 @@ class ImageFolderDataModule(InMemoryImages):
                 return self.splits
             except Exception:  # a damaged cache is decoded again and rewritten
                 pass
-        print(f"decoding {len(listing)} images of {self.root} to {size[0]}x{size[1]}x{channels} ...", file=sys.stderr)
+        print(f"decoding {len(listing)} images of {self.root} as {channels}x{size[1]}x{size[0]} ...", file=sys.stderr)
         self.splits = {}
         for split, files in self.files.items():
             labels = torch.tensor([self.classes.index(name) for name, _ in files], dtype=torch.long)
