@@ -21,6 +21,7 @@ a YAML recipe that `python train.py --config logs/tune/best.yaml` takes as it is
 import argparse
 import inspect
 import json
+import logging
 import random
 import sys
 import time
@@ -32,10 +33,11 @@ import yaml
 from lightning import Trainer
 from optuna_integration import PyTorchLightningPruningCallback
 
-from project.cli import ClassifierCLI
+from project.cli import ClassifierCLI, explain_failure
 from project.errors import UserError, fail
 from project.extras.atomic import write_atomically
 
+HEARTBEAT = 20  # seconds
 OPTIMIZERS = {"Adam": {}, "AdamW": {"weight_decay": 0.01}, "SGD": {"momentum": 0.9, "nesterov": True}}
 
 
@@ -124,8 +126,23 @@ def objective(trial: optuna.Trial, recipe: dict, train_args: list[str], folder: 
     args = [*train_args, "--config", str(path), "--default_root_dir", str(run_root)]
     cli = ClassifierCLI(args, run=False)
     cli.trainer.callbacks.append(PyTorchLightningPruningCallback(trial, monitor="val/acc"))
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    try:
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    except SystemExit as stop:  # Ctrl-C or SIGTERM, saved and stopped: Optuna marks a KeyboardInterrupt failed
+        raise KeyboardInterrupt(stop.code) from stop
     return float(cli.trainer.callback_metrics["val/acc_best"])
+
+
+def retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """A trial cut short (interrupted, or its worker gone) runs again with the same values, before new ones."""
+    study.enqueue_trial(trial.params, skip_if_exists=True)
+
+
+class WithoutUserErrorTraceback(logging.Filter):
+    """Optuna logs a failed trial with its traceback; a mistake in the options gets its one line from main()."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], UserError))
 
 
 def open_study(name: str, url: str, prune_after: int = 0, attempts: int = 5) -> optuna.Study:
@@ -133,10 +150,12 @@ def open_study(name: str, url: str, prune_after: int = 0, attempts: int = 5) -> 
     the database's tables: the loser's insert fails (IntegrityError), and a second try finds them made."""
     for attempt in range(attempts):
         try:
-            storage = url
-            if url.startswith("sqlite:"):
-                # Workers sharing one SQLite file wait for each other's writes instead of failing after 5 s.
-                storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+            # Workers sharing one SQLite file wait for each other's writes instead of failing after 5 s.
+            connect = {"connect_args": {"timeout": 60}} if url.startswith("sqlite:") else {}
+            # A heartbeat per running trial: a trial whose worker died (killed, its machine gone) is marked failed
+            # after the grace period and tried again, instead of counting as running forever.
+            storage = optuna.storages.RDBStorage(url, engine_kwargs=connect, heartbeat_interval=HEARTBEAT,
+                                                 grace_period=3 * HEARTBEAT, failed_trial_callback=retry)  # fmt: skip
             return optuna.create_study(
                 study_name=name, storage=storage, direction="maximize", load_if_exists=True,
                 pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=prune_after),
@@ -148,6 +167,17 @@ def open_study(name: str, url: str, prune_after: int = 0, attempts: int = 5) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
+    """tune.py's command line; an error ends with one line (--debug: its traceback)."""
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        return search([word for word in argv if word != "--debug"])
+    except Exception as error:
+        if "--debug" in argv:
+            raise
+        return fail(explain_failure(error))
+
+
+def search(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=20, help="total number of trials the study should reach")
     parser.add_argument("--study", default="mnist", help="study name (several workers on one name share it)")
@@ -161,18 +191,23 @@ def main(argv: list[str] | None = None) -> int:
         space = read_space(args.space) if args.space else None
     except UserError as error:
         return fail(str(error))
-    args.out.mkdir(parents=True, exist_ok=True)
     if args.storage.startswith("sqlite:///"):
         Path(args.storage[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     train_args = ["--enable_progress_bar", "false", *train_args]
+    scheme = args.storage.split(":")[0]
     try:
         study = open_study(args.study, args.storage, args.prune_after)
     except ImportError as error:  # SQLAlchemy found no driver for the database (Optuna re-raises it)
-        scheme = args.storage.split(":")[0]
         extra = 'pip install -e ".[postgres]"' if scheme.startswith("postgresql") else "install its Python driver"
         return fail(
             f"--storage {scheme}://...: the database driver is not installed ({error.__cause__ or error}); {extra}"
         )
+    except sqlalchemy.exc.SQLAlchemyError as error:  # nothing listens, wrong password, no such database
+        reason = " ".join(str(getattr(error, "orig", None) or error).split())[:200]
+        return fail(f"--storage {scheme}://...: cannot open the study's database ({reason}); check the URL and "
+                    "that the database server runs")  # fmt: skip
+    args.out.mkdir(parents=True, exist_ok=True)
+    logging.getLogger("optuna").addFilter(WithoutUserErrorTraceback())
     # Counted in the shared study after every trial, so that all workers together stop at --trials. Only
     # finished trials count: one left "running" by a killed worker is made up for.
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -181,7 +216,11 @@ def main(argv: list[str] | None = None) -> int:
 
     def run_trial(trial: optuna.Trial) -> float:
         ran.add(trial.number)
-        recipe = space_recipe(trial, space) if space is not None else trial_recipe(trial, args.net)
+        try:
+            recipe = space_recipe(trial, space) if space is not None else trial_recipe(trial, args.net)
+        except ValueError as error:  # Optuna: a name the study already searched, over other values
+            raise UserError(f"the study '{args.study}' was searched over another space ({error}); give another "
+                            "--study name for this one") from error  # fmt: skip
         return objective(trial, recipe, train_args, args.out)
 
     try:
@@ -189,6 +228,16 @@ def main(argv: list[str] | None = None) -> int:
             study.optimize(run_trial, callbacks=[enough], catch=())
     except UserError as error:
         return fail(str(error))
+    except KeyboardInterrupt as stop:  # Optuna has marked the trial failed; it runs again first next time
+        for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
+            if trial.number in ran:
+                retry(study, trial)
+        print(
+            f"interrupted: the trial cut short runs again first; `python tune.py` with the same options goes on "
+            f"(the study has {len(study.get_trials(states=finished))} of {args.trials} trials)",
+            file=sys.stderr,
+        )
+        return stop.args[0] if stop.args and isinstance(stop.args[0], int) else 130
     best = study.best_trial
     print(best_trials_table(study))
     print(f"best trial {best.number}: val/acc_best {best.value:.4f} with {best.params}")

@@ -61,9 +61,8 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 def data_module(args) -> MNISTDataModule:
-    dm = MNISTDataModule(
-        args.dataset, args.data_dir, args.batch_size, args.val_size, num_workers=args.workers, download=False
-    )
+    dm = MNISTDataModule(args.dataset, args.data_dir, args.val_size, batch_size=args.batch_size,
+                         num_workers=args.workers, download=False)  # fmt: skip
     dm.setup("fit")
     return dm
 

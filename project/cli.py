@@ -1,6 +1,7 @@
 """The command line: LightningCLI reading configs/base.yaml first, flat Trainer flags, `fit` then `test` when no
 subcommand is given, and one folder per run (logs/<data set>_<net>/version_N) that resume and test write into."""
 
+import errno
 import importlib
 import inspect
 import json
@@ -16,18 +17,29 @@ import torch
 import yaml
 from jsonargparse import ArgumentParser, Namespace
 from lightning import LightningDataModule, Trainer
-from lightning.fabric.plugins.environments import ClusterEnvironment, SLURMEnvironment
+from lightning.fabric.plugins.environments import ClusterEnvironment, SLURMEnvironment, TorchElasticEnvironment
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback, Checkpoint, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from project.classifier import ImageClassifier
 from project.data.contract import CONTRACT_LINKS, contract_of
 from project.errors import SUBCOMMANDS, UserError, fail, option_error
-from project.resume import experiment_name, latest_run, read_checkpoint, recipe_of, run_folder_of, saved_config
+from project.resume import (
+    experiment_name,
+    latest_run,
+    read_checkpoint,
+    recipe_of,
+    run_folder_of,
+    saved_config,
+    write_atomically,
+)
 
 BASE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "base.yaml"
 CLASS_KEYS = ("model.net", "model.optimizer", "model.scheduler", "data")  # the classes a flag or config can switch
+PATH_KEYS = ("trainer.default_root_dir", "ckpt_path", "data.init_args.data_dir", "data.init_args.predict_path",
+             "data.init_args.cache_dir")  # fmt: skip
 DESCRIPTION = """Train and test an image classifier. Without a subcommand: fit, then test the best checkpoint.
 `python train.py fit|validate|test|predict [options]` runs one Lightning stage. Trainer options work flat
 (--max_epochs 3) and prefixed (--trainer.max_epochs 3). An error prints one line; --debug shows its traceback."""
@@ -39,6 +51,7 @@ class ClassifierCLI(LightningCLI):
     def __init__(self, args: list[str], test_after_fit: bool = False, run: bool = True) -> None:
         self.test_after_fit = test_after_fit
         self.run_folder: Path | None = None  # the --ckpt_path's run folder: fit continues in it, test writes there
+        self.claimed: Path | None = None  # the new run folder this process made
         self.parsers: list[LightningArgumentParser] = []  # one per subcommand, in subcommands() order
         raise_errors = {"exit_on_error": False}  # parse errors come back as exceptions, for main()'s one line
         try:
@@ -48,7 +61,12 @@ class ClassifierCLI(LightningCLI):
                              save_config_callback=KeepRunConfig, auto_configure_optimizers=False,
                              parser_kwargs={**raise_errors, "description": DESCRIPTION,
                                             **{k: raise_errors for k in SUBCOMMANDS}})  # fmt: skip
-        except (ValueError, TypeError) as error:  # a configured class refused its arguments
+        except BaseException as error:
+            if self.claimed is not None and self.claimed.is_dir() and not any(self.claimed.iterdir()):
+                self.claimed.rmdir()  # the run folder claimed for a run that never started
+            if not isinstance(error, ValueError | TypeError):
+                raise
+            # A configured class refused its arguments.
             config = getattr(self, "config", None)
             message = option_error(error, config.get(str(config.get("subcommand")), config) if config else None)
             if message is None:
@@ -84,6 +102,9 @@ class ClassifierCLI(LightningCLI):
             sub_config = config[head[0]] if head else config
             for key, value in fresh_classes(sub, rest, sub_config).items():
                 sub_config[key] = value
+            for key in PATH_KEYS:  # one rule for paths: ~ and $VARS expanded once, here, for everything after
+                if isinstance(value := sub_config.get(key), str) and value not in ("last", "best", "hpc", "registry"):
+                    sub_config[key] = expand(value)
         except ArgumentError as error:
             explain, options = error_explainer(sub), [f"--{key}" for key in keys] + [f"--{name}" for name in flat]
             raise UserError(explain(str(error), options, keys) if explain else " ".join(str(error).split())) from error
@@ -118,14 +139,23 @@ class ClassifierCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         if self.subcommand:
             check_writable(Path(config.trainer.default_root_dir))
-            check_devices(config.trainer.accelerator, config.trainer.devices)
+            if self.run_folder is not None:
+                check_writable(self.run_folder)  # a test or resume writes into the checkpoint's run folder
+            check_devices(config.trainer.accelerator, config.trainer.devices, config.trainer.num_nodes)
+            if self.subcommand == "fit" and config.trainer.max_epochs == 0:
+                raise UserError("--max_epochs 0 trains nothing; give 1 or more (to test a checkpoint: "
+                                "python train.py test --ckpt_path FILE)")  # fmt: skip
             if config.get("weights_only") is None:
                 config.weights_only = True  # checkpoints hold tensors and plain data: load no code from a file
         if config.trainer.logger is None or config.trainer.logger is True:
             # TensorBoard in default_root_dir/<data set>_<net>/version_N, without the -1 "hp_metric" placeholder.
             # One run, one folder: a resumed fit continues in its checkpoint's folder, a test writes into it.
             run = self.run_folder
-            where = {"save_dir": config.trainer.default_root_dir, "name": experiment_name(config.as_dict())}
+            root, name = config.trainer.default_root_dir, experiment_name(config.as_dict())
+            where = {"save_dir": root, "name": name}
+            if run is None and rank_zero_only.rank == 0:  # process 0 names the run; Lightning tells the others
+                self.claimed = claim_run_folder(Path(root) / name)
+                where["version"] = int(self.claimed.name.removeprefix("version_"))
             if run:
                 version = int(run.name.removeprefix("version_"))
                 where = {"save_dir": str(run.parents[1]), "name": run.parent.name, "version": version}
@@ -162,8 +192,8 @@ class KeepRunConfig(SaveConfigCallback):
 
     def setup(self, trainer: Trainer, pl_module, stage: str) -> None:
         path = Path(trainer.log_dir) / self.config_filename  # log_dir on every process: a collective call
-        if not trainer.strategy.broadcast(trainer.is_global_zero and path.is_file()):
-            super().setup(trainer, pl_module, stage)
+        if not trainer.strategy.broadcast(trainer.is_global_zero and path.is_file()) and trainer.is_global_zero:
+            write_atomically(path, self.parser.dump(self.config, skip_none=False))  # whole or not at all
 
 
 def fresh_classes(parser: ArgumentParser, args: list[str], config: Namespace) -> dict[str, Namespace]:
@@ -246,8 +276,27 @@ def check_writable(folder: Path) -> None:
         raise UserError(f"cannot write logs to {folder}: {existing} {why}; pass a writable --default_root_dir")
 
 
-def check_devices(accelerator, devices) -> None:
-    """A GPU that is not there, or more CPU processes than cores (which would only slow DDP down): one line."""
+def claim_run_folder(experiment: Path) -> Path:
+    """A new experiment/version_N, made here: two runs started at once never share one (mkdir either makes the
+    folder or fails, also on network file systems), so neither touches the other's files."""
+    experiment.mkdir(parents=True, exist_ok=True)
+    taken = [int(p.name[8:]) for p in experiment.glob("version_*") if p.name[8:].isdigit()]
+    version = max(taken, default=-1) + 1
+    while True:
+        try:
+            (experiment / f"version_{version}").mkdir()
+            return experiment / f"version_{version}"
+        except FileExistsError:
+            version += 1
+
+
+def check_devices(accelerator, devices, num_nodes: int = 1) -> None:
+    """A GPU that is not there, more CPU processes than cores (which would only slow DDP down), or several
+    machines with nothing that starts the others (Lightning would wait for them forever): one line."""
+    launched = SLURMEnvironment.detect() or TorchElasticEnvironment.detect() or "NODE_RANK" in os.environ
+    if num_nodes > 1 and not launched:
+        raise UserError(f"--num_nodes {num_nodes}: nothing starts the other machines (no SLURM job, no torchrun); "
+                        "launch each machine's process with srun or torchrun (docs/scaling.md)")  # fmt: skip
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise UserError(f"--accelerator {accelerator} needs a GPU, but PyTorch sees none on this machine "
                         "(torch.cuda.is_available() is False); leave out --accelerator for the CPU")  # fmt: skip
@@ -263,7 +312,8 @@ def run_data_defaults(args: list[str]) -> list[str]:
     data set saved in the checkpoint) go in first, so that a checkpoint is tested on its own data while later
     `--config` files and flags still override them."""
     paths = [b for a, b in zip(args, args[1:], strict=False) if a == "--ckpt_path"]
-    ckpt = Path(([a.split("=", 1)[1] for a in args if a.startswith("--ckpt_path=")] + paths)[-1]) if paths else None
+    given = [a.split("=", 1)[1] for a in args if a.startswith("--ckpt_path=")] + paths
+    ckpt = Path(expand(given[-1])) if given else None
     if ckpt is None or not ckpt.is_file():
         return args  # `last`, or no file: find_checkpoint says what is wrong
     run = run_folder_of(ckpt)
@@ -274,9 +324,27 @@ def run_data_defaults(args: list[str]) -> list[str]:
     return [*args[:1], "--data", json.dumps(data), *args[1:]] if data else args
 
 
+def expand(path: str) -> str:
+    """~ and $VARS in a path, as a shell would expand them (it does not after `--option=`, YAML never does)."""
+    return os.path.expanduser(os.path.expandvars(path))
+
+
 def import_class(class_path: str) -> type:
     module, _, name = class_path.rpartition(".")
     return getattr(importlib.import_module(module), name)
+
+
+def explain_failure(error: Exception) -> str:
+    """The one line for an error that ends a run: the user's mistake as it was raised, a file system that is
+    full or read-only by what happened, anything else by its type and message (--debug shows where)."""
+    if isinstance(error, UserError | MisconfigurationException):  # Lightning's own errors about a configuration
+        return str(error)
+    cause = next((e for e in (error, error.__cause__, error.__context__) if isinstance(e, OSError)), None)
+    if cause is not None and cause.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+        where = f" ({cause.filename})" if cause.filename else ""
+        return (f"cannot write{where}: {cause.strerror}; free space or make the folder writable, then run again "
+                "(with --ckpt_path last, a run continues from its last saved checkpoint)")  # fmt: skip
+    return f"{type(error).__name__}: {error} (not a mistake this template knows; --debug shows the traceback)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -292,10 +360,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ["fit", *args] if test_after_fit else args
     try:
         cli = ClassifierCLI(run_data_defaults(args), test_after_fit=test_after_fit)
-    except (UserError, MisconfigurationException) as error:  # Lightning's own errors about a configuration
+    except Exception as error:
         if debug:
             raise
-        return fail(str(error))
+        return fail(explain_failure(error))
     if cli.trainer.is_global_zero and cli.trainer.logger is not None:
         print(f"run folder: {cli.trainer.logger.log_dir}", file=sys.stderr)
     return 0

@@ -6,6 +6,7 @@ import functools
 import json
 import os
 import re
+import sys
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,18 @@ from project.data.contract import CONTRACT_LINKS
 from project.errors import UserError
 
 RUN_FOLDER = re.compile(r"version_(\d+)")
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write then rename, so a reader never sees half a file (the temporary name is per process, so that two
+    writers of the same file, e.g. two tune.py workers, do not write into each other's)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def latest_run(experiment: Path, recipe: dict[str, Any] | None = None) -> Path | None:
@@ -62,7 +75,12 @@ def recipe_of(config: dict[str, Any]) -> dict[str, Any]:
 def saved_config(run: Path) -> dict[str, Any]:
     """The config.yaml LightningCLI saved in a run folder, or {} where there is none."""
     path = run / "config.yaml"
-    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+    try:
+        config = yaml.safe_load(path.read_text()) if path.is_file() else {}
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        print(f"note: {path} cannot be read; that run is left out", file=sys.stderr)
+        return {}  # a damaged file in one run folder does not stop the others' resume
+    return config if isinstance(config, dict) else {}
 
 
 def run_folder_of(ckpt: Path) -> Path | None:

@@ -35,10 +35,11 @@ class IndexBatches(Sampler):
         # A generator: the order is drawn at the first batch, not when a DataLoader merely calls iter() (which
         # it does twice with worker processes: with and without workers the same random numbers are used).
         order = torch.randperm(self.count) if self.shuffle else torch.arange(self.count)
-        yield from order.split(self.batch_size)
+        yield from order[: len(self) * self.batch_size].split(self.batch_size) if len(self) else ()
 
     def __len__(self) -> int:
-        return math.ceil(self.count / self.batch_size)
+        # Training leaves out a last batch of one image (another each epoch): batch norm cannot train on one.
+        return math.ceil(self.count / self.batch_size) - (self.shuffle and self.count % self.batch_size == 1)
 
 
 def index_batches(dataset: TensorDataset, batch_size: int, shuffle: bool, num_workers: int, pin_memory: bool = False,

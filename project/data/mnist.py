@@ -12,6 +12,7 @@ from torchvision.datasets import KMNIST, MNIST, FashionMNIST
 from project.data.contract import DataContract
 from project.data.idx import IDX_FILES, find_idx_files, read_split
 from project.data.in_memory import InMemoryImages
+from project.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,11 @@ class MNISTDataModule(InMemoryImages):
         num_classes = len(self.contract.classes)
         images, labels = read_split(files["train_images"], files["train_labels"], num_classes)
         test_images, test_labels = read_split(files["test_images"], files["test_labels"], num_classes)
+        for role, split in (("train_images", images), ("test_images", test_images)):
+            if tuple(split.shape[1:]) != self.contract.shape[1:]:  # found now, not when the test crashes
+                size = "x".join(map(str, split.shape[1:]))
+                raise UserError(f"{files[role]} holds {size} images; {self.hparams.dataset} images are 28x28 (the "
+                                "two splits must match); check that the files belong to this data set")  # fmt: skip
         self.train_set, self.val_set = self.split(images, labels, self.hparams.val_size)
         self.test_set = TensorDataset(test_images, test_labels)
         self.predict_set = self.test_set

@@ -1,5 +1,6 @@
 """Writing into a run folder: whole files or none (text and checkpoints), and the run's TensorBoard writer."""
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -10,14 +11,31 @@ from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from project.errors import UserError
+from project.resume import write_atomically
 
-def write_atomically(path: Path, text: str) -> None:
-    """Write then rename, so a reader never sees half a file (the temporary name is per process, so that two
-    writers of the same file, e.g. two tune.py workers, do not write into each other's)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+__all__ = ["AtomicCheckpointIO", "tensorboard", "write_atomically"]
+
+
+CHECKSUM = "state_dict_sha256"  # the checkpoint's key for its weights' checksum
+
+
+def state_dict_checksum(state_dict: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of the weights' names and bytes: a flipped bit inside a tensor, which loads without a word,
+    shows as another checksum."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(state_dict.items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def verify(checkpoint: dict[str, Any], path) -> dict[str, Any]:
+    """The checkpoint, or a UserError naming it when its weights do not match the checksum written with them."""
+    if CHECKSUM in checkpoint and checkpoint[CHECKSUM] != state_dict_checksum(checkpoint["state_dict"]):
+        raise UserError(f"checkpoint {path} is damaged: its weights do not match the checksum written with them; "
+                        "use another checkpoint of the run (checkpoints/) or train again")  # fmt: skip
+    return checkpoint
 
 
 def tensorboard(trainer: L.Trainer):
@@ -29,7 +47,8 @@ def tensorboard(trainer: L.Trainer):
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes `<name>.partial` beside the target, flushes it to disk, then renames it over the target.
+    """Writes `<name>.partial` beside the target, flushes it to disk, then renames it over the target; writes a
+    checksum of the weights into the checkpoint and checks it when Lightning loads one (--ckpt_path).
 
     Lightning's own writer stages the file in the system's temporary folder and moves it: when that folder is
     on another file system (a tmpfs /tmp, a container), the move is a copy into the target, and a process killed
@@ -43,13 +62,21 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(target.name + ".partial")  # not *.ckpt: never taken for a checkpoint
-        with open(partial, "wb") as file:
-            torch.save(checkpoint, file)
-            file.flush()
-            os.fsync(file.fileno())  # the bytes reach the disk before the name points at them
-        os.replace(partial, target)
+        if "state_dict" in checkpoint:  # checked when Lightning loads it (load_checkpoint)
+            checkpoint = {**checkpoint, CHECKSUM: state_dict_checksum(checkpoint["state_dict"])}
+        try:
+            with open(partial, "wb") as file:
+                torch.save(checkpoint, file)
+                file.flush()
+                os.fsync(file.fileno())  # the bytes reach the disk before the name points at them
+            os.replace(partial, target)
+        finally:
+            partial.unlink(missing_ok=True)  # a full disk leaves no half file: the last good checkpoint stays
         directory = os.open(target.parent, os.O_RDONLY)
         try:
             os.fsync(directory)  # and the rename itself survives a power cut
         finally:
             os.close(directory)
+
+    def load_checkpoint(self, path, *args, **kwargs) -> dict[str, Any]:
+        return verify(super().load_checkpoint(path, *args, **kwargs), path)

@@ -18,15 +18,16 @@ from pathlib import Path
 import torch
 
 from project.classifier import ImageClassifier
+from project.cli import explain_failure
 from project.data import DATASETS
-from project.errors import UserError, fail
-from project.extras.atomic import write_atomically
+from project.errors import fail
+from project.extras.atomic import verify, write_atomically
 from project.resume import read_checkpoint
 
 
 def export(ckpt_path: Path, out: Path, batch: int = 16) -> dict[str, float]:
     """Write the exports and return the largest absolute difference of each from the PyTorch net."""
-    read_checkpoint(ckpt_path, option="checkpoint")
+    verify(read_checkpoint(ckpt_path, option="checkpoint"), ckpt_path)
     model = ImageClassifier.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True).eval()
     contract = model.hparams.get("contract") or {**vars(DATASETS["mnist"].contract)}  # older checkpoints: MNIST's
     images = torch.randn(batch, *contract["shape"], generator=torch.Generator().manual_seed(0))
@@ -97,12 +98,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("ckpt_path", type=Path, help="a checkpoint written by train.py")
     parser.add_argument("--out", type=Path, help="output folder (default: the run folder's export/)")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = parser.parse_args(argv)
     out = args.out or args.ckpt_path.resolve().parent.parent / "export"
     try:
         differences = export(args.ckpt_path, out)
-    except UserError as error:
-        return fail(str(error))
+    except Exception as error:  # one line, as train.py's: a full disk, a damaged checkpoint, ...
+        if args.debug:
+            raise
+        return fail(explain_failure(error))
     for name, difference in differences.items():
         print(f"{name}: max |difference| from PyTorch on a batch of 16 = {difference:.2e}")
     print(f"wrote {out}")

@@ -16,25 +16,30 @@ import matplotlib
 matplotlib.use("Agg")
 from lightning.pytorch.tuner import Tuner  # noqa: E402
 
-from project.cli import ClassifierCLI  # noqa: E402
+from project.cli import ClassifierCLI, explain_failure  # noqa: E402
 from project.errors import UserError, fail  # noqa: E402
 from project.extras.atomic import tensorboard  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    debug, argv = "--debug" in argv, [word for word in argv if word != "--debug"]
     steps = 100
-    if "--num_training" in argv:
-        where = argv.index("--num_training")
-        steps = int(argv[where + 1])
-        argv = argv[:where] + argv[where + 2 :]
     try:
+        if "--num_training" in argv:
+            where = argv.index("--num_training")
+            steps = int(argv[where + 1]) if where + 1 < len(argv) and argv[where + 1].isdigit() else 0
+            if steps < 1:
+                raise UserError("--num_training takes a number of steps, 1 or more (default 100)")
+            argv = argv[:where] + argv[where + 2 :]
         cli = ClassifierCLI(argv, run=False)
         finder = Tuner(cli.trainer).lr_find(
             cli.model, datamodule=cli.datamodule, min_lr=1e-6, max_lr=1.0, num_training=steps, update_attr=False
         )
-    except UserError as error:
-        return fail(str(error))
+    except Exception as error:  # one line, as train.py's
+        if debug:
+            raise
+        return fail(explain_failure(error))
     suggestion = finder.suggestion()
     figure = finder.plot(suggest=True)
     figure.axes[0].set_title(f"learning-rate range test: suggested {suggestion:.2e}" if suggestion else "")

@@ -19,13 +19,15 @@ class DeviceBatches:
         self.batch_size, self.shuffle, self.rank, self.world_size = batch_size, shuffle, rank, world_size
 
     def __len__(self) -> int:
-        return math.ceil(len(range(self.rank, len(self.images), self.world_size)) / self.batch_size)
+        count = len(range(self.rank, len(self.images), self.world_size))
+        # Training leaves out a last batch of one image, as index batches do: batch norm cannot train on one.
+        return math.ceil(count / self.batch_size) - (self.shuffle and count % self.batch_size == 1)
 
     def __iter__(self):
         count, device = len(self.images), self.images.device
         order = torch.randperm(count, device=device) if self.shuffle else torch.arange(count, device=device)
         order = order[self.rank :: self.world_size]
-        for start in range(0, len(order), self.batch_size):
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
             batch = order[start : start + self.batch_size]
             yield self.images[batch], self.labels[batch]
 

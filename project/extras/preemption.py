@@ -1,4 +1,4 @@
-"""Preemption: a job told to stop saves its newest state in its run folder and ends as a success.
+"""Preemption: a run told to stop (a cluster's signal, Ctrl-C) saves its newest state in its run folder and ends.
 
 Clusters stop jobs with a signal: SLURM's `#SBATCH --signal=USR1@90` sends SIGUSR1 90 s before the time limit,
 and a requeue or cancel sends SIGTERM (then SIGKILL after the cluster's KillWait, 30 s by default). The signal
@@ -13,7 +13,11 @@ checkpoint is being written waits for that to finish:
 There `last.ckpt` of the run folder is written (atomically, like every checkpoint here), `--ckpt_path last`
 of the restarted job takes it, and no finished step is trained again. On SIGUSR1 inside a SLURM job the job
 is requeued (`scontrol requeue`); SIGTERM came from whoever stops the job, who decides whether it comes back.
-The process then exits with status 0: nothing failed. Lightning's own SLURM handler (which saves
+Ctrl-C (SIGINT) while training does the same: the first saves at the next safe point and stops, a second stops
+at once (Lightning's KeyboardInterrupt handling, status 1), naming the newest saved checkpoint. The process then
+exits with status 0 where the SLURM job is requeued (the work goes on in the requeued job; another status would
+count the step as failed), else with 128 + the signal's number as a shell reports it (130 for Ctrl-C, 143 for
+SIGTERM, 138 for SIGUSR1): the run is not finished, and a script can tell. Lightning's own SLURM handler (which saves
 `hpc_ckpt_N.ckpt` into --default_root_dir, outside the run) is switched off by the CLI while this callback is on.
 """
 
@@ -31,11 +35,8 @@ from project.extras.last_checkpoint import LAST, LastCheckpoint
 
 
 class Preempted(SystemExit):
-    """Ends the process with status 0 once the checkpoint is saved (a SystemExit, like Lightning's own
-    SIGTERMException, so that Lightning closes the loggers and nothing reports a failure)."""
-
-    def __init__(self) -> None:
-        super().__init__(0)
+    """Ends the process once the checkpoint is saved (a SystemExit, like Lightning's own SIGTERMException, so
+    that Lightning closes the loggers): status 0 for a requeued SLURM job, else 128 + the signal's number."""
 
 
 class Preemption(Checkpoint):
@@ -48,9 +49,13 @@ class Preemption(Checkpoint):
     def __init__(self) -> None:
         self.received: signal.Signals | None = None
         self.previous: dict[signal.Signals, object] = {}
+        self.interrupt: object = signal.default_int_handler
 
     def notice(self, signum: int, frame) -> None:
         self.received = signal.Signals(signum)
+        if self.received == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C stops at once
+            print("\nCtrl-C: saving last.ckpt after this step, then stopping (Ctrl-C again: stop now)", file=sys.stderr)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         # Installed before Lightning installs its own handlers, so that they are the ones Lightning restores
@@ -65,8 +70,18 @@ class Preemption(Checkpoint):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # While training, replaces Lightning's SIGTERM handler, which stops at the next batch, also in the
-        # middle of validation; this one waits for the next safe point.
+        # middle of validation; this one waits for the next safe point. Ctrl-C too, while training only.
         signal.signal(signal.SIGTERM, self.notice)
+        self.interrupt = signal.signal(signal.SIGINT, self.notice)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        signal.signal(signal.SIGINT, self.interrupt)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, KeyboardInterrupt) and trainer.is_global_zero:
+            path = self.last_checkpoint_path(trainer)
+            saved = f"the newest saved state is {path}" if path.is_file() else "nothing was saved yet"
+            print(f"interrupted: {saved}; the same command with --ckpt_path last goes on from it", file=sys.stderr)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
         # After a batch that ended an optimizer step, where Lightning's own mid-epoch checkpoints are taken
@@ -90,7 +105,7 @@ class Preemption(Checkpoint):
         job = os.environ.get("SLURM_JOB_ID")
         requeue = any_process(trainer, self.received == signal.SIGUSR1) and job is not None
         if trainer.is_global_zero:
-            what = f"requeueing SLURM job {job} on exit" if requeue else "stopping"
+            what = f"requeueing SLURM job {job} on exit" if requeue else "stopping; --ckpt_path last goes on from it"
             name = self.received.name if self.received else "a signal to another process"
             print(f"{name}: saved {path} at step {trainer.global_step}; {what}", file=sys.stderr)
         job_id = None  # the job to requeue at exit, by process 0 only
@@ -98,7 +113,8 @@ class Preemption(Checkpoint):
             task = os.environ.get("SLURM_ARRAY_TASK_ID")  # an array task is known by its array form
             job_id = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{task}" if task else job
         atexit.register(leave_quietly, job_id)
-        raise Preempted()
+        signal.signal(signal.SIGINT, self.interrupt)
+        raise Preempted(0 if requeue else 128 + (self.received or signal.SIGTERM))
 
     @staticmethod
     def last_checkpoint_path(trainer: L.Trainer) -> Path:
