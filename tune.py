@@ -25,6 +25,7 @@ import logging
 import random
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import optuna
@@ -135,7 +136,9 @@ def objective(trial: optuna.Trial, recipe: dict, train_args: list[str], folder: 
 
 def retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
     """A trial cut short (interrupted, or its worker gone) runs again with the same values, before new ones."""
-    study.enqueue_trial(trial.params, skip_if_exists=True)
+    waiting = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
+    if trial.params not in [t.params for t in waiting]:
+        study.enqueue_trial(trial.params)
 
 
 class WithoutUserErrorTraceback(logging.Filter):
@@ -154,8 +157,11 @@ def open_study(name: str, url: str, prune_after: int = 0, attempts: int = 5) -> 
             connect = {"connect_args": {"timeout": 60}} if url.startswith("sqlite:") else {}
             # A heartbeat per running trial: a trial whose worker died (killed, its machine gone) is marked failed
             # after the grace period and tried again, instead of counting as running forever.
-            storage = optuna.storages.RDBStorage(url, engine_kwargs=connect, heartbeat_interval=HEARTBEAT,
-                                                 grace_period=3 * HEARTBEAT, failed_trial_callback=retry)  # fmt: skip
+            with warnings.catch_warnings():  # Optuna's heartbeat is marked experimental: by its category
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                storage = optuna.storages.RDBStorage(url, engine_kwargs=connect, heartbeat_interval=HEARTBEAT,
+                                                     grace_period=3 * HEARTBEAT,
+                                                     heartbeat_stale_trial_callback=retry)  # fmt: skip
             return optuna.create_study(
                 study_name=name, storage=storage, direction="maximize", load_if_exists=True,
                 pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=prune_after),
@@ -207,7 +213,8 @@ def search(argv: list[str]) -> int:
         return fail(f"--storage {scheme}://...: cannot open the study's database ({reason}); check the URL and "
                     "that the database server runs")  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
-    logging.getLogger("optuna").addFilter(WithoutUserErrorTraceback())
+    for handler in logging.getLogger("optuna").handlers:  # a filter on the handler sees its children's records
+        handler.addFilter(WithoutUserErrorTraceback())
     # Counted in the shared study after every trial, so that all workers together stop at --trials. Only
     # finished trials count: one left "running" by a killed worker is made up for.
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)

@@ -208,7 +208,7 @@ def fresh_classes(parser: ArgumentParser, args: list[str], config: Namespace) ->
         return {}
     layers: list[list[str]] = []
     for word in args:  # a layer: an option with its values and the options inside it (--x X --x.y 1)
-        head = layers[-1][0].split("=")[0] if layers else ""
+        head = layers[-1][0].split("=")[0].rstrip("+") if layers else ""  # --trainer.callbacks+=X too
         layers.append([word]) if word.startswith("--") and not word.startswith(f"{head}.") else layers[-1].append(word)
     config = base
     for layer in layers:

@@ -10,6 +10,7 @@ defaults to the run folder's export/. Each file is written whole or not at all. 
 """
 
 import argparse
+import io
 import json
 import os
 import sys
@@ -52,16 +53,13 @@ def batch_dimension() -> dict[str, dict[int, torch.export.Dim]]:
 
 
 def export_program(net: torch.nn.Module, images: torch.Tensor, expected: torch.Tensor, path: Path) -> float:
-    """torch.export (TorchScript's successor): saved beside the target, loaded back and compared, then renamed."""
-    program = torch.export.export(net, (images,), dynamic_shapes=batch_dimension())
-    partial = path.with_name(f"{path.stem}.{os.getpid()}.partial{path.suffix}")  # the suffix says its format
-    try:
-        torch.export.save(program, partial)
-        with torch.no_grad():
-            difference = (torch.export.load(partial).module()(images) - expected).abs().max().item()
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+    """torch.export (TorchScript's successor), loaded back and compared, then written whole."""
+    buffer = io.BytesIO()
+    torch.export.save(torch.export.export(net, (images,), dynamic_shapes=batch_dimension()), buffer)
+    buffer.seek(0)
+    with torch.no_grad():
+        difference = (torch.export.load(buffer).module()(images) - expected).abs().max().item()
+    write_whole(path, buffer.getvalue())
     return difference
 
 
@@ -72,26 +70,34 @@ def export_onnx(net: torch.nn.Module, images: torch.Tensor, expected: torch.Tens
     except ImportError:
         print('skipped ONNX: install the extra with pip install -e ".[onnx]"', file=sys.stderr)
         return None
-    partial = path.with_name(f"{path.stem}.{os.getpid()}.partial{path.suffix}")  # the suffix says its format
+    program = torch.onnx.export(net, (images,), input_names=["images"], output_names=["logits"],
+                                dynamic_shapes=batch_dimension(), dynamo=True, verbose=False)  # fmt: skip
+    model = program.model_proto.SerializeToString()  # the weights inside: one file to ship
+    difference = None
     try:
-        # external_data=False: the weights inside model.onnx, one file to ship (torch's default writes them to a
-        # model.onnx.data beside it, without which model.onnx does not load).
-        torch.onnx.export(net, (images,), str(partial), input_names=["images"], output_names=["logits"],
-                          dynamic_shapes=batch_dimension(), dynamo=True, verbose=False,
-                          external_data=False)  # fmt: skip
-        difference = None
-        try:
-            import onnxruntime
-        except ImportError:
-            print(f"wrote {path}; not checked: onnxruntime is not installed", file=sys.stderr)
-        else:
-            session = onnxruntime.InferenceSession(str(partial), providers=["CPUExecutionProvider"])
-            (logits,) = session.run(None, {"images": images.numpy()})
-            difference = float(abs(torch.from_numpy(logits) - expected).max())
+        import onnxruntime
+    except ImportError:
+        print(f"writing {path}; not checked: onnxruntime is not installed", file=sys.stderr)
+    else:
+        session = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
+        (logits,) = session.run(None, {"images": images.numpy()})
+        difference = float(abs(torch.from_numpy(logits) - expected).max())
+    write_whole(path, model)
+    return difference
+
+
+def write_whole(path: Path, data: bytes) -> None:
+    """Bytes made in memory, written beside the target, flushed, then renamed over it: whole or not at all
+    (torch's own file writers abort the process on a full disk; Python's file raises an OSError)."""
+    partial = path.with_name(f"{path.stem}.{os.getpid()}.partial{path.suffix}")
+    try:
+        with open(partial, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
-    return difference
 
 
 def main(argv: list[str] | None = None) -> int:

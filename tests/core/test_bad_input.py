@@ -154,6 +154,12 @@ CASES = [
         lambda t, d: folder(t, lambda f: (f / "train" / "green bar" / "0.png").write_text("not a picture")),
         "cannot read image ",
     ),
+    ("max_epochs 0", lambda t, d: ["--max_epochs", "0"], "--max_epochs 0 trains nothing"),
+    (
+        "test images of another size",
+        lambda t, d: write_idx(raw(d) / "t10k-images-idx3-ubyte", torch.zeros(200, 32, 32, dtype=torch.uint8)) and [],
+        "t10k-images-idx3-ubyte holds 32x32 images; mnist images are 28x28",
+    ),
     (
         "data module without the data contract",
         lambda t, d: ["--data", "plain_data.Plain"],
@@ -228,7 +234,7 @@ def test_bad_input_gives_one_line_and_leaves_nothing(mistake, arguments, message
     assert files(mnist_dir) == data_before or mistake in MUTATED
 
 
-MUTATED = {case[0] for case in CASES[9:13]}  # the cases that break the data on purpose
+MUTATED = {case[0] for case in CASES[9:13]} | {"test images of another size"}  # cases that break the data
 
 
 def offline(self) -> None:

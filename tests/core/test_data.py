@@ -238,3 +238,18 @@ def test_evaluation_shards_cover_every_image_once(mnist_dir, pipeline):
         assert isinstance(loader.sampler, DistributedSampler)  # so that Lightning does not replace it
         seen += [label for _, labels in loader for label in labels.tolist()]
     assert sorted(seen) == sorted(dm.test_set.tensors[1].tolist())
+
+
+def test_training_leaves_out_a_last_batch_of_one_image_which_batch_norm_cannot_train_on(mnist_dir, tmp_path):
+    """600 training images less 99 for validation: 501 = 5 x 100 + 1. The lone image is left out of training
+    (another each epoch), evaluation keeps every image, and an MLP with batch norm trains to the end."""
+    from project.data.loaders import IndexBatches
+    from tests.conftest import results, run_main
+
+    assert [len(b) for b in IndexBatches(501, 100, shuffle=True)] == [100] * 5
+    assert [len(b) for b in IndexBatches(501, 100, shuffle=False)] == [100] * 5 + [1]
+    done = run_main("--model.net", "MLP", "--model.net.batch_norm", "true", "--data.data_dir", str(mnist_dir),
+                    "--data.val_size", "99", "--data.batch_size", "100", "--max_epochs", "1",
+                    "--default_root_dir", str(tmp_path), "--enable_progress_bar", "false")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert results(tmp_path)["global_step"] == 5

@@ -78,10 +78,11 @@ def test_two_workers_share_one_study(database, mnist_dir, tmp_path, request):
     assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:], strict=False))
 
 
-def test_postgresql_storage_without_its_driver_names_the_extra(monkeypatch, capsys):
+def test_postgresql_storage_without_its_driver_names_the_extra(monkeypatch, capsys, tmp_path):
     monkeypatch.setitem(sys.modules, "psycopg", None)  # as if the postgres extra were not installed
     monkeypatch.setitem(sys.modules, "psycopg2", None)
-    assert tune.main(["--storage", "postgresql://postgres@127.0.0.1:1/db", "--out", "unused"]) == 2
+    assert tune.main(["--storage", "postgresql://postgres@127.0.0.1:1/db", "--out", str(tmp_path / "tune")]) == 2
+    assert not (tmp_path / "tune").exists()  # nothing made before the study opens
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and error.startswith("error: --storage postgresql://...: the database driver")
     assert 'pip install -e ".[postgres]"' in error

@@ -1,0 +1,43 @@
+"""Faults caused for real inside a run, given to train.py by class path (--trainer.callbacks+=...): a disk that
+fills up, a file system that turns read-only, at a chosen training step."""
+
+import errno
+import subprocess
+from pathlib import Path
+
+from lightning.pytorch.callbacks import Callback
+
+
+def fill(folder: Path) -> Path:
+    """Write one file into folder until its file system is full; returns the file (delete it to free the space)."""
+    filler = folder / "filler"
+    with open(filler, "wb") as file:
+        try:
+            while True:
+                file.write(b"\0" * 65536)
+                file.flush()
+        except OSError as error:
+            assert error.errno == errno.ENOSPC, error
+    return filler
+
+
+class FillDisk(Callback):
+    """After training step `step`, fills the file system that holds `folder`."""
+
+    def __init__(self, step: int, folder: str) -> None:
+        self.step, self.folder = step, Path(folder)
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step == self.step:
+            fill(self.folder)
+
+
+class RemountReadOnly(Callback):
+    """After training step `step`, remounts the file system mounted at `mount` read-only (as a storage fault does)."""
+
+    def __init__(self, step: int, mount: str) -> None:
+        self.step, self.mount = step, mount
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step == self.step:
+            subprocess.run(["mount", "-o", "remount,ro", self.mount], check=True)

@@ -1,0 +1,257 @@
+"""Faults that users and clusters cause, caused for real (a small tmpfs for a full disk, a read-only remount, real
+signals, two runs at once, damaged files), not through mocks. Each asserts: no traceback, the documented exit
+status, nothing lost, nothing stray. docs/reliability.md's "Faults" table lists them."""
+
+import signal
+import subprocess
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+
+import tune
+from project.extras.export import main as export_main
+from tests.conftest import FAST_RUN, FAST_TRAINER, REPO, results, run_cli, run_folder, run_main
+from tests.faults.injectors import fill
+
+QUICK = [*FAST_TRAINER, "--max_epochs", "2"]  # 3 steps an epoch: steps 0-5, checkpoints after steps 3 and 6
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 16 MB tmpfs: filled up or remounted read-only by the tests (root only; skipped with the reason else)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode().strip()}): needs root")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def one_error_line(stderr: str) -> str:
+    """The error line, asserted to be the last line and the only one, with no traceback anywhere."""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert "Traceback" not in stderr, stderr
+    assert [line for line in lines if line.startswith("error:")] == lines[-1:], lines
+    return lines[-1]
+
+
+def files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_disk_that_fills_mid_run_keeps_the_last_good_checkpoint(mnist_dir, small_disk):
+    logs = small_disk / "logs"
+    args = ["--data.data_dir", str(mnist_dir), "--default_root_dir", str(logs), *QUICK]
+    filled = ["--trainer.callbacks+=tests.faults.injectors.FillDisk", "--trainer.callbacks.step", "4",
+              "--trainer.callbacks.folder", str(small_disk)]  # fmt: skip
+    done = run_main(*args, *filled)
+    assert done.returncode == 2
+    line = one_error_line(done.stderr)
+    assert "No space left on device" in line and "--ckpt_path last" in line, line
+    run = run_folder(logs)
+    assert not list(run.rglob("*.partial")) and not list(run.rglob("*.tmp"))  # nothing half-written
+    last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)  # whole, from the epoch before
+    assert last["global_step"] == 3
+    (small_disk / "filler").unlink()  # space again: the same command goes on from there
+    assert run_main(*args, "--ckpt_path", "last").returncode == 0
+    assert results(logs)["global_step"] == 6 and run_folder(logs) == run
+
+
+def test_a_full_disk_at_the_start_leaves_no_run_folder(mnist_dir, small_disk):
+    fill(small_disk)
+    logs = small_disk / "logs"
+    done = run_main("--data.data_dir", str(mnist_dir), "--default_root_dir", str(logs), *QUICK)
+    assert done.returncode == 2
+    assert "No space left on device" in one_error_line(done.stderr)
+    assert not [p for p in logs.rglob("*") if p.is_file()]  # no run folder that looks like a run
+    assert not list(logs.glob("*/version_*"))
+
+
+def test_a_log_folder_that_turns_read_only_mid_run(mnist_dir, small_disk):
+    logs = small_disk / "logs"
+    remount = ["--trainer.callbacks+=tests.faults.injectors.RemountReadOnly", "--trainer.callbacks.step", "4",
+               "--trainer.callbacks.mount", str(small_disk)]  # fmt: skip
+    done = run_main("--data.data_dir", str(mnist_dir), "--default_root_dir", str(logs), *QUICK, *remount)
+    assert done.returncode == 2
+    assert "Read-only file system" in one_error_line(done.stderr)
+    last = torch.load(run_folder(logs) / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 3  # the last good one is kept
+
+
+def test_test_of_a_checkpoint_whose_run_folder_is_read_only(mnist_dir, small_disk):
+    logs = small_disk / "logs"
+    assert run_main("--data.data_dir", str(mnist_dir), "--default_root_dir", str(logs), *QUICK).returncode == 0
+    before = files(logs)
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    done = run_main("test", "--ckpt_path", results(logs)["best_checkpoint"])
+    assert done.returncode == 2
+    assert one_error_line(done.stderr).startswith(f"error: cannot write logs to {run_folder(logs)}")
+    assert files(logs) == before
+
+
+def test_export_on_a_full_disk_keeps_the_previous_export(trained, small_disk, capsys):
+    root, _ = trained
+    checkpoint = results(root / "logs")["best_checkpoint"]
+    out = small_disk / "export"
+    assert export_main([checkpoint, "--out", str(out)]) == 0
+    before = files(out)
+    fill(small_disk)
+    capsys.readouterr()
+    assert export_main([checkpoint, "--out", str(out)]) == 2
+    assert "No space left on device" in one_error_line(capsys.readouterr().err)
+    assert files(out) == before  # whole files or none: the previous export as it was
+
+
+def test_two_runs_started_into_one_log_folder_each_get_their_own(mnist_dir, tmp_path):
+    args = ["--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path / "logs"), *QUICK]
+    with ThreadPoolExecutor() as pool:  # two processes at once, as a job array's tasks start
+        done = list(pool.map(lambda _: run_cli(*args), range(2)))
+    assert [d.returncode for d in done] == [0, 0], [d.stderr for d in done]
+    runs = sorted((tmp_path / "logs" / "mnist_cnn").iterdir())
+    assert [r.name for r in runs] == ["version_0", "version_1"]
+    for run in runs:
+        assert (run / "config.yaml").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
+        assert (run / "results.json").is_file()
+
+
+def test_home_and_variables_in_the_log_folder_give_one_run_folder_that_resume_finds(mnist_dir, tmp_path):
+    home = tmp_path / "home dir"
+    home.mkdir()
+    env = {"HOME": str(home), "EXPERIMENT": "früh"}
+    # `=` keeps the shell from expanding ~; YAML never does.
+    args = [f"--data.data_dir={mnist_dir}", "--default_root_dir=~/runs/$EXPERIMENT", *QUICK]
+    first = run_cli(*args, "--max_epochs", "1", env=env)
+    assert first.returncode == 0, first.stderr
+    run = home / "runs" / "früh" / "mnist_cnn" / "version_0"
+    assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "results.json").is_file()
+    assert not (tmp_path / "~").exists() and not list(REPO.glob("~*"))
+    resumed = run_cli(*args, "--ckpt_path", "last", "--model.scheduler", "null", env=env)
+    # Another schedule is another recipe: a new run, not a resume (and not a crash).
+    assert resumed.returncode == 0, resumed.stderr
+    assert sorted(p.name for p in run.parent.iterdir()) == ["version_0", "version_1"]
+
+
+def test_a_damaged_config_yaml_in_one_run_does_not_stop_the_others_resume(mnist_dir, tmp_path):
+    logs = tmp_path / "logs"
+    args = ["--data.data_dir", str(mnist_dir), "--default_root_dir", str(logs), *FAST_TRAINER]
+    assert run_main(*args, "--max_epochs", "1", "--model.scheduler", "null").returncode == 0
+    assert run_main(*args, "--max_epochs", "1", "--model.scheduler", "null").returncode == 0
+    (logs / "mnist_cnn" / "version_1" / "config.yaml").write_text("model: [unclosed\n")
+    done = run_main(*args, "--max_epochs", "2", "--model.scheduler", "null", "--ckpt_path", "last")
+    assert done.returncode == 0, done.stderr
+    assert "version_1/config.yaml cannot be read; that run is left out" in done.stderr
+    assert torch.load(logs / "mnist_cnn" / "version_0" / "checkpoints" / "last.ckpt")["global_step"] == 6
+
+
+def test_a_checkpoint_with_flipped_bytes_is_named_and_not_used(trained, tmp_path):
+    from tests.conftest import copy_of_run
+
+    logs, best = copy_of_run(trained, tmp_path)
+    summary = (run_folder(logs) / "results.json").read_bytes()
+    weight = torch.load(best, weights_only=True)["state_dict"]["net.classifier.5.weight"]
+    data = bytearray(Path(best).read_bytes())
+    at = data.find(weight.numpy().tobytes())
+    assert at > 0 and zipfile.is_zipfile(best)
+    data[at + 5] ^= 0x10  # one bit of one weight, inside the archive: it still loads
+    Path(best).write_bytes(bytes(data))
+    done = run_main("test", "--ckpt_path", best)
+    assert done.returncode == 2
+    assert one_error_line(done.stderr) == (
+        f"error: checkpoint {best} is damaged: its weights do not match the checksum written with them; use "
+        "another checkpoint of the run (checkpoints/) or train again"
+    )
+    assert (run_folder(logs) / "results.json").read_bytes() == summary  # not overwritten with wrong metrics
+
+
+def test_ctrl_c_saves_the_step_exits_130_and_the_same_command_goes_on(mnist_dir, tmp_path):
+    args = ["--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path / "logs"), *QUICK]
+    ctrl_c = ["--trainer.callbacks+=tests.slow_stages.SignalAt", "--trainer.callbacks.step", "2",
+              "--trainer.callbacks.signal", "SIGINT"]  # fmt: skip
+    stopped = run_cli(*args, *ctrl_c)
+    assert stopped.returncode == 130 and "Traceback" not in stopped.stderr, stopped.stderr
+    assert "Ctrl-C: saving last.ckpt after this step" in stopped.stderr
+    assert "SIGINT: saved" in stopped.stderr and "--ckpt_path last goes on from it" in stopped.stderr
+    run = run_folder(tmp_path / "logs")
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2
+    assert not (run / "results.json").exists()  # not a finished run
+    resumed = run_cli(*args, "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr
+    assert results(tmp_path / "logs")["global_step"] == 6 and run_folder(tmp_path / "logs") == run
+
+
+def test_an_unexpected_error_is_one_line_and_debug_shows_it(mnist_dir, tmp_path):
+    (tmp_path / "broken_net.py").write_text(
+        "from project.models import MLP\n\n"
+        "class Broken(MLP):\n"
+        "    def forward(self, images):\n"
+        "        raise RuntimeError('the net broke')\n"
+    )
+    args = ["--model.net", "broken_net.Broken", "--data.data_dir", str(mnist_dir), "--default_root_dir",
+            str(tmp_path / "logs"), *FAST_RUN]  # fmt: skip
+    env = {"PYTHONPATH": str(tmp_path)}
+    done = run_cli(*args, env=env)
+    assert done.returncode == 2
+    assert one_error_line(done.stderr) == (
+        "error: RuntimeError: the net broke (not a mistake this template knows; --debug shows the traceback)"
+    )
+    assert "Traceback" in run_cli(*args, "--debug", env=env).stderr
+
+
+def test_num_nodes_without_a_launcher_is_one_line_not_a_hang(mnist_dir, tmp_path):
+    done = run_main("--num_nodes", "2", "--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path))
+    assert done.returncode == 2
+    assert one_error_line(done.stderr).startswith("error: --num_nodes 2: nothing starts the other machines")
+
+
+def test_a_tune_trial_cut_short_is_failed_and_runs_again(mnist_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    common = ["--trials", "2", "--storage", storage, "--out", str(tmp_path / "tune"), "--net", "MLP",
+              "--data.data_dir", str(mnist_dir), *QUICK[:-2], "--max_epochs", "1"]  # fmt: skip
+    ctrl_c = ["--trainer.callbacks+=tests.slow_stages.SignalAt", "--trainer.callbacks.step", "1",
+              "--trainer.callbacks.signal", "SIGINT"]  # fmt: skip
+    previous = signal.getsignal(signal.SIGINT)
+    assert tune.main([*common, *ctrl_c]) == 130
+    signal.signal(signal.SIGINT, previous)
+    study = optuna.load_study(study_name="mnist", storage=storage)
+    states = [t.state for t in study.trials]
+    assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.WAITING]  # not RUNNING: queued again
+    cut_short = study.trials[0].params
+
+    assert tune.main(common) == 0
+    study = optuna.load_study(study_name="mnist", storage=storage)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 2 and complete[0].params == cut_short  # its values ran again, first
+    assert (tmp_path / "tune" / "best.yaml").is_file()
+
+
+def test_tune_with_a_database_where_nothing_listens(tmp_path, capsys):
+    port = 1  # nothing listens there
+    assert tune.main(["--storage", f"postgresql://postgres@127.0.0.1:{port}/db", "--out", str(tmp_path / "t")]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert line.startswith("error: --storage postgresql://...: cannot open the study's database (")
+    assert not (tmp_path / "t").exists()
+
+
+def test_tune_with_a_space_key_that_is_no_option_and_a_changed_space(mnist_dir, tmp_path, capfd):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    common = ["--storage", storage, "--out", str(tmp_path / "tune"), "--data.data_dir", str(mnist_dir), *QUICK]
+    (tmp_path / "typo.yaml").write_text("model.optimizer.init_args.lrr: [0.1, 0.01]\n")
+    assert tune.main([*common, "--trials", "3", "--space", str(tmp_path / "typo.yaml")]) == 2
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and err.count("error:") == 1, err
+    assert "lrr" in one_error_line(err)
+
+    (tmp_path / "a.yaml").write_text("model.net.init_args.dropout: [0.0, 0.1]\nmodel.net.init_args.hidden: 16\n")
+    (tmp_path / "b.yaml").write_text("model.net.init_args.dropout: {low: 0.0, high: 0.5}\n")
+    args = [*common, "--study", "s", "--trials", "1"]
+    assert tune.main([*args, "--space", str(tmp_path / "a.yaml")]) == 0
+    capfd.readouterr()
+    assert tune.main([*args, "--trials", "2", "--space", str(tmp_path / "b.yaml")]) == 2
+    line = one_error_line(capfd.readouterr().err)
+    assert line.startswith("error: the study 's' was searched over another space (")
