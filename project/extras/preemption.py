@@ -15,9 +15,9 @@ of the restarted job takes it, and no finished step is trained again. On SIGUSR1
 is requeued (`scontrol requeue`); SIGTERM came from whoever stops the job, who decides whether it comes back.
 Ctrl-C (SIGINT) while training does the same: the first saves at the next safe point and stops, a second stops
 at once (Lightning's KeyboardInterrupt handling, status 1), naming the newest saved checkpoint. The process then
-exits with status 0 where the SLURM job is requeued (the work goes on in the requeued job; another status would
-count the step as failed), else with 128 + the signal's number as a shell reports it (130 for Ctrl-C, 143 for
-SIGTERM, 138 for SIGUSR1): the run is not finished, and a script can tell. Lightning's own SLURM handler (which saves
+exits with status 0 inside a SLURM job (the scheduler requeues or cancels it: the work goes on in the requeued
+job, and another status would mark the step FAILED), else with 128 + the signal's number as a shell reports it
+(130 for Ctrl-C, 143 for SIGTERM, 138 for SIGUSR1): the run is not finished, and a script can tell. Lightning's own SLURM handler (which saves
 `hpc_ckpt_N.ckpt` into --default_root_dir, outside the run) is switched off by the CLI while this callback is on.
 """
 
@@ -36,7 +36,7 @@ from project.extras.last_checkpoint import LAST, LastCheckpoint
 
 class Preempted(SystemExit):
     """Ends the process once the checkpoint is saved (a SystemExit, like Lightning's own SIGTERMException, so
-    that Lightning closes the loggers): status 0 for a requeued SLURM job, else 128 + the signal's number."""
+    that Lightning closes the loggers): status 0 in a SLURM job, else 128 + the signal's number."""
 
 
 class Preemption(Checkpoint):
@@ -48,8 +48,10 @@ class Preemption(Checkpoint):
 
     def __init__(self) -> None:
         self.received: signal.Signals | None = None
-        self.previous: dict[signal.Signals, object] = {}
         self.interrupt: object = signal.default_int_handler
+        # Noted from the moment the run is built (a signal in a job's first seconds would else kill it), acted on
+        # at the first safe point.
+        self.previous = {sig: signal.signal(sig, self.notice) for sig in (signal.SIGUSR1, signal.SIGTERM)}
 
     def notice(self, signum: int, frame) -> None:
         self.received = signal.Signals(signum)
@@ -61,7 +63,9 @@ class Preemption(Checkpoint):
         # Installed before Lightning installs its own handlers, so that they are the ones Lightning restores
         # when a stage ends: a signal that arrives while the process exits (SLURM's SIGTERM after a requeue)
         # or during testing (SIGUSR1's default action kills) is then only noted.
-        self.previous = {sig: signal.signal(sig, self.notice) for sig in (signal.SIGUSR1, signal.SIGTERM)}
+        for sig in (signal.SIGUSR1, signal.SIGTERM):
+            handler = signal.signal(sig, self.notice)
+            self.previous[sig] = handler if handler != self.notice else self.previous[sig]  # the one before ours
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         # A stage that ended normally gives the process its handlers back (a preempted one never gets here).
@@ -99,22 +103,32 @@ class Preemption(Checkpoint):
     def stop_requested(self, trainer: L.Trainer) -> bool:
         return any_process(trainer, self.received is not None)
 
-    def save_and_stop(self, trainer: L.Trainer) -> None:
+    def on_test_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        # Told to stop while testing (after fit, say): nothing to save (the test holds no training state, and
+        # last.ckpt stays the fit's); stop, and requeue on SIGUSR1: --ckpt_path last then tests again.
+        if self.stop_requested(trainer):
+            self.save_and_stop(trainer, save=False)
+
+    def save_and_stop(self, trainer: L.Trainer, save: bool = True) -> None:
         path = self.last_checkpoint_path(trainer)
-        trainer.save_checkpoint(path, weights_only=False)  # everything a resume needs
+        if save:
+            trainer.save_checkpoint(path, weights_only=False)  # everything a resume needs
         job = os.environ.get("SLURM_JOB_ID")
         requeue = any_process(trainer, self.received == signal.SIGUSR1) and job is not None
         if trainer.is_global_zero:
             what = f"requeueing SLURM job {job} on exit" if requeue else "stopping; --ckpt_path last goes on from it"
             name = self.received.name if self.received else "a signal to another process"
-            print(f"{name}: saved {path} at step {trainer.global_step}; {what}", file=sys.stderr)
+            done = f"saved {path} at step {trainer.global_step}" if save else "stopped testing (last.ckpt kept)"
+            print(f"{name}: {done}; {what}", file=sys.stderr)
         job_id = None  # the job to requeue at exit, by process 0 only
         if requeue and trainer.is_global_zero:
             task = os.environ.get("SLURM_ARRAY_TASK_ID")  # an array task is known by its array form
             job_id = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{task}" if task else job
         atexit.register(leave_quietly, job_id)
         signal.signal(signal.SIGINT, self.interrupt)
-        raise Preempted(0 if requeue else 128 + (self.received or signal.SIGTERM))
+        # In a SLURM job the scheduler decides what comes next (requeue, cancel): a failed status would only mark
+        # the step FAILED. Elsewhere the status tells a script that the run is not finished.
+        raise Preempted(0 if job is not None else 128 + (self.received or signal.SIGTERM))
 
     @staticmethod
     def last_checkpoint_path(trainer: L.Trainer) -> Path:

@@ -8,6 +8,7 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger
 
 from project.extras.atomic import write_atomically
 
@@ -58,7 +59,11 @@ class RunSummary(Callback):
         # After fit (a run that only fits, such as a tune.py trial, shows up too) and again after test.
         metrics = {k: v for k, v in self.results["metrics"].items() if k in HPARAM_METRICS}
         for logger in trainer.loggers:
-            logger.log_hyperparams(_hparams(trainer, trainer.lightning_module), metrics)
+            if isinstance(logger, TensorBoardLogger):
+                # It writes the metrics as points too: at this step, on their own curves, not at step 0.
+                logger.log_hyperparams(_hparams(trainer, trainer.lightning_module), metrics, step=trainer.global_step)
+            else:
+                logger.log_hyperparams(_hparams(trainer, trainer.lightning_module))
 
 
 def _hparams(trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:

@@ -45,3 +45,18 @@ def test_optional_pictures_and_switching_off(mnist_dir, tmp_path):
     assert {"weights/net.features.0.weight", "gradients/net.features.0.weight"} <= other["histograms"]
     assert len(scalars["train/grad_norm"]) == 3 and all(v > 0 for v in scalars["train/grad_norm"])
     assert other["graph"]
+
+
+def test_the_hparams_summary_adds_no_point_at_step_0(trained):
+    """TensorBoard's HPARAMS summary writes its metrics as points too: at the step they were reached, so that
+    val/acc_best stays a curve over the epochs (not a dot at step 0 beside it)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    root, _ = trained
+    steps = []
+    for events in sorted(run_folder(root / "logs").glob("events.out.tfevents.*")):
+        accumulator = EventAccumulator(str(events))
+        accumulator.Reload()
+        if "val/acc_best" in accumulator.Tags()["scalars"]:
+            steps += [event.step for event in accumulator.Scalars("val/acc_best")]
+    assert steps and 0 not in steps  # the fit of 3 steps validates after its last

@@ -2,6 +2,8 @@
 fills up, a file system that turns read-only, at a chosen training step."""
 
 import errno
+import os
+import signal as signal_module
 import subprocess
 from pathlib import Path
 
@@ -41,3 +43,14 @@ class RemountReadOnly(Callback):
     def on_train_batch_end(self, trainer, *args) -> None:
         if trainer.global_step == self.step:
             subprocess.run(["mount", "-o", "remount,ro", self.mount], check=True)
+
+
+class SignalWhileTesting(Callback):
+    """Sends `signal` to its own process after test batch `batch`, as a cluster would during the test stage."""
+
+    def __init__(self, batch: int = 0, signal: str = "SIGTERM") -> None:
+        self.batch, self.signal = batch, signal
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if batch_idx == self.batch:
+            os.kill(os.getpid(), getattr(signal_module, self.signal))

@@ -255,3 +255,16 @@ def test_tune_with_a_space_key_that_is_no_option_and_a_changed_space(mnist_dir, 
     assert tune.main([*args, "--trials", "2", "--space", str(tmp_path / "b.yaml")]) == 2
     line = one_error_line(capfd.readouterr().err)
     assert line.startswith("error: the study 's' was searched over another space (")
+
+
+def test_a_stop_signal_while_testing_after_fit_keeps_the_fit_and_the_same_command_tests_again(mnist_dir, tmp_path):
+    args = ["--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path / "logs"), *QUICK]
+    during_test = ["--trainer.callbacks+=tests.faults.injectors.SignalWhileTesting"]
+    stopped = run_cli(*args, *during_test)
+    assert stopped.returncode == 143 and "Traceback" not in stopped.stderr, stopped.stderr
+    assert "SIGTERM: stopped testing (last.ckpt kept)" in stopped.stderr
+    run = run_folder(tmp_path / "logs")
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 6  # the fit's
+    again = run_cli(*args, "--ckpt_path", "last")
+    assert again.returncode == 0, again.stderr
+    assert "test/acc" in results(tmp_path / "logs")["metrics"] and run_folder(tmp_path / "logs") == run
