@@ -12,7 +12,8 @@ Optuna's median pruner stops trials whose val/acc falls behind (from epoch --pru
 of a one-cycle schedule say little of the end), through its Lightning callback.
 The study lives in SQLite under logs/ by default, so an interrupted search resumes where it stopped: --trials
 is the total the study should reach. A trial cut short (Ctrl-C: exit 130, SIGTERM: 143) is marked failed and its
-values run again first; a trial whose worker died is marked so by Optuna's heartbeat after a minute. Several workers may run at once on one study (same --study and
+values run again first; a trial whose worker died is marked so by Optuna's heartbeat after a minute.
+Several workers may run at once on one study (same --study and
 --storage): each asks the study for new trials until the total is reached, so none is repeated or lost (the
 trials still running when the total is reached finish: up to one extra per extra worker). Each trial is a run
 of its own, logs/tune/trial_N/. At the end the best trials are printed as a table, and the best is written as

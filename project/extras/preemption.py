@@ -17,7 +17,8 @@ Ctrl-C (SIGINT) while training does the same: the first saves at the next safe p
 at once (Lightning's KeyboardInterrupt handling, status 1), naming the newest saved checkpoint. The process then
 exits with status 0 inside a SLURM job (the scheduler requeues or cancels it: the work goes on in the requeued
 job, and another status would mark the step FAILED), else with 128 + the signal's number as a shell reports it
-(130 for Ctrl-C, 143 for SIGTERM, 138 for SIGUSR1): the run is not finished, and a script can tell. Lightning's own SLURM handler (which saves
+(130 for Ctrl-C, 143 for SIGTERM, 138 for SIGUSR1): the run is not finished, and a script can tell.
+Lightning's own SLURM handler (which saves
 `hpc_ckpt_N.ckpt` into --default_root_dir, outside the run) is switched off by the CLI while this callback is on.
 """
 
