@@ -19,7 +19,6 @@ import json
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -70,8 +69,6 @@ def template(folder: Path, args, logs: Path) -> dict:
                "--model.scheduler", "null", "--max_epochs", str(args.epochs), "--default_root_dir", str(logs),
                "--enable_progress_bar", "false", "--enable_model_summary", "false", "--limit_val_batches", "1",
                "--accelerator", args.accelerator, "--seed_everything", "0"]  # fmt: skip
-    # As train.py's main() does: Lightning 2.6's per-batch LeafSpec deprecation, by category and module.
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"lightning\.pytorch\.utilities\._pytree")
     start = time.perf_counter()
     cli = ClassifierCLI(options, run=False)  # builds the data module: its contract decodes the images
     decode = time.perf_counter() - start

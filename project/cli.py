@@ -49,6 +49,10 @@ class ClassifierCLI(LightningCLI):
     """LightningCLI for ImageClassifier and any LightningDataModule, with configs/base.yaml as the first config."""
 
     def __init__(self, args: list[str], test_after_fit: bool = False, run: bool = True) -> None:
+        # torch 2.14 deprecates the LeafSpec class that Lightning 2.6 builds on every batch it moves to the device:
+        # upstream noise on every run (train.py, tune.py, lr_find), silenced by its category and module (not its
+        # wording) until Lightning moves on.
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"lightning\.pytorch\.utilities\._pytree")
         self.test_after_fit = test_after_fit
         self.run_folder: Path | None = None  # the --ckpt_path's run folder: fit continues in it, test writes there
         self.claimed: Path | None = None  # the new run folder this process made
@@ -352,9 +356,6 @@ def main(argv: list[str] | None = None) -> int:
     traceback instead)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
-    # torch 2.14 deprecates the LeafSpec class that Lightning 2.6 builds on every batch it moves to the device:
-    # upstream noise on every run, silenced by its category and module (not its wording) until Lightning moves on.
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"lightning\.pytorch\.utilities\._pytree")
     args = [word for word in argv if word != "--debug"]
     test_after_fit = not args or args[0] not in SUBCOMMANDS  # a subcommand is the first word only
     args = ["fit", *args] if test_after_fit else args
