@@ -140,3 +140,15 @@ def test_resume_never_takes_a_run_of_other_data(tmp_path):
     assert done.returncode == 2
     last_line = done.stderr.strip().splitlines()[-1]
     assert last_line.startswith("error: the checkpoint was trained on other data: its classes"), last_line
+
+
+def test_help_lists_the_options_of_the_data_module_the_run_is_built_with(tmp_path):
+    from tests.conftest import run_main
+
+    root = write_image_folder(tmp_path / "pictures")
+    done = run_main("--data", "ImageFolderDataModule", "--data.data_dir", str(root), "--help")
+    assert done.returncode == 0, done.stderr
+    assert "--data project.data.ImageFolderDataModule:" in done.stdout
+    options = [line.split()[0] for line in done.stdout.splitlines() if line.startswith("  --data.")]
+    assert {"--data.image_size", "--data.mirrorable", "--data.batch_size", "--data.augment"} <= set(options)
+    assert "--data.dataset" not in options  # MNIST's

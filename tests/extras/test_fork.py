@@ -2,14 +2,17 @@
 config file alone (no shape or class count written anywhere): train, test, predict on files, export, resume."""
 
 import csv
+import io
 import textwrap
 
+import numpy as np
 import torch
 import yaml
+from PIL import Image
 
 from project.classifier import ImageClassifier
 from project.extras.export import main as export_main
-from tests.conftest import results, run_folder, run_main
+from tests.conftest import read_events, results, run_folder, run_main
 from tests.image_folders import CLASSES, write_image_folder
 
 NET = '''
@@ -86,6 +89,14 @@ def test_own_pictures_and_net_by_config_alone(tmp_path, monkeypatch):
     assert saved["model"]["net"] == {"class_path": "my_project.nets.TinyNet", "init_args": {"width": 6}}
     summary = results(logs)
     assert summary["metrics"]["test/acc"] > 0.9  # colour and shape of a mark: learnable in a few steps
+
+    # TensorBoard: the inputs in colour, as the pictures were (the normalization undone), per-class accuracy by name.
+    other: dict = {}
+    scalars, _ = read_events(run, other)
+    grid = np.asarray(Image.open(io.BytesIO(other["images"]["train/inputs"][-1].encoded_image_string)).convert("RGB"))
+    marks = grid.reshape(-1, 3)[grid.reshape(-1, 3).max(axis=1) > 200]  # the bright marks, red, green or blue
+    assert len(np.unique(marks.argmax(axis=1))) == 3  # all three colours are there
+    assert {f"test/acc_class/{name}" for name in CLASSES} <= scalars.keys()
 
     # The checkpoint keeps the contract; the net was sized from it.
     model = ImageClassifier.load_from_checkpoint(summary["best_checkpoint"], weights_only=True)
