@@ -32,6 +32,9 @@ class CNN(nn.Module):
                 layers.append(nn.BatchNorm2d(out_channels))
             layers.append(nn.ReLU())
             in_channels, height, width = out_channels, height // 2, width // 2
+        if height < 1 or width < 1:
+            raise ValueError(f"images of shape {tuple(input_shape)} are too small for {len(channels)} poolings by 2; "
+                             "give fewer channels or larger images")  # fmt: skip
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Sequential(
             nn.Flatten(),

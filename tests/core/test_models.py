@@ -79,3 +79,9 @@ def test_compile_and_channels_last_keep_outputs_and_checkpoint_keys():
     with torch.no_grad():
         torch.testing.assert_close(fast(IMAGES), plain(IMAGES), rtol=1e-4, atol=1e-4)
     assert fast.state_dict().keys() == plain.state_dict().keys()  # no "_orig_mod." prefix
+
+
+def test_cnn_refuses_images_too_small_for_its_poolings():
+    with pytest.raises(ValueError, match=r"images of shape \(3, 6, 20\) are too small for 3 poolings by 2"):
+        CNN(input_shape=(3, 6, 20))
+    assert CNN(input_shape=(3, 8, 20))(torch.zeros(2, 3, 8, 20)).shape == (2, 10)  # non-square, 8 px is enough
