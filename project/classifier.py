@@ -125,16 +125,21 @@ class ImageClassifier(LightningModule):
         # Logged once per epoch rather than from every step: each self.log call costs Python time per step.
         self.log("train/acc", self.train_acc)
 
-    def on_train_start(self) -> None:
-        # The sanity check before training must not count as the best validation epoch.
-        self.val_acc_best.reset()
-
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self.evaluate(batch, "val", self.val_loss, self.val_acc)
 
     def on_validation_epoch_end(self) -> None:
-        self.val_acc_best(self.val_acc.compute())
-        self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True)
+        if not self.trainer.sanity_checking:  # the check before training is no validation epoch
+            self.val_acc_best(self.val_acc.compute())
+            self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # A metric's state is not in the state_dict: the best so far is kept beside it, for a resumed run.
+        if self.val_acc_best.update_called:
+            checkpoint["val_acc_best"] = float(self.val_acc_best.compute())
+        if self._trainer is not None and self.trainer.datamodule is not None:  # a checkpoint away from its run folder
+            data = type(self.trainer.datamodule)
+            checkpoint["datamodule_class_path"] = f"{data.__module__}.{data.__qualname__}"
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         return self.evaluate(batch, "test", self.test_loss, self.test_acc)  # for TestPictures: the logits
@@ -155,9 +160,11 @@ class ImageClassifier(LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Before Lightning copies the weights: its own size-mismatch error is a page long.
-        if self._trainer is not None and self.trainer.state.fn == "fit":  # resuming: only on the same data
-            check_same_data(checkpoint.get("hyper_parameters", {}).get("contract"), self.hparams.contract)
+        fitting = self._trainer is not None and self.trainer.state.fn == "fit"  # resuming: only on the same data
+        check_same_data(checkpoint.get("hyper_parameters", {}).get("contract"), self.hparams.contract, fitting)
         check_same_network(checkpoint["state_dict"], self.state_dict())
+        if "val_acc_best" in checkpoint:
+            self.val_acc_best.update(torch.tensor(checkpoint["val_acc_best"], device=self.device))
         # Steps a resumed OneCycle/WarmupCosine schedule was planned for, checked in configure_optimizers.
         self.planned_steps = next((s.get("total_steps") for s in checkpoint.get("lr_schedulers", [])), None)
 
@@ -189,11 +196,14 @@ class ImageClassifier(LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": monitor}}
 
 
-def check_same_data(saved: dict[str, Any] | None, current: dict[str, Any] | None) -> None:
-    """Raise a UserError when a checkpoint was trained on data with other classes, shape or normalization."""
+def check_same_data(saved: dict[str, Any] | None, current: dict[str, Any] | None, strict: bool = True) -> None:
+    """Raise a UserError when a checkpoint was trained on data with other classes, shape or normalization (not
+    strict: another shape or class count; a test on other data of the same kind is allowed)."""
     if saved is None or current is None or saved == current:
         return
-    key = next(k for k in current if saved.get(k) != current[k])
+    if not strict and saved["shape"] == current["shape"] and len(saved["classes"]) == len(current["classes"]):
+        return
+    key = next(k for k in ("shape", "classes", *current) if saved.get(k) != current[k])
     raise UserError(f"the checkpoint was trained on other data: its {key} is {saved.get(key)}, this data's is "
                     f"{current[key]}; use the data it was trained on (its run folder's config.yaml)")  # fmt: skip
 

@@ -66,8 +66,9 @@ class ClassifierCLI(LightningCLI):
                              parser_kwargs={**raise_errors, "description": DESCRIPTION,
                                             **{k: raise_errors for k in SUBCOMMANDS}})  # fmt: skip
         except BaseException as error:
-            if self.claimed is not None and self.claimed.is_dir() and not any(self.claimed.iterdir()):
-                self.claimed.rmdir()  # the run folder claimed for a run that never started
+            for folder in (self.claimed, self.claimed and self.claimed.parent):  # for a run that never started
+                if folder is not None and folder.is_dir() and not any(folder.iterdir()):
+                    folder.rmdir()
             if not isinstance(error, ValueError | TypeError):
                 raise
             # A configured class refused its arguments.
@@ -214,14 +215,19 @@ def fresh_classes(parser: ArgumentParser, args: list[str], config: Namespace) ->
     for word in args:  # a layer: an option with its values and the options inside it (--x X --x.y 1)
         head = layers[-1][0].split("=")[0].rstrip("+") if layers else ""  # --trainer.callbacks+=X too
         layers.append([word]) if word.startswith("--") and not word.startswith(f"{head}.") else layers[-1].append(word)
+
+    def flags_for(key: str) -> list[str]:  # the flags given for a class's arguments, wherever they stand
+        return [word for layer in layers if layer[0].split("=")[0].startswith(f"--{key}.") for word in layer]
+
     config = base
     for layer in layers:
-        new = parser.parse_args(layer, namespace=config.clone(), defaults=False)
+        new = parser.parse_args([*layer, *(w for k in CLASS_KEYS for w in flags_for(k))], namespace=config.clone(),
+                                defaults=False)  # fmt: skip
         for key in CLASS_KEYS:
             if class_path(new, key) not in (None, class_path(config, key)):
                 start = config.clone()
                 start[key] = Namespace(class_path=class_path(new, key))
-                new[key] = parser.parse_args(layer, namespace=start, defaults=False)[key]
+                new[key] = parser.parse_args([*layer, *flags_for(key)], namespace=start, defaults=False)[key]
         config = new
     switched = [key for key in CLASS_KEYS if class_path(config, key) not in (None, class_path(base, key))]
     for key in switched:  # what was not given is the class's own default, written out as in config.yaml
@@ -322,10 +328,14 @@ def run_data_defaults(args: list[str]) -> list[str]:
         return args  # `last`, or no file: find_checkpoint says what is wrong
     run = run_folder_of(ckpt)
     data = saved_config(run).get("data") if run else None
-    if not data:
-        saved = read_checkpoint(ckpt).get("datamodule_hyper_parameters") or {}
-        data = {"init_args": {"dataset": saved["dataset"]}} if "dataset" in saved else None
-    return [*args[:1], "--data", json.dumps(data), *args[1:]] if data else args
+    if not data:  # a checkpoint away from its run folder: the data module and options it keeps
+        checkpoint = read_checkpoint(ckpt)
+        saved, path = checkpoint.get("datamodule_hyper_parameters") or {}, checkpoint.get("datamodule_class_path")
+        arguments = {k: v for k, v in saved.items() if not k.startswith("_")}  # not Lightning's bookkeeping
+        data = {"class_path": path, "init_args": arguments} if path else None
+        if path is None and "dataset" in saved:  # older checkpoints: an MNIST-family data set
+            data = {"init_args": {"dataset": saved["dataset"]}}
+    return [*args[:1], "--data", json.dumps(data, default=str), *args[1:]] if data else args
 
 
 def expand(path: str) -> str:

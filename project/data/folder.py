@@ -30,13 +30,14 @@ GREY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
 class ImageFolderDataModule(InMemoryImages):
     """Images in class folders: DIR/train and DIR/test (and DIR/val, else a seeded slice of train/ validates)."""
 
-    def __init__(self, data_dir: str, image_size: tuple[int, int] | None = None, channels: Literal[1, 3] | None = None,
-                 mirrorable: bool = False, val_size: float = 0.1, cache_dir: str | None = None,
-                 predict_path: str | None = None, **kwargs) -> None:  # fmt: skip
+    def __init__(self, data_dir: str, image_size: int | tuple[int, int] | None = None,
+                 channels: Literal[1, 3] | None = None, mirrorable: bool = False, val_size: float = 0.1,
+                 cache_dir: str | None = None, predict_path: str | None = None, **kwargs) -> None:  # fmt: skip
         """
         Args:
             data_dir: the folder that holds train/ and test/ (and optionally val/), each with one folder per class.
-            image_size: (height, width) every image is resized to; default: the most common size in train/.
+            image_size: (height, width), or one number for square, every image is resized to; default: the most
+                common size in train/.
             channels: 1 (grey) or 3 (colour); default: 3 if any training image has colour, else 1.
             mirrorable: a mirrored image keeps its class (augment then flips, eval_flip averages with the mirror).
             val_size: without val/, the share of train/ (below 1) or the number of images held out for validation.
@@ -49,6 +50,8 @@ class ImageFolderDataModule(InMemoryImages):
         self.root = Path(os.path.expandvars(data_dir)).expanduser()
         if val_size <= 0:
             raise ValueError(f"val_size must be above 0 (validation picks the best epoch), got {val_size}")
+        if not self.root.is_dir():
+            raise ValueError(f"data_dir {self.root} does not exist; give the folder that holds train/ and test/")
         for split in ("train", "test"):
             if not (self.root / split).is_dir():
                 raise ValueError(f"data_dir {self.root} has no {split}/ folder: it needs train/ and test/ (and "
@@ -94,6 +97,7 @@ class ImageFolderDataModule(InMemoryImages):
     def size_and_channels(self) -> tuple[tuple[int, int], int]:
         """(width, height) and channels of the decoded images: the options, or what the training images suggest."""
         size, channels = self.hparams.image_size, self.hparams.channels
+        size = (size, size) if isinstance(size, int) else size
         if size is None or channels is None:
             headers = [image_header(path) for _, path in self.files["train"]]  # header only: no decoding
             size = size[::-1] if size else Counter(s for s, _ in headers).most_common(1)[0][0]
@@ -137,7 +141,16 @@ class ImageFolderDataModule(InMemoryImages):
         if not files:
             raise ValueError(f"predict_path: no image file in {path} (looked for {', '.join(sorted(SUFFIXES))})")
         size, channels = self.size_and_channels
-        return torch.from_numpy(np.stack([decode(p, size, channels) for p in files])), [str(p) for p in files]
+        images, names = [], []
+        for file in files:
+            try:
+                images.append(decode(file, size, channels))
+                names.append(str(file))
+            except UserError as error:  # the other files are still predicted
+                print(f"skipped {' '.join(str(error).split()[3:])}", file=sys.stderr)
+        if not images:
+            raise ValueError(f"predict_path: no readable image in {path}")
+        return torch.from_numpy(np.stack(images)), names
 
 
 def image_files(folder: Path) -> list[tuple[str, Path]]:

@@ -5,7 +5,8 @@
 Writes DIR/model.onnx, DIR/model.pt2 (a torch.export ExportedProgram: torch.export.load(path).module()) and
 DIR/preprocessing.json (the data contract: class names, input shape, mean and std per channel). The exported net
 takes float32 images (N, C, H, W) normalized as (pixel / 255 - mean) / std and returns logits (N, classes). DIR
-defaults to the run folder's export/. Each file is written whole or not at all. ONNX needs
+defaults to the run folder's export/ (export/ beside a checkpoint that is not in a run folder). Each file is
+written whole or not at all. ONNX needs
 `pip install -e ".[onnx]"`; with onnxruntime installed the ONNX file is also run and compared.
 """
 
@@ -23,7 +24,7 @@ from project.cli import explain_failure
 from project.data import DATASETS
 from project.errors import fail
 from project.extras.atomic import verify, write_atomically
-from project.resume import read_checkpoint
+from project.resume import read_checkpoint, run_folder_of
 
 
 def export(ckpt_path: Path, out: Path, batch: int = 16) -> dict[str, float]:
@@ -106,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="output folder (default: the run folder's export/)")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = parser.parse_args(argv)
-    out = args.out or args.ckpt_path.resolve().parent.parent / "export"
+    run = run_folder_of(args.ckpt_path.resolve())  # a checkpoint away from its run folder: export/ beside it
+    out = args.out or (run or args.ckpt_path.resolve().parent) / "export"
     try:
         differences = export(args.ckpt_path, out)
     except Exception as error:  # one line, as train.py's: a full disk, a damaged checkpoint, ...

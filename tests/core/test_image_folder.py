@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from project.data import ImageFolderDataModule
@@ -152,3 +153,21 @@ def test_help_lists_the_options_of_the_data_module_the_run_is_built_with(tmp_pat
     options = [line.split()[0] for line in done.stdout.splitlines() if line.startswith("  --data.")]
     assert {"--data.image_size", "--data.mirrorable", "--data.batch_size", "--data.augment"} <= set(options)
     assert "--data.dataset" not in options  # MNIST's
+
+
+@pytest.mark.parametrize("order", ["switch first", "options first", "config names the class"])
+def test_the_data_class_and_its_options_in_any_order(tmp_path, order):
+    from tests.conftest import run_main
+
+    root = write_image_folder(tmp_path / "pictures")
+    (tmp_path / "only.yaml").write_text("data:\n  class_path: ImageFolderDataModule\n")
+    switch, folder = ["--data", "ImageFolderDataModule"], ["--data.data_dir", str(root)]
+    args = {"switch first": [*switch, "--max_epochs", "1", "--seed_everything", "3", *folder],
+            "options first": [*folder, "--max_epochs", "1", *switch],
+            "config names the class": ["--config", str(tmp_path / "only.yaml"), *folder]}[order]  # fmt: skip
+    done = run_main(*args, "--data.batch_size", "8", "--print_config")
+    assert done.returncode == 0, done.stderr
+    config = yaml.safe_load(done.stdout)
+    assert config["data"]["class_path"] == "project.data.ImageFolderDataModule"
+    assert config["data"]["init_args"]["data_dir"] == str(root) and config["data"]["init_args"]["batch_size"] == 8
+    assert config["data"]["init_args"]["val_size"] == 0.1  # its own default, not MNIST's 5000

@@ -4,6 +4,7 @@ config file alone (no shape or class count written anywhere): train, test, predi
 import csv
 import io
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -114,6 +115,20 @@ def test_own_pictures_and_net_by_config_alone(tmp_path, monkeypatch):
     assert len(rows) == 6 and {row["class"] for row in rows} <= set(CLASSES)
     right = sum(row["class"] == row["file"].split("/")[-2] for row in rows)
     assert right >= 5, rows  # each file's class folder is its true class
+
+    # A checkpoint copied away from its run folder keeps its data module and options; an unreadable file is skipped.
+    away = tmp_path / "shared" / "model.ckpt"
+    away.parent.mkdir()
+    away.write_bytes(Path(summary["best_checkpoint"]).read_bytes())
+    (new / "test" / "not a picture.png").write_text("text")
+    done = run_main("predict", "--ckpt_path", str(away), "--data.predict_path", str(new / "test"),
+                    "--default_root_dir", str(tmp_path / "elsewhere"), "--enable_progress_bar", "false")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "skipped " in done.stderr and "not a picture.png" in done.stderr
+    assert (
+        len(list(csv.DictReader(next((tmp_path / "elsewhere").rglob("predictions.csv")).read_text().splitlines()))) == 6
+    )
+    assert export_main([str(away)]) == 0 and (away.parent / "export" / "model.pt2").is_file()  # beside it
 
     # export: the example input has the data's shape; the exported program computes what the net does.
     assert export_main([summary["best_checkpoint"], "--out", str(tmp_path / "export")]) == 0

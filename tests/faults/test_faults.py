@@ -14,7 +14,7 @@ import torch
 
 import tune
 from project.extras.export import main as export_main
-from tests.conftest import FAST_RUN, FAST_TRAINER, REPO, results, run_cli, run_folder, run_main
+from tests.conftest import FAST_RUN, FAST_TRAINER, REPO, read_events, results, run_cli, run_folder, run_main
 from tests.faults.injectors import fill
 
 QUICK = [*FAST_TRAINER, "--max_epochs", "2"]  # 3 steps an epoch: steps 0-5, checkpoints after steps 3 and 6
@@ -170,18 +170,22 @@ def test_a_checkpoint_with_flipped_bytes_is_named_and_not_used(trained, tmp_path
 
 def test_ctrl_c_saves_the_step_exits_130_and_the_same_command_goes_on(mnist_dir, tmp_path):
     args = ["--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path / "logs"), *QUICK]
-    ctrl_c = ["--trainer.callbacks+=tests.slow_stages.SignalAt", "--trainer.callbacks.step", "2",
+    ctrl_c = ["--trainer.callbacks+=tests.slow_stages.SignalAt", "--trainer.callbacks.step", "4",
               "--trainer.callbacks.signal", "SIGINT"]  # fmt: skip
-    stopped = run_cli(*args, *ctrl_c)
+    stopped = run_cli(*args, *ctrl_c)  # in the second epoch, after the first's validation
     assert stopped.returncode == 130 and "Traceback" not in stopped.stderr, stopped.stderr
     assert "Ctrl-C: saving last.ckpt after this step" in stopped.stderr
     assert "SIGINT: saved" in stopped.stderr and "--ckpt_path last goes on from it" in stopped.stderr
     run = run_folder(tmp_path / "logs")
-    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
     assert not (run / "results.json").exists()  # not a finished run
     resumed = run_cli(*args, "--ckpt_path", "last")
     assert resumed.returncode == 0, resumed.stderr
-    assert results(tmp_path / "logs")["global_step"] == 6 and run_folder(tmp_path / "logs") == run
+    summary = results(tmp_path / "logs")
+    assert summary["global_step"] == 6 and run_folder(tmp_path / "logs") == run
+    scalars, _ = read_events(run)
+    # The best validation accuracy of the whole run, not of the part after the resume.
+    assert summary["metrics"]["val/acc_best"] == pytest.approx(max(scalars["val/acc"])) and len(scalars["val/acc"]) == 2
 
 
 def test_an_unexpected_error_is_one_line_and_debug_shows_it(mnist_dir, tmp_path):
