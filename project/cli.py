@@ -216,24 +216,37 @@ def fresh_classes(parser: ArgumentParser, args: list[str], config: Namespace) ->
         head = layers[-1][0].split("=")[0].rstrip("+") if layers else ""  # --trainer.callbacks+=X too
         layers.append([word]) if word.startswith("--") and not word.startswith(f"{head}.") else layers[-1].append(word)
 
-    def flags_for(key: str) -> list[str]:  # the flags given for a class's arguments, wherever they stand
-        return [word for layer in layers if layer[0].split("=")[0].startswith(f"--{key}.") for word in layer]
+    def flags(key: str, among: list[list[str]], accepted: set[str] | None = None) -> list[str]:
+        """The words of the flags for a class's arguments (--key.name value) among these layers, in order."""
+        names = [layer[0].split("=")[0].removeprefix(f"--{key}.").split(".")[0] for layer in among]
+        chosen = [layer for layer, name in zip(among, names, strict=True) if layer[0].startswith(f"--{key}.")
+                  and (accepted is None or name in accepted)]  # fmt: skip
+        return [word for layer in chosen for word in layer]
 
     config = base
-    for layer in layers:
-        new = parser.parse_args([*layer, *(w for k in CLASS_KEYS for w in flags_for(k))], namespace=config.clone(),
-                                defaults=False)  # fmt: skip
+    for i, layer in enumerate(layers):
+        later = [word for key in CLASS_KEYS for word in flags(key, layers[i + 1 :])]  # a required one may come later
+        new = parser.parse_args([*layer, *later], namespace=config.clone(), defaults=False)
         for key in CLASS_KEYS:
             if class_path(new, key) not in (None, class_path(config, key)):
+                # Flags before the switch carry over where the new class takes them (as jsonargparse's own rule).
+                accepted = set(own_defaults(import_class(class_path(new, key)))) | required(class_path(new, key))
+                words = [*flags(key, layers[:i], accepted), *layer, *flags(key, layers[i + 1 :])]
                 start = config.clone()
                 start[key] = Namespace(class_path=class_path(new, key))
-                new[key] = parser.parse_args([*layer, *flags_for(key)], namespace=start, defaults=False)[key]
+                new[key] = parser.parse_args(words, namespace=start, defaults=False)[key]
         config = new
     switched = [key for key in CLASS_KEYS if class_path(config, key) not in (None, class_path(base, key))]
     for key in switched:  # what was not given is the class's own default, written out as in config.yaml
         own = own_defaults(import_class(config[key].class_path))
         config[key].init_args = Namespace(**{**own, **vars(config[key].get("init_args") or Namespace())})
     return {key: config[key] for key in switched}
+
+
+def required(path: str) -> set[str]:
+    """The arguments of a class that have no default (a data module's data_dir)."""
+    params = inspect.signature(import_class(path)).parameters.values()
+    return {p.name for p in params if p.default is p.empty and p.kind is p.POSITIONAL_OR_KEYWORD}
 
 
 def own_defaults(cls: type) -> dict:

@@ -106,8 +106,10 @@ class Preemption(Checkpoint):
 
     def on_test_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         # Told to stop while testing (after fit, say): nothing to save (the test holds no training state, and
-        # last.ckpt stays the fit's); stop, and requeue on SIGUSR1: --ckpt_path last then tests again.
-        if self.stop_requested(trainer):
+        # last.ckpt stays the fit's); stop, and requeue on SIGUSR1: --ckpt_path last then tests again. Decided by
+        # each process alone: under DDP the processes may have test batches of different counts, so a collective
+        # call here would wait forever (a cluster signals every process of a job).
+        if self.received is not None:
             self.save_and_stop(trainer, save=False)
 
     def save_and_stop(self, trainer: L.Trainer, save: bool = True) -> None:
@@ -115,7 +117,8 @@ class Preemption(Checkpoint):
         if save:
             trainer.save_checkpoint(path, weights_only=False)  # everything a resume needs
         job = os.environ.get("SLURM_JOB_ID")
-        requeue = any_process(trainer, self.received == signal.SIGUSR1) and job is not None
+        asked = self.received == signal.SIGUSR1
+        requeue = (any_process(trainer, asked) if save else asked) and job is not None
         if trainer.is_global_zero:
             what = f"requeueing SLURM job {job} on exit" if requeue else "stopping; --ckpt_path last goes on from it"
             name = self.received.name if self.received else "a signal to another process"
