@@ -3,6 +3,7 @@ that is never written (read-only, shared)."""
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -171,3 +172,20 @@ def test_the_data_class_and_its_options_in_any_order(tmp_path, order):
     assert config["data"]["class_path"] == "project.data.ImageFolderDataModule"
     assert config["data"]["init_args"]["data_dir"] == str(root) and config["data"]["init_args"]["batch_size"] == 8
     assert config["data"]["init_args"]["val_size"] == 0.1  # its own default, not MNIST's 5000
+
+
+def test_two_runs_decoding_one_folder_at_once_share_one_cache(tmp_path):
+    """Two processes with an empty cache at the same moment (a job array's tasks): both get the images, and one
+    whole cache file is left (each writes its own temporary file; the renames replace each other)."""
+    root = write_image_folder(tmp_path / "pictures")
+    cache = tmp_path / "cache"
+    code = (f"from project.data import ImageFolderDataModule; dm = ImageFolderDataModule({str(root)!r}, "
+            f"cache_dir={str(cache)!r}); dm.setup('fit'); print(len(dm.train_set) + len(dm.val_set))")  # fmt: skip
+    from tests.conftest import REPO
+
+    runs = [subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True)
+            for _ in range(2)]  # fmt: skip
+    assert [run.communicate(timeout=120)[0].strip() for run in runs] == ["72", "72"]
+    assert [run.returncode for run in runs] == [0, 0]
+    (cached,) = cache.iterdir()
+    assert cached.suffix == ".pt" and torch.load(cached, weights_only=True)["train"][0].shape == (72, 3, 20, 24)
