@@ -1,8 +1,11 @@
-"""Train and test an MNIST-family classifier: `python train.py --help` lists every option."""
+"""Train and test an image classifier: `python train.py --help` lists every option."""
 
 import sys
 
-from project.cli import main
-
 if __name__ == "__main__":
+    from project import note_stop_signals
+
+    note_stop_signals()  # before the seconds that importing torch and Lightning takes
+    from project.cli import main
+
     sys.exit(main())

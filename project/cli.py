@@ -6,6 +6,7 @@ import importlib
 import inspect
 import json
 import os
+import signal
 import sys
 import warnings
 from argparse import ArgumentError
@@ -23,6 +24,7 @@ from lightning.pytorch.callbacks import Callback, Checkpoint, LearningRateMonito
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
+from project import EARLY_STOPS, note
 from project.classifier import ImageClassifier
 from project.data.contract import CONTRACT_LINKS, contract_of
 from project.errors import SUBCOMMANDS, UserError, fail, option_error
@@ -181,6 +183,7 @@ class ClassifierCLI(LightningCLI):
             requeues = any(getattr(c, "requeues_slurm_jobs", False) for c in kwargs["callbacks"])
             plugins.append(SLURMEnvironment(auto_requeue=not requeues))
         kwargs["plugins"] = plugins
+        hand_over_early_stops(kwargs["callbacks"])
         return super().instantiate_trainer(**kwargs)
 
     def after_fit(self) -> None:
@@ -297,6 +300,21 @@ def check_writable(folder: Path) -> None:
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         why = "is a file, not a folder" if not existing.is_dir() else "is not writable"
         raise UserError(f"cannot write logs to {folder}: {existing} {why}; pass a writable --default_root_dir")
+
+
+def hand_over_early_stops(callbacks: list[Callback]) -> None:
+    """Stop signals noted while the program loaded (train.py) go to the callbacks that act on them (`notice`,
+    project.extras.preemption); with none, the signal ends the process as it would have."""
+    takers = [callback for callback in callbacks if callable(getattr(callback, "notice", None))]
+    for stop in (signal.SIGTERM, signal.SIGUSR1):
+        if signal.getsignal(stop) is note:
+            signal.signal(stop, signal.SIG_DFL)  # nothing took it over
+    early, EARLY_STOPS[:] = list(EARLY_STOPS), []
+    for signum in early:
+        for callback in takers:
+            callback.notice(signum, None)
+        if not takers:
+            os.kill(os.getpid(), signum)
 
 
 def claim_run_folder(experiment: Path) -> Path:

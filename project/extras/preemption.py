@@ -32,6 +32,7 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.callbacks import Checkpoint
 
+from project import note as early_note
 from project.extras.last_checkpoint import LAST, LastCheckpoint
 
 
@@ -52,7 +53,9 @@ class Preemption(Checkpoint):
         self.interrupt: object = signal.default_int_handler
         # Noted from the moment the run is built (a signal in a job's first seconds would else kill it), acted on
         # at the first safe point.
-        self.previous = {sig: signal.signal(sig, self.notice) for sig in (signal.SIGUSR1, signal.SIGTERM)}
+        previous = {sig: signal.signal(sig, self.notice) for sig in (signal.SIGUSR1, signal.SIGTERM)}
+        # train.py's note of the first seconds is handed over (project.cli), not restored at the end of a stage.
+        self.previous = {sig: signal.SIG_DFL if h is early_note else h for sig, h in previous.items()}
 
     def notice(self, signum: int, frame) -> None:
         self.received = signal.Signals(signum)

@@ -4,6 +4,7 @@ status, nothing lost, nothing stray. docs/reliability.md's "Faults" table lists 
 
 import signal
 import subprocess
+import sys
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -272,3 +273,21 @@ def test_a_stop_signal_while_testing_after_fit_keeps_the_fit_and_the_same_comman
     again = run_cli(*args, "--ckpt_path", "last")
     assert again.returncode == 0, again.stderr
     assert "test/acc" in results(tmp_path / "logs")["metrics"] and run_folder(tmp_path / "logs") == run
+
+
+def test_a_stop_signal_in_the_first_second_is_acted_on_once_the_run_is_built(mnist_dir, tmp_path):
+    """SIGTERM while train.py still loads torch and Lightning: noted, then acted on at the first safe point (the
+    first step), not a killed job."""
+    import time
+
+    args = ["--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path / "logs"), *QUICK]
+    process = subprocess.Popen([sys.executable, str(REPO / "train.py"), *args], cwd=REPO, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    time.sleep(1.0)  # Python is up, the imports are not done
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 143 and "Traceback" not in stderr, stderr
+    assert "SIGTERM: saved" in stderr and "at step 1;" in stderr
+    resumed = run_cli(*args, "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr
+    assert results(tmp_path / "logs")["global_step"] == 6
