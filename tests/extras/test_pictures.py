@@ -3,6 +3,7 @@
 import io
 
 import pytest
+import torch
 from PIL import Image
 
 from tests.conftest import FAST_TRAINER, read_events, results, run_folder, run_main
@@ -60,3 +61,22 @@ def test_the_hparams_summary_adds_no_point_at_step_0(trained):
         if "val/acc_best" in accumulator.Tags()["scalars"]:
             steps += [event.step for event in accumulator.Scalars("val/acc_best")]
     assert steps and 0 not in steps  # the fit of 3 steps validates after its last
+
+
+def test_a_test_of_a_checkpoint_draws_its_points_at_the_checkpoints_step(trained, tmp_path):
+    """`python train.py test --ckpt_path` into the run folder: test/acc, epoch and the HPARAMS points at the step
+    the checkpoint was taken, not at step 0 (where they would fold the run's curves)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from tests.conftest import copy_of_run
+
+    logs, best = copy_of_run(trained, tmp_path)
+    run = run_folder(logs)
+    before = set(run.glob("events.out.tfevents.*"))
+    assert run_main("test", "--ckpt_path", best, "--limit_test_batches", "2").returncode == 0
+    (added,) = set(run.glob("events.out.tfevents.*")) - before
+    accumulator = EventAccumulator(str(added))
+    accumulator.Reload()
+    step = torch.load(best, weights_only=True)["loops"]["fit_loop"]["epoch_loop.state_dict"]["_batches_that_stepped"]
+    for tag in ("test/acc", "epoch", "val/acc_best"):
+        assert {event.step for event in accumulator.Scalars(tag)} == {step}, tag
