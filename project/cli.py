@@ -28,15 +28,8 @@ from project import EARLY_STOPS, note
 from project.classifier import ImageClassifier
 from project.data.contract import CONTRACT_LINKS, contract_of
 from project.errors import SUBCOMMANDS, UserError, fail, option_error
-from project.resume import (
-    experiment_name,
-    latest_run,
-    read_checkpoint,
-    recipe_of,
-    run_folder_of,
-    saved_config,
-    write_atomically,
-)
+from project.files import write_atomically
+from project.resume import experiment_name, latest_run, read_checkpoint, recipe_of, run_folder_of, saved_config
 
 BASE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "base.yaml"
 CLASS_KEYS = ("model.net", "model.optimizer", "model.scheduler", "data")  # the classes a flag or config can switch
@@ -233,7 +226,7 @@ def fresh_classes(parser: ArgumentParser, args: list[str], config: Namespace) ->
         for key in CLASS_KEYS:
             if class_path(new, key) not in (None, class_path(config, key)):
                 # Flags before the switch carry over where the new class takes them (as jsonargparse's own rule).
-                accepted = set(own_defaults(import_class(class_path(new, key)))) | required(class_path(new, key))
+                accepted = set(own_parameters(import_class(class_path(new, key))))
                 words = [*flags(key, layers[:i], accepted), *layer, *flags(key, layers[i + 1 :])]
                 start = config.clone()
                 start[key] = Namespace(class_path=class_path(new, key))
@@ -246,22 +239,22 @@ def fresh_classes(parser: ArgumentParser, args: list[str], config: Namespace) ->
     return {key: config[key] for key in switched}
 
 
-def required(path: str) -> set[str]:
-    """The arguments of a class that have no default (a data module's data_dir)."""
-    params = inspect.signature(import_class(path)).parameters.values()
-    return {p.name for p in params if p.default is p.empty and p.kind is p.POSITIONAL_OR_KEYWORD}
-
-
-def own_defaults(cls: type) -> dict:
-    """The defaults of a class's arguments, those of its parents too where it passes **kwargs on to them."""
-    own: dict = {}
+def own_parameters(cls: type) -> dict[str, inspect.Parameter]:
+    """A class's named arguments, its parents' too where it passes **kwargs on to them (as jsonargparse reads
+    them), the nearest class's first."""
+    own: dict[str, inspect.Parameter] = {}
     for klass in cls.__mro__:
         params = inspect.signature(klass.__init__).parameters.values()
-        named = [p for p in params if p.default is not p.empty and p.kind is p.POSITIONAL_OR_KEYWORD]
-        own = {p.name: p.default for p in named} | own
+        named = [p for p in params if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        own |= {p.name: p for p in named if p.name not in own}
         if not any(p.kind is p.VAR_KEYWORD for p in params):
             return own
     return own
+
+
+def own_defaults(cls: type) -> dict:
+    """The defaults of a class's arguments (own_parameters)."""
+    return {name: p.default for name, p in own_parameters(cls).items() if p.default is not p.empty}
 
 
 def error_explainer(parser: ArgumentParser) -> Callable[..., str] | None:

@@ -45,6 +45,22 @@ def option_error(error: BaseException, config) -> str | None:
     paths = {"model": "ImageClassifier"} | {
         k: v.class_path.rsplit(".", 1)[-1] for k in keys if isinstance(v := config.get(k), Namespace)
     }
+    message = named_option(error, paths)
+    net = config.get("model.net")
+    if message is None and isinstance(net, Namespace):
+        # A net's own error reaches here as "not a subclass of CNN" (jsonargparse reports a union type, CNN | MLP |
+        # nn.Module, by its first member's error): building the net again shows its own.
+        module, _, name = net.class_path.rpartition(".")
+        try:
+            getattr(importlib.import_module(module), name)(**vars(net.get("init_args") or Namespace()))
+        except (ValueError, TypeError) as own:
+            return named_option(own, paths)
+    return message
+
+
+def named_option(error: BaseException, paths: dict[str, str]) -> str | None:
+    """The error as "--key.option ..." (or "--key: ..."), from the innermost method of a configured class (by
+    `paths`, option key -> class name) on its traceback; None where no such method raised it."""
     for frame, _ in reversed(list(traceback.walk_tb(error.__traceback__))):
         obj = frame.f_locals.get("self")
         if obj is None or frame.f_code.co_name not in ("__init__", "configure_optimizers", "prepare_data", "setup"):
@@ -55,14 +71,4 @@ def option_error(error: BaseException, config) -> str | None:
             # The class's parameters, and those of the raising method (a base class's __init__ behind **kwargs).
             named = {*inspect.signature(type(obj)).parameters, *frame.f_code.co_varnames[: frame.f_code.co_argcount]}
             return f"--{key}.{error}" if first in named else f"--{key}: {error}"
-    net = config.get("model.net")
-    if isinstance(net, Namespace) and not getattr(error, "rebuilt", False):
-        # A net's own error reaches here as "not a subclass of CNN" (jsonargparse reports a union type, CNN | MLP |
-        # nn.Module, by its first member's error): building the net again shows its own.
-        module, _, name = net.class_path.rpartition(".")
-        try:
-            getattr(importlib.import_module(module), name)(**vars(net.get("init_args") or Namespace()))
-        except (ValueError, TypeError) as own:
-            own.rebuilt = True
-            return option_error(own, config)
     return None

@@ -20,18 +20,6 @@ from project.errors import UserError
 RUN_FOLDER = re.compile(r"version_(\d+)")
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Write then rename, so a reader never sees half a file (the temporary name is per process, so that two
-    writers of the same file, e.g. two tune.py workers, do not write into each other's)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def latest_run(experiment: Path, recipe: dict[str, Any] | None = None) -> Path | None:
     """The run folder (experiment/version_N) with the highest N that holds checkpoints/last.ckpt and, when
     `recipe` is given, whose config.yaml has the same recipe (recipe_of)."""

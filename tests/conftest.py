@@ -46,6 +46,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture
+def small_disk(tmp_path):
+    """A 16 MB tmpfs: filled up or remounted read-only by the tests (root only; skipped with the reason else)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode().strip()}): needs root")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.fixture
 def mnist_dir(tmp_path: Path) -> Path:
     """A data folder in torchvision's layout (data/MNIST/raw) holding 600 training and 200 test images."""
     data = tmp_path / "data"

@@ -4,8 +4,8 @@ disk) and from then on served like MNIST: whole batches sliced from memory, norm
     DIR/train/<class>/<image>   DIR/test/<class>/<image>   DIR/val/<class>/<image> (optional)
 """
 
-import contextlib
 import hashlib
+import io
 import json
 import os
 import sys
@@ -22,6 +22,7 @@ from torch.utils.data import TensorDataset
 from project.data.contract import DataContract
 from project.data.in_memory import InMemoryImages
 from project.errors import UserError
+from project.files import write_atomically
 
 SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
@@ -197,17 +198,14 @@ def decode(path: Path, size: tuple[int, int], channels: int) -> np.ndarray:
 
 
 def write_cache(path: Path, splits: dict, stale) -> None:
-    """Write then rename (several runs may decode at once: each writes its own file, the last rename wins);
+    """Written whole (several runs may decode at once: each writes its own temporary file, the last rename wins);
     older caches of the same folder go. A cache that cannot be written only costs the decoding next time."""
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    buffer = io.BytesIO()
+    torch.save(splits, buffer)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(splits, tmp)
-        os.replace(tmp, path)
+        write_atomically(path, buffer.getvalue())
         for old in stale:
             if old != path:
                 old.unlink(missing_ok=True)
     except OSError as error:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
         print(f"decoded images not cached ({error.strerror}: {path.parent})", file=sys.stderr)

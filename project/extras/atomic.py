@@ -12,7 +12,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from project.errors import UserError
-from project.resume import write_atomically
+from project.files import write_atomically
 
 __all__ = ["AtomicCheckpointIO", "tensorboard", "write_atomically"]
 

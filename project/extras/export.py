@@ -13,7 +13,6 @@ written whole or not at all. ONNX needs
 import argparse
 import io
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -60,7 +59,7 @@ def export_program(net: torch.nn.Module, images: torch.Tensor, expected: torch.T
     buffer.seek(0)
     with torch.no_grad():
         difference = (torch.export.load(buffer).module()(images) - expected).abs().max().item()
-    write_whole(path, buffer.getvalue())
+    write_atomically(path, buffer.getvalue())  # torch's own file writers abort the process on a full disk
     return difference
 
 
@@ -83,22 +82,8 @@ def export_onnx(net: torch.nn.Module, images: torch.Tensor, expected: torch.Tens
         session = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
         (logits,) = session.run(None, {"images": images.numpy()})
         difference = float(abs(torch.from_numpy(logits) - expected).max())
-    write_whole(path, model)
+    write_atomically(path, model)
     return difference
-
-
-def write_whole(path: Path, data: bytes) -> None:
-    """Bytes made in memory, written beside the target, flushed, then renamed over it: whole or not at all
-    (torch's own file writers abort the process on a full disk; Python's file raises an OSError)."""
-    partial = path.with_name(f"{path.stem}.{os.getpid()}.partial{path.suffix}")
-    try:
-        with open(partial, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> int:

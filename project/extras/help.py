@@ -9,7 +9,7 @@ from jsonargparse import Namespace
 from lightning import Trainer
 
 from project.classifier import ImageClassifier
-from project.cli import CLASS_KEYS, DESCRIPTION, import_class
+from project.cli import CLASS_KEYS, DESCRIPTION, import_class, own_parameters
 
 
 def help_text(config: Namespace) -> str:
@@ -27,7 +27,7 @@ def help_text(config: Namespace) -> str:
         docs = [doc for klass in reversed(cls.__mro__) for doc in docstring_parser.parse(  # the nearest class's wins
             f"{inspect.getdoc(klass) or ''}\n\n{inspect.getdoc(klass.__init__) or ''}").params]  # fmt: skip
         first_sentences = {doc.arg_name: (doc.description or "").split(". ")[0].replace("\n", " ") for doc in docs}
-        for name, parameter in parameters(cls).items():
+        for name, parameter in own_parameters(cls).items():
             if name not in skip and parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY):
                 shown = json.dumps(values.get(name, parameter.default), default=as_text)
                 option = f"  --{key}.{name} {shown}" if key else f"  --{name} {shown}"
@@ -35,17 +35,6 @@ def help_text(config: Namespace) -> str:
     off = [name for name, value in vars(config.callbacks).items() if value is None]
     lines += ["", f"Callbacks that are off (--callbacks.NAME CLASS puts one in): {', '.join(off)}", ""]
     return "\n".join(lines)
-
-
-def parameters(cls: type) -> dict[str, inspect.Parameter]:
-    """A class's parameters, and its parents' where it passes **kwargs on to them (as jsonargparse reads them)."""
-    found: dict[str, inspect.Parameter] = {}
-    for klass in cls.__mro__:
-        own = inspect.signature(klass.__init__ if klass is not cls else klass).parameters
-        found |= {k: p for k, p in own.items() if k not in found and k != "self"}
-        if not any(p.kind is p.VAR_KEYWORD for p in own.values()):
-            break
-    return found
 
 
 def as_text(value) -> str:

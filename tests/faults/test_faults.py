@@ -21,18 +21,6 @@ from tests.faults.injectors import fill
 QUICK = [*FAST_TRAINER, "--max_epochs", "2"]  # 3 steps an epoch: steps 0-5, checkpoints after steps 3 and 6
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 16 MB tmpfs: filled up or remounted read-only by the tests (root only; skipped with the reason else)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode().strip()}): needs root")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
 def one_error_line(stderr: str) -> str:
     """The error line, asserted to be the last line and the only one, with no traceback anywhere."""
     lines = [line for line in stderr.splitlines() if line.strip()]
