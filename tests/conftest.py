@@ -132,9 +132,10 @@ def results(root: Path) -> dict:
 
 
 def read_events(folder: Path, other: dict | None = None) -> tuple[dict[str, list[float]], object]:
-    """Scalars (tag -> values in step order) and the HPARAMS experiment, read back with TensorBoard's reader, file
-    by file in the order they were written (not by name: a writer's number in its name counts up per process, so
-    in a test process that made ten writers before, the 10th file sorts before the 9th).
+    """Scalars (tag -> values in step order) and the HPARAMS experiment (its first summary), read back with
+    TensorBoard's reader, file by file in the order they were written (not by name: a writer's number in its
+    name counts up per process, so in a test process that made ten writers before, the 10th file sorts before
+    the 9th).
     Images (tag -> list of encoded images) and histogram tags go into `other` when given."""
     scalars: dict[str, list[float]] = {}
     experiment = HParamsPluginData().experiment
@@ -152,7 +153,7 @@ def read_events(folder: Path, other: dict | None = None) -> tuple[dict[str, list
             content = accumulator.PluginTagToContent("hparams").get("_hparams_/experiment")
         except KeyError:  # this file holds no hparams
             content = None
-        if content:
+        if content and not experiment.metric_infos:  # the first one, as TensorBoard reads a run (EventAccumulator)
             experiment = HParamsPluginData.FromString(content).experiment
     return scalars, experiment
 

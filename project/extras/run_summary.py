@@ -3,12 +3,16 @@
 import json
 import sys
 import time
+from argparse import Namespace
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
+from torch.utils.tensorboard.summary import hparams
 
 from project.extras.atomic import write_atomically
 
@@ -61,14 +65,37 @@ class RunSummary(Callback):
         if trainer.is_global_zero:
             write_atomically(self.folder / "results.json", json.dumps(self.results, indent=2) + "\n")
         # After fit (a run that only fits, such as a tune.py trial, shows up too) and again after test.
-        metrics = {k: v for k, v in self.results["metrics"].items() if k in HPARAM_METRICS}
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
-                # It writes the metrics as points too: at this step, on their own curves, not at step 0.
                 step = self.results.get("global_step") or trainer.global_step  # a test of a checkpoint: its run's
-                logger.log_hyperparams(_hparams(trainer, trainer.lightning_module), metrics, step=step)
+                write_hparams(logger, _hparams(trainer, trainer.lightning_module), step)
             else:
                 logger.log_hyperparams(_hparams(trainer, trainer.lightning_module))
+
+
+@rank_zero_only  # process 0 writes the logs
+def write_hparams(logger: TensorBoardLogger, params: dict[str, Any], step: int) -> None:
+    """TensorBoard's HPARAMS summary: the hyper-parameters against every metric of HPARAM_METRICS, named all at
+    once, also one not reached yet (test/acc after fit): TensorBoard takes the columns from the first summary of
+    a run folder (and the first run's for all runs), so a later one could not add one. Their values are the
+    run's own curves of those names, which the model logs; Lightning's log_hyperparams would name only the
+    metrics it is given values of, and draw those again as points."""
+    writer = logger.experiment.file_writer  # None only where this stage logged nothing and the file is closed
+    for summary in hparams(_flat(params), dict.fromkeys(HPARAM_METRICS)) if writer else ():
+        writer.add_summary(summary, step)
+
+
+def _flat(params: Mapping, prefix: str = "") -> dict[str, Any]:
+    """Nested options under one level of names (net/class_path, as Lightning logs them); TensorBoard shows a
+    number, text or a truth value, so anything else as its text."""
+    flat: dict[str, Any] = {}
+    for key, value in params.items():
+        value = vars(value) if isinstance(value, Namespace) else value
+        if isinstance(value, Mapping):
+            flat.update(_flat(value, f"{prefix}{key}/"))
+        else:
+            flat[f"{prefix}{key}"] = value if isinstance(value, bool | int | float | str | None) else str(value)
+    return flat
 
 
 def log_at_checkpoint_step(trainer: L.Trainer, checkpoint: dict) -> None:

@@ -63,11 +63,22 @@ def test_the_hparams_summary_adds_no_point_at_step_0(trained):
     assert steps and 0 not in steps  # the fit of 3 steps validates after its last
 
 
+def test_the_hparams_tab_shows_test_acc_after_fit_and_test(trained):
+    """TensorBoard takes the columns of its HPARAMS tab from the first HPARAMS summary of a run folder (written
+    after fit, before any test): it names test/acc too, and the session holds the test's value."""
+    root, _ = trained
+    scalars, experiment = read_events(run_folder(root / "logs"))
+    assert [m.name.tag for m in experiment.metric_infos] == ["val/acc_best", "test/acc"]
+    assert scalars["test/acc"] == [pytest.approx(results(root / "logs")["metrics"]["test/acc"])]
+    assert {"net/class_path", "optimizer/class_path", "batch_size"} <= {h.name for h in experiment.hparam_infos}
+
+
 def test_a_test_of_a_checkpoint_draws_its_points_at_the_checkpoints_step(trained, tmp_path):
-    """`python train.py test --ckpt_path` into the run folder: test/acc, epoch and the HPARAMS points at the step
+    """`python train.py test --ckpt_path` into the run folder: test/acc, epoch and the HPARAMS summary at the step
     the checkpoint was taken, not at step 0 (where they would fold the run's curves)."""
     from lightning import Trainer
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
     from tests.conftest import copy_of_run
 
@@ -83,5 +94,9 @@ def test_a_test_of_a_checkpoint_draws_its_points_at_the_checkpoints_step(trained
     accumulator = EventAccumulator(str(added))
     accumulator.Reload()
     step = torch.load(best, weights_only=True)["loops"]["fit_loop"]["epoch_loop.state_dict"]["_batches_that_stepped"]
-    for tag in ("test/acc", "epoch", "val/acc_best"):
+    for tag in ("test/acc", "epoch"):
         assert {event.step for event in accumulator.Scalars(tag)} == {step}, tag
+    summaries = [
+        e for e in EventFileLoader(str(added)).Load() if any(v.tag.startswith("_hparams_/") for v in e.summary.value)
+    ]
+    assert summaries and {event.step for event in summaries} == {step}
