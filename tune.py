@@ -20,6 +20,9 @@ of its own, logs/tune/trial_N/. At the end the best trials are printed as a tabl
 a YAML recipe that `python train.py --config logs/tune/best.yaml` takes as it is.
 """
 
+import project  # noqa: F401 (first: a Ctrl-C while the libraries below load ends in one line, project/__init__.py)
+
+# isort: split
 import argparse
 import inspect
 import json

@@ -1,8 +1,21 @@
-"""An image classifier template on PyTorch Lightning: project.cli is the command line."""
+"""An image classifier template on PyTorch Lightning: project.cli is the command line.
+
+Imported first by every entry point (train.py, tune.py, python -m project.extras.*), so that a Ctrl-C while
+torch and Lightning load, or anywhere else that no stage handles, ends with one line, not a traceback."""
 
 import signal
+import sys
 
 EARLY_STOPS: list[int] = []  # stop signals noted while the program loads, handed to the run once it is built
+
+
+class Stopped(SystemExit):
+    """A stop signal that no callback acts on (project.extras.preemption off): the process ends as at Ctrl-C,
+    through the run's clean-up (a run that trained no step leaves no folder), with status 128 + its number."""
+
+
+def stop_now(signum: int, frame) -> None:
+    raise Stopped(128 + signum)
 
 
 def note(signum: int, frame) -> None:
@@ -14,3 +27,16 @@ def note_stop_signals() -> None:
     seconds): the run's own handler takes them over (project.cli: ClassifierCLI.instantiate_trainer)."""
     for stop in (signal.SIGTERM, signal.SIGUSR1):
         signal.signal(stop, note)
+
+
+def one_line_interrupt(kind: type[BaseException], error: BaseException, trace) -> None:
+    """A Ctrl-C that nothing handled: one line (the traceback with --debug). Python then ends the process by
+    SIGINT, as a shell expects of a program that was interrupted (status 130 in the shell)."""
+    if issubclass(kind, KeyboardInterrupt) and "--debug" not in sys.argv:
+        print("\ninterrupted (Ctrl-C)", file=sys.stderr)
+    else:
+        sys.__excepthook__(kind, error, trace)
+
+
+if sys.excepthook is sys.__excepthook__:  # not where a notebook or another program has its own
+    sys.excepthook = one_line_interrupt

@@ -22,9 +22,10 @@ from lightning.fabric.plugins.environments import ClusterEnvironment, SLURMEnvir
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback, Checkpoint, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from project import EARLY_STOPS, note
+from project import EARLY_STOPS, Stopped, note, stop_now
 from project.classifier import ImageClassifier
 from project.data.contract import CONTRACT_LINKS, contract_of
 from project.errors import SUBCOMMANDS, UserError, fail, option_error
@@ -297,17 +298,20 @@ def check_writable(folder: Path) -> None:
 
 def hand_over_early_stops(callbacks: list[Callback]) -> None:
     """Stop signals noted while the program loaded (train.py) go to the callbacks that act on them (`notice`,
-    project.extras.preemption); with none, the signal ends the process as it would have."""
+    project.extras.preemption). With none, a stop signal ends the run as Ctrl-C does (project.Stopped: its
+    clean-up runs, so a run that trained nothing leaves no folder), except SLURM's SIGUSR1, which Lightning's
+    own SLURM handler requeues on."""
     takers = [callback for callback in callbacks if callable(getattr(callback, "notice", None))]
     for stop in (signal.SIGTERM, signal.SIGUSR1):
-        if signal.getsignal(stop) is note:
-            signal.signal(stop, signal.SIG_DFL)  # nothing took it over
+        if signal.getsignal(stop) is note:  # nothing took it over
+            lightnings = stop == signal.SIGUSR1 and SLURMEnvironment.detect()
+            signal.signal(stop, signal.SIG_DFL if lightnings else stop_now)
     early, EARLY_STOPS[:] = list(EARLY_STOPS), []
     for signum in early:
         for callback in takers:
             callback.notice(signum, None)
         if not takers:
-            os.kill(os.getpid(), signum)
+            stop_now(signum, None)
 
 
 def claim_run_folder(experiment: Path) -> Path:
@@ -395,6 +399,16 @@ def main(argv: list[str] | None = None) -> int:
     args = ["fit", *args] if test_after_fit else args
     try:
         cli = ClassifierCLI(run_data_defaults(args), test_after_fit=test_after_fit)
+    except (Stopped, SIGTERMException) as stop:  # a stop signal that no callback saved on
+        status = stop.code if isinstance(stop.code, int) else 128 + signal.SIGTERM  # Lightning's has none: 0
+        name = signal.Signals(status - 128).name
+        print(f"{name}: stopped, nothing saved on it (--callbacks.preemption is off); --ckpt_path last goes on "
+              "from the newest epoch-end last.ckpt, if any", file=sys.stderr)  # fmt: skip
+        return status
+    except SystemExit as stop:
+        if isinstance(stop.__context__, KeyboardInterrupt):  # Lightning's end of a stage at Ctrl-C: status 1
+            return 128 + signal.SIGINT
+        raise
     except Exception as error:
         if debug:
             raise
