@@ -14,7 +14,8 @@ There `last.ckpt` of the run folder is written (atomically, like every checkpoin
 of the restarted job takes it, and no finished step is trained again. On SIGUSR1 inside a SLURM job the job
 is requeued (`scontrol requeue`); SIGTERM came from whoever stops the job, who decides whether it comes back.
 Ctrl-C (SIGINT) while training does the same: the first saves at the next safe point and stops, a second stops
-at once (Lightning's KeyboardInterrupt handling, status 1), naming the newest saved checkpoint. The process then
+at once (Lightning's KeyboardInterrupt handling; status 130), naming the newest saved checkpoint; while testing,
+the first stops after the batch. The process then
 exits with status 0 inside a SLURM job (the scheduler requeues or cancels it: the work goes on in the requeued
 job, and another status would mark the step FAILED), else with 128 + the signal's number as a shell reports it
 (130 for Ctrl-C, 143 for SIGTERM, 138 for SIGUSR1): the run is not finished, and a script can tell.
@@ -50,6 +51,7 @@ class Preemption(Checkpoint):
 
     def __init__(self) -> None:
         self.received: signal.Signals | None = None
+        self.testing = False
         self.interrupt: object = signal.default_int_handler
         # Noted from the moment the run is built (a signal in a job's first seconds would else kill it), acted on
         # at the first safe point.
@@ -61,7 +63,8 @@ class Preemption(Checkpoint):
         self.received = signal.Signals(signum)
         if self.received == signal.SIGINT:
             signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C stops at once
-            print("\nCtrl-C: saving last.ckpt after this step, then stopping (Ctrl-C again: stop now)", file=sys.stderr)
+            then = "stopping the test after this batch" if self.testing else "saving last.ckpt after this step"
+            print(f"\nCtrl-C: {then}, then stopping (Ctrl-C again: stop now)", file=sys.stderr)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         # Installed before Lightning installs its own handlers, so that they are the ones Lightning restores
@@ -83,6 +86,15 @@ class Preemption(Checkpoint):
         self.interrupt = signal.signal(signal.SIGINT, self.notice)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        signal.signal(signal.SIGINT, self.interrupt)
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Ctrl-C while testing: noted, acted on after the batch (a KeyboardInterrupt raised inside the drawing of
+        # the test's pictures comes out of matplotlib as another error).
+        self.testing, self.interrupt = True, signal.signal(signal.SIGINT, self.notice)
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.testing = False
         signal.signal(signal.SIGINT, self.interrupt)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:

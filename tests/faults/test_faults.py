@@ -279,3 +279,62 @@ def test_a_stop_signal_in_the_first_second_is_acted_on_once_the_run_is_built(mni
     resumed = run_cli(*args, "--ckpt_path", "last")
     assert resumed.returncode == 0, resumed.stderr
     assert results(tmp_path / "logs")["global_step"] == 6
+
+
+def test_ctrl_c_while_testing_stops_after_the_batch_and_the_same_command_tests_again(mnist_dir, tmp_path):
+    args = ["--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path / "logs"), *QUICK]
+    during_test = ["--trainer.callbacks+=tests.faults.injectors.SignalWhileTesting", "--trainer.callbacks.signal",
+                   "SIGINT"]  # fmt: skip
+    stopped = run_cli(*args, *during_test)
+    assert stopped.returncode == 130 and "Traceback" not in stopped.stderr, stopped.stderr
+    assert "Ctrl-C: stopping the test after this batch" in stopped.stderr
+    assert "SIGINT: stopped testing (last.ckpt kept)" in stopped.stderr
+    assert "test/acc" not in results(tmp_path / "logs")["metrics"]  # the fit's results, no half test
+    again = run_cli(*args, "--ckpt_path", "last")
+    assert again.returncode == 0, again.stderr
+    assert "test/acc" in results(tmp_path / "logs")["metrics"]
+
+
+def test_a_stop_signal_with_preemption_off_is_one_line_and_exit_143(mnist_dir, tmp_path):
+    """Without the preemption callback nothing saves on SIGTERM: the run stops where it is (not with exit 0, as
+    Lightning's own handler ends it), keeps its epoch-end last.ckpt, and the same command goes on from there."""
+    args = ["--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path / "logs"), *QUICK,
+            "--callbacks.preemption", "null"]  # fmt: skip
+    sigterm = ["--trainer.callbacks+=tests.slow_stages.SignalAt", "--trainer.callbacks.step", "4",
+               "--trainer.callbacks.signal", "SIGTERM"]  # fmt: skip
+    stopped = run_cli(*args, *sigterm)
+    assert stopped.returncode == 143 and "Traceback" not in stopped.stderr, stopped.stderr
+    assert "SIGTERM: stopped, nothing saved on it (--callbacks.preemption is off)" in stopped.stderr.splitlines()[-1]
+    run = run_folder(tmp_path / "logs")
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3  # the epoch end's
+    resumed = run_cli(*args, "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr
+    assert results(tmp_path / "logs")["global_step"] == 6 and run_folder(tmp_path / "logs") == run
+
+
+def default_ctrl_c() -> None:
+    """In the child: Ctrl-C raises KeyboardInterrupt, also where the tests were started with SIGINT ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
+def test_a_stop_while_train_py_loads_is_one_line_and_leaves_nothing(mnist_dir, tmp_path, stop):
+    """Ctrl-C while torch and Lightning load: one line, ended by SIGINT as a shell expects (130 there); SIGTERM
+    then with preemption off: noted, then the run stops before it starts, 143. Neither leaves a run folder."""
+    import time
+
+    logs = tmp_path / "logs"
+    args = ["--data.data_dir", str(mnist_dir), "--default_root_dir", str(logs), *QUICK, "--callbacks.preemption",
+            "null"]  # fmt: skip
+    process = subprocess.Popen([sys.executable, str(REPO / "train.py"), *args], cwd=REPO, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=default_ctrl_c)  # fmt: skip
+    time.sleep(1.0)  # Python is up, the imports are not done
+    process.send_signal(getattr(signal, stop))
+    _, stderr = process.communicate(timeout=300)
+    assert "Traceback" not in stderr, stderr
+    last = stderr.strip().splitlines()[-1]
+    if stop == "SIGINT":
+        assert process.returncode == -signal.SIGINT and last == "interrupted (Ctrl-C)", stderr
+    else:
+        assert process.returncode == 143 and last.startswith("SIGTERM: stopped, nothing saved"), stderr
+    assert not logs.exists() or not list(logs.iterdir())
