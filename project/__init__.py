@@ -3,8 +3,10 @@
 Imported first by every entry point (train.py, tune.py, python -m project.extras.*), so that a Ctrl-C while
 torch and Lightning load, or anywhere else that no stage handles, ends with one line, not a traceback."""
 
+import errno
 import signal
 import sys
+import threading
 
 EARLY_STOPS: list[int] = []  # stop signals noted while the program loads, handed to the run once it is built
 
@@ -38,5 +40,17 @@ def one_line_interrupt(kind: type[BaseException], error: BaseException, trace) -
         sys.__excepthook__(kind, error, trace)
 
 
+def one_line_thread_error(args: threading.ExceptHookArgs) -> None:
+    """A background thread's error as one line, and none for a full or read-only disk under TensorBoard's event
+    writer thread: the writer hands that error to the run, which ends with its own line."""
+    error, disk = args.exc_value, (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)
+    if "--debug" in sys.argv or isinstance(error, SystemExit):
+        threading.__excepthook__(args)
+    elif not (isinstance(error, OSError) and error.errno in disk):
+        name = args.thread.name if args.thread else "a thread"
+        print(f"note: {name} stopped: {type(error).__name__}: {error}", file=sys.stderr)
+
+
 if sys.excepthook is sys.__excepthook__:  # not where a notebook or another program has its own
     sys.excepthook = one_line_interrupt
+    threading.excepthook = one_line_thread_error
