@@ -25,7 +25,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from project import EARLY_STOPS, Stopped, note, stop_now
+from project import EARLY_STOPS, Stopped, note, resume, stop_now
 from project.classifier import ImageClassifier
 from project.data.contract import CONTRACT_LINKS, contract_of
 from project.errors import SUBCOMMANDS, UserError, fail, option_error
@@ -124,9 +124,11 @@ class ClassifierCLI(LightningCLI):
         if config.ckpt_path == "last":
             experiment = Path(config.trainer.default_root_dir) / experiment_name(config.as_dict())
             run = latest_run(experiment, recipe_of(config.as_dict()))
-            if run is None and self.config.subcommand == "fit":
-                # Nothing to resume: a job script that always passes `--ckpt_path last` starts afresh.
-                print(f"No run of this recipe under {experiment} has a last.ckpt: starting a new run.", file=sys.stderr)
+            if self.config.subcommand == "fit" and (run is None or resume.finished(run, self.test_after_fit)):
+                # Nothing to resume: a job script that always passes `--ckpt_path last` starts afresh. A longer
+                # run of a finished one is asked for by its checkpoint's path.
+                why = f"the newest, {run}, is finished" if run else f"none under {experiment} has a last.ckpt"
+                print(f"--ckpt_path last: no unfinished run of this recipe ({why}): a new run", file=sys.stderr)
                 config.ckpt_path = None
                 return
             if run is None:

@@ -30,6 +30,17 @@ def latest_run(experiment: Path, recipe: dict[str, Any] | None = None) -> Path |
     return max(runs, key=lambda run: int(RUN_FOLDER.fullmatch(run.name)[1]), default=None)
 
 
+def finished(run: Path, tested: bool) -> bool:
+    """Whether the run's fit reached its end after its last.ckpt was saved (results.json, written then by the
+    run summary, holds that step) and, with `tested`, its test after that too. Unreadable files: not finished."""
+    try:
+        summary = json.loads((run / "results.json").read_text())
+        last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        return False
+    return summary.get("global_step") == last.get("global_step") and (not tested or "tested_checkpoint" in summary)
+
+
 def experiment_name(config: dict[str, Any]) -> str:
     """<data>_<net>, e.g. fashion_mnist_cnn: the folder under logs/ that holds this recipe's runs. The data is named
     by its data set (mnist, ...), else by its folder's name, else by its data module's."""

@@ -99,9 +99,14 @@ class Preemption(Checkpoint):
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, KeyboardInterrupt) and trainer.is_global_zero:
-            path = self.last_checkpoint_path(trainer)
-            saved = f"the newest saved state is {path}" if path.is_file() else "nothing was saved yet"
-            print(f"interrupted: {saved}; the same command with --ckpt_path last goes on from it", file=sys.stderr)
+            path, step = self.last_checkpoint_path(trainer), trainer.global_step
+            if path.is_file():
+                said = f": the newest saved state is {path}; the same command with --ckpt_path last goes on from it"
+            elif step == 0:
+                said = " before the first training step: nothing was trained; run the same command again"
+            else:
+                said = f" at step {step}, before the first epoch ended: nothing was saved; run the same command again"
+            print(f"interrupted{said}", file=sys.stderr)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
         # After a batch that ended an optimizer step, where Lightning's own mid-epoch checkpoints are taken

@@ -52,6 +52,10 @@ class RunSummary(Callback):
         self.results["best_checkpoint"] = best or None
         self.results["epochs"] = trainer.current_epoch
         self.results["global_step"] = trainer.global_step
+        # Test results of an earlier fit of this run are not this fit's (and `--ckpt_path last` reads their absence
+        # as a test still to do).
+        self.results.pop("tested_checkpoint", None)
+        self.results["metrics"] = {k: v for k, v in self.results["metrics"].items() if not k.startswith("test/")}
         self._record(trainer)
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

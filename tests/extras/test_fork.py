@@ -138,10 +138,10 @@ def test_own_pictures_and_net_by_config_alone(tmp_path, monkeypatch):
         exported = torch.export.load(tmp_path / "export" / "model.pt2").module()(images)
     torch.testing.assert_close(exported, expected)
 
-    # resume: `--ckpt_path last` continues this run, in its folder (no one-cycle schedule: it may run longer).
+    # longer: its last.ckpt continues this run, in its folder (no one-cycle schedule: it may run longer).
     steps = summary["global_step"]
-    done = run_main("fit", "--ckpt_path", "last", "--config", str(config), "--default_root_dir", str(logs),
-                    *QUICK, "--max_epochs", "5")  # fmt: skip
+    done = run_main("fit", "--ckpt_path", str(run / "checkpoints" / "last.ckpt"), "--config", str(config),
+                    "--default_root_dir", str(logs), *QUICK, "--max_epochs", "5")  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert run_folder(logs) == run
     last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)

@@ -131,7 +131,7 @@ def test_kill_during_a_save_leaves_the_previous_last_ckpt(mnist_dir, tmp_path):
     # A OneCycle schedule is planned for the run's length: resuming into a longer run is refused, and the
     # refused attempt adds nothing to the run folder.
     files = sorted(p for p in (tmp_path / "logs").rglob("*"))
-    longer = run_main(*args, "--max_epochs", "3", "--ckpt_path", "last")
+    longer = run_main(*args, "--max_epochs", "3", "--ckpt_path", str(checkpoints / "last.ckpt"))
     assert longer.returncode == 2
     refused = "error: --model.scheduler: the checkpoint's learning-rate schedule was planned for 6"
     assert longer.stderr.splitlines()[-1].startswith(refused)
@@ -168,15 +168,18 @@ def test_random_state_round_trips_through_a_weights_only_checkpoint():
 
 
 @pytest.mark.slow
-def test_ckpt_path_last_continues_the_newest_run_in_its_folder(mnist_dir, tmp_path):
+def test_a_finished_run_trains_longer_from_its_checkpoint_in_its_folder(mnist_dir, tmp_path):
     # A constant schedule, so that the resumed run may be longer than the first (OneCycle may not: tested below).
+    # `--ckpt_path last` leaves a finished run alone (a new run starts); its checkpoint's path continues it.
     args = ["--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path / "logs"), *THREE_EPOCHS]
     args += ["--limit_train_batches", "3", "--limit_val_batches", "1", "--model.scheduler", "null"]
     assert run_main(*args, "--max_epochs", "1").returncode == 0
-    done = run_main(*args, "--max_epochs", "2", "--ckpt_path", "last")
+    last = run_folder(tmp_path / "logs") / "checkpoints" / "last.ckpt"
+    done = run_main(*args, "--max_epochs", "2", "--ckpt_path", str(last))
     assert done.returncode == 0, done.stderr
     folder = run_folder(tmp_path / "logs")
-    assert folder.name == "version_0" and results(tmp_path / "logs")["global_step"] == 6
+    summary = results(tmp_path / "logs")
+    assert folder.name == "version_0" and summary["global_step"] == 6 and "test/acc" in summary["metrics"]
     assert sorted(scalars_by_step(folder, "train/loss")) == list(range(6))  # one TensorBoard run, steps 0..5
 
 
@@ -185,7 +188,7 @@ def test_ckpt_path_last_without_a_run_starts_a_new_one(mnist_dir, tmp_path):
     args += ["--limit_train_batches", "2", "--limit_val_batches", "1", "--max_epochs", "1"]
     done = run_main(*args, "--ckpt_path", "last")
     assert done.returncode == 0, done.stderr
-    assert "starting a new run" in done.stderr
+    assert "--ckpt_path last: no unfinished run of this recipe (none under " in done.stderr
     assert run_folder(tmp_path / "logs").name == "version_0"
 
 

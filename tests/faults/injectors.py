@@ -54,3 +54,14 @@ class SignalWhileTesting(Callback):
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         if batch_idx == self.batch:
             os.kill(os.getpid(), getattr(signal_module, self.signal))
+
+
+class SignalBeforeTraining(Callback):
+    """Sends `signal` to its own process as training starts, before the first step (as a Ctrl-C while the data
+    loads): given before the template's callbacks, it runs before any of them takes the signal over."""
+
+    def __init__(self, signal: str = "SIGINT") -> None:
+        self.signal = signal
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        os.kill(os.getpid(), getattr(signal_module, self.signal))

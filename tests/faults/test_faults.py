@@ -127,11 +127,13 @@ def test_home_and_variables_in_the_log_folder_give_one_run_folder_that_resume_fi
 
 def test_a_damaged_config_yaml_in_one_run_does_not_stop_the_others_resume(mnist_dir, tmp_path):
     logs = tmp_path / "logs"
-    args = ["--data.data_dir", str(mnist_dir), "--default_root_dir", str(logs), *FAST_TRAINER]
-    assert run_main(*args, "--max_epochs", "1", "--model.scheduler", "null").returncode == 0
-    assert run_main(*args, "--max_epochs", "1", "--model.scheduler", "null").returncode == 0
+    args = ["--data.data_dir", str(mnist_dir), "--default_root_dir", str(logs), *QUICK]
+    stop = ["--trainer.callbacks+=tests.slow_stages.SignalAt", "--trainer.callbacks.step", "4",
+            "--trainer.callbacks.signal", "SIGTERM"]  # fmt: skip
+    assert run_cli(*args, *stop).returncode == 143  # version_0: stopped, saved at step 4
+    assert run_main(*args).returncode == 0  # version_1: finished, then its config.yaml damaged
     (logs / "mnist_cnn" / "version_1" / "config.yaml").write_text("model: [unclosed\n")
-    done = run_main(*args, "--max_epochs", "2", "--model.scheduler", "null", "--ckpt_path", "last")
+    done = run_main(*args, "--ckpt_path", "last")
     assert done.returncode == 0, done.stderr
     assert "version_1/config.yaml cannot be read; that run is left out" in done.stderr
     assert torch.load(logs / "mnist_cnn" / "version_0" / "checkpoints" / "last.ckpt")["global_step"] == 6
@@ -352,3 +354,24 @@ for error in (ZeroDivisionError("division by zero"), OSError(errno.ENOSPC, "No s
 """
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stderr == "note: writer stopped: ZeroDivisionError: division by zero\n"
+
+
+def test_ctrl_c_before_the_first_step_then_ckpt_path_last_starts_a_new_run_not_an_old_finished_one(mnist_dir, tmp_path):
+    logs = tmp_path / "logs"
+    args = ["--data.data_dir", str(mnist_dir), "--default_root_dir", str(logs), *QUICK]
+    assert run_main(*args).returncode == 0  # an earlier, finished run of the recipe
+    finished = files(logs)
+    interrupt = ["--trainer.callbacks+=tests.faults.injectors.SignalBeforeTraining"]
+    stopped = run_cli(*args, *interrupt)
+    assert stopped.returncode == 130 and "Traceback" not in stopped.stderr, stopped.stderr
+    last_line = stopped.stderr.strip().splitlines()[-1]
+    assert "interrupted before the first training step: nothing was trained" in last_line, stopped.stderr
+    assert files(logs) == finished  # the stopped run left nothing
+    for epochs in ("2", "3"):  # the same command, and one with another length (no schedule error about the old run)
+        again = run_main(*args, "--max_epochs", epochs, "--ckpt_path", "last")
+        assert again.returncode == 0, again.stderr
+        said = "--ckpt_path last: no unfinished run of this recipe (the newest, "
+        assert said in again.stderr and ", is finished): a new run" in again.stderr
+    runs = sorted(p.name for p in (logs / "mnist_cnn").iterdir())
+    assert runs == ["version_0", "version_1", "version_2"]
+    assert {k: v for k, v in files(logs).items() if k.startswith("mnist_cnn/version_0/")} == finished
