@@ -9,6 +9,7 @@ import sys
 import threading
 
 EARLY_STOPS: list[int] = []  # stop signals noted while the program loads, handed to the run once it is built
+DISK_FAULTS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)  # a full or read-only disk, no permission
 
 
 class Stopped(SystemExit):
@@ -43,10 +44,10 @@ def one_line_interrupt(kind: type[BaseException], error: BaseException, trace) -
 def one_line_thread_error(args: threading.ExceptHookArgs) -> None:
     """A background thread's error as one line, and none for a full or read-only disk under TensorBoard's event
     writer thread: the writer hands that error to the run, which ends with its own line."""
-    error, disk = args.exc_value, (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)
-    if "--debug" in sys.argv or isinstance(error, SystemExit):
+    error = args.exc_value
+    if "--debug" in sys.argv:
         threading.__excepthook__(args)
-    elif not (isinstance(error, OSError) and error.errno in disk):
+    elif not (isinstance(error, OSError) and error.errno in DISK_FAULTS):
         name = args.thread.name if args.thread else "a thread"
         print(f"note: {name} stopped: {type(error).__name__}: {error}", file=sys.stderr)
 

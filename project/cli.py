@@ -1,7 +1,6 @@
 """The command line: LightningCLI reading configs/base.yaml first, flat Trainer flags, `fit` then `test` when no
 subcommand is given, and one folder per run (logs/<data set>_<net>/version_N) that resume and test write into."""
 
-import errno
 import importlib
 import inspect
 import json
@@ -25,15 +24,14 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from project import EARLY_STOPS, Stopped, note, resume, stop_now
+from project import DISK_FAULTS, EARLY_STOPS, Stopped, note, resume, stop_now
 from project.classifier import ImageClassifier
 from project.data.contract import CONTRACT_LINKS, contract_of
-from project.errors import SUBCOMMANDS, UserError, fail, option_error
+from project.errors import CLASS_KEYS, SUBCOMMANDS, UserError, fail, option_error
 from project.files import write_atomically
 from project.resume import experiment_name, latest_run, read_checkpoint, recipe_of, run_folder_of, saved_config
 
 BASE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "base.yaml"
-CLASS_KEYS = ("model.net", "model.optimizer", "model.scheduler", "data")  # the classes a flag or config can switch
 PATH_KEYS = ("trainer.default_root_dir", "ckpt_path", "data.init_args.data_dir", "data.init_args.predict_path",
              "data.init_args.cache_dir")  # fmt: skip
 DESCRIPTION = """Train and test an image classifier. Without a subcommand: fit, then test the best checkpoint.
@@ -106,8 +104,9 @@ class ClassifierCLI(LightningCLI):
             for key in PATH_KEYS:  # one rule for paths: ~ and $VARS expanded once, here, for everything after
                 if isinstance(value := sub_config.get(key), str) and value not in ("last", "best", "hpc", "registry"):
                     sub_config[key] = expand(value)
-        except ArgumentError as error:
-            explain, options = error_explainer(sub), [f"--{key}" for key in keys] + [f"--{name}" for name in flat]
+        except ArgumentError as error:  # configs/base.yaml's explain_errors, from the base (the args cannot be parsed)
+            explain = sub.parse_args(["--config", str(BASE_CONFIG)]).explain_errors
+            options = [f"--{key}" for key in keys] + [f"--{name}" for name in flat]
             raise UserError(explain(str(error), options, keys) if explain else " ".join(str(error).split())) from error
         if shown:  # --help or --print_config: printed once the whole config is known, then nothing runs
             helps = sub_config.help_text if {"-h", "--help"} & set(shown) else None
@@ -237,7 +236,8 @@ def fresh_classes(parser: ArgumentParser, args: list[str], config: Namespace) ->
         config = new
     switched = [key for key in CLASS_KEYS if class_path(config, key) not in (None, class_path(base, key))]
     for key in switched:  # what was not given is the class's own default, written out as in config.yaml
-        own = own_defaults(import_class(config[key].class_path))
+        params = own_parameters(import_class(config[key].class_path)).items()
+        own = {name: p.default for name, p in params if p.default is not p.empty}
         config[key].init_args = Namespace(**{**own, **vars(config[key].get("init_args") or Namespace())})
     return {key: config[key] for key in switched}
 
@@ -253,19 +253,6 @@ def own_parameters(cls: type) -> dict[str, inspect.Parameter]:
         if not any(p.kind is p.VAR_KEYWORD for p in params):
             return own
     return own
-
-
-def own_defaults(cls: type) -> dict:
-    """The defaults of a class's arguments (own_parameters)."""
-    return {name: p.default for name, p in own_parameters(cls).items() if p.default is not p.empty}
-
-
-def error_explainer(parser: ArgumentParser) -> Callable[..., str] | None:
-    """configs/base.yaml's explain_errors, read from the base alone: the arguments that failed cannot be parsed."""
-    try:
-        return parser.parse_args(["--config", str(BASE_CONFIG)]).explain_errors
-    except ArgumentError:
-        return None
 
 
 def contract_part(datamodule, part: str | None):
@@ -384,7 +371,7 @@ def explain_failure(error: Exception) -> str:
     if isinstance(error, UserError | MisconfigurationException):  # Lightning's own errors about a configuration
         return str(error)
     cause = next((e for e in (error, error.__cause__, error.__context__) if isinstance(e, OSError)), None)
-    if cause is not None and cause.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+    if cause is not None and cause.errno in DISK_FAULTS:
         where = f" ({cause.filename})" if cause.filename else ""
         return (f"cannot write{where}: {cause.strerror}; free space or make the folder writable, then run again "
                 "(with --ckpt_path last, a run continues from its last saved checkpoint)")  # fmt: skip

@@ -20,6 +20,7 @@ def fail(message: str) -> int:
 
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
+CLASS_KEYS = ("model.net", "model.optimizer", "model.scheduler", "data")  # the classes a flag or config can switch
 
 
 def option_error(error: BaseException, config) -> str | None:
@@ -34,13 +35,7 @@ def option_error(error: BaseException, config) -> str | None:
         error = error.__cause__
     if isinstance(error, UserError) or config is None:
         return str(error) if isinstance(error, UserError) else None
-    keys = [
-        "data",
-        "model.net",
-        "model.optimizer",
-        "model.scheduler",
-        *(f"callbacks.{k}" for k in vars(config.callbacks)),
-    ]
+    keys = [*CLASS_KEYS, *(f"callbacks.{k}" for k in vars(config.callbacks))]
     # The configured classes by name (torch.optim.Adam is torch.optim.adam.Adam).
     paths = {"model": "ImageClassifier"} | {
         k: v.class_path.rsplit(".", 1)[-1] for k in keys if isinstance(v := config.get(k), Namespace)

@@ -112,8 +112,8 @@ class ImageFolderDataModule(InMemoryImages):
         if hasattr(self, "splits"):
             return self.splits
         size, channels = self.size_and_channels
-        listing = [(split, str(path.relative_to(self.root)), *stat_of(path)) for split in self.files
-                   for _, path in self.files[split]]  # fmt: skip
+        listing = [(split, str(path.relative_to(self.root)), path.stat().st_size, path.stat().st_mtime_ns)
+                   for split in self.files for _, path in self.files[split]]  # fmt: skip
         key = hashlib.sha256(json.dumps([listing, size, channels]).encode()).hexdigest()[:16]
         user_cache = Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache") / "image-folders"
         folder = Path(os.path.expandvars(self.hparams.cache_dir or user_cache)).expanduser()
@@ -166,11 +166,6 @@ def image_files(folder: Path) -> list[tuple[str, Path]]:
                             "add images or remove the folder")  # fmt: skip
         found += [(class_folder.name, file) for file in files]
     return found
-
-
-def stat_of(path: Path) -> tuple[int, int]:
-    stat = path.stat()
-    return stat.st_size, stat.st_mtime_ns
 
 
 def image_header(path: Path) -> tuple[tuple[int, int], str]:

@@ -111,27 +111,30 @@ def test_predict_files_are_brought_to_the_datas_size_and_channels(tmp_path):
 def test_resume_never_takes_a_run_of_other_data(tmp_path):
     """Two folders of one name in different places share logs/pictures_mlp/, and `--ckpt_path last` tells them
     apart; a folder whose classes changed since its run is refused with one line, not resumed."""
-    from tests.conftest import run_main
+    from tests.conftest import run_cli, run_main
 
     first, second = write_image_folder(tmp_path / "a" / "pictures"), write_image_folder(tmp_path / "b" / "pictures")
     logs = tmp_path / "logs"
     quick = ["--model.net", "MLP", "--model.scheduler", "null", "--default_root_dir", str(logs), "--data.batch_size",
-             "32", "--enable_progress_bar", "false", "--enable_model_summary", "false"]  # fmt: skip
-    for folder in (first, second):
-        data = ["--data", "ImageFolderDataModule", "--data.data_dir", str(folder)]
-        assert run_main("fit", *data, *quick, "--max_epochs", "1").returncode == 0
+             "32", "--limit_train_batches", "2", "--enable_progress_bar", "false", "--enable_model_summary", "false",
+             "--max_epochs", "2"]  # fmt: skip
+    stop = ["--trainer.callbacks+=tests.slow_stages.SignalAt", "--trainer.callbacks.step", "2",
+            "--trainer.callbacks.signal", "SIGTERM"]  # fmt: skip
+    data = ["--data", "ImageFolderDataModule", "--data.data_dir", str(first)]
+    assert run_cli("fit", *data, *quick, *stop).returncode == 143  # the first's run: stopped after its first epoch
+    assert run_main("fit", "--data", "ImageFolderDataModule", "--data.data_dir", str(second), *quick).returncode == 0
     runs = sorted((logs / "pictures_mlp").iterdir())
     assert [run.name for run in runs] == ["version_0", "version_1"]
 
-    data = ["--data", "ImageFolderDataModule", "--data.data_dir", str(first)]
-    done = run_main("fit", "--ckpt_path", "last", *data, *quick, "--max_epochs", "2")
+    done = run_main("fit", "--ckpt_path", "last", *data, *quick)
     assert done.returncode == 0, done.stderr
     assert torch.load(runs[0] / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1  # the first's run
-    assert torch.load(runs[1] / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0
+    assert torch.load(runs[1] / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4  # untouched
 
     (first / "train" / "red circle").rename(first / "train" / "red circles")  # other classes, same folder
     (first / "test" / "red circle").rename(first / "test" / "red circles")
-    done = run_main("fit", "--ckpt_path", "last", *data, *quick, "--max_epochs", "3")
+    last = runs[0] / "checkpoints" / "last.ckpt"
+    done = run_main("fit", "--ckpt_path", str(last), *data, *quick, "--max_epochs", "3")
     assert done.returncode == 2
     last_line = done.stderr.strip().splitlines()[-1]
     assert last_line.startswith("error: the checkpoint was trained on other data: its classes"), last_line
