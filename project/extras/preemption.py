@@ -51,7 +51,8 @@ class Preemption(Checkpoint):
 
     def __init__(self) -> None:
         self.received: signal.Signals | None = None
-        self.testing = False
+        self.evaluating: str | None = None  # "the test" while testing (validate, predict alike), outside fit
+        self.fitted = False  # a fit ended in this process: what comes next is the test after it
         self.interrupt: object = signal.default_int_handler
         # Noted from the moment the run is built (a signal in a job's first seconds would else kill it), acted on
         # at the first safe point.
@@ -63,8 +64,9 @@ class Preemption(Checkpoint):
         self.received = signal.Signals(signum)
         if self.received == signal.SIGINT:
             signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C stops at once
-            then = "stopping the test after this batch" if self.testing else "saving last.ckpt after this step"
-            print(f"\nCtrl-C: {then}, then stopping (Ctrl-C again: stop now)", file=sys.stderr)
+            then = f"stopping {self.evaluating} after this batch" if self.evaluating else None
+            print(f"\nCtrl-C: {then or 'saving last.ckpt after this step'}, then stopping (Ctrl-C again: stop now)",
+                  file=sys.stderr)  # fmt: skip
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         # Installed before Lightning installs its own handlers, so that they are the ones Lightning restores
@@ -88,19 +90,38 @@ class Preemption(Checkpoint):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         signal.signal(signal.SIGINT, self.interrupt)
 
-    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # Ctrl-C while testing: noted, acted on after the batch (a KeyboardInterrupt raised inside the drawing of
-        # the test's pictures comes out of matplotlib as another error).
-        self.testing, self.interrupt = True, signal.signal(signal.SIGINT, self.notice)
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.fitted = True
 
-    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.testing = False
-        signal.signal(signal.SIGINT, self.interrupt)
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.evaluation(trainer, "the validation")
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.evaluation(trainer, "the test")
+
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.evaluation(trainer, "the prediction")
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.evaluation(trainer, None)
+
+    on_test_end = on_predict_end = on_validation_end
+
+    def evaluation(self, trainer: L.Trainer, what: str | None) -> None:
+        """Ctrl-C while validating, testing or predicting (not the validation inside fit): noted, acted on after the
+        batch (a KeyboardInterrupt raised inside the drawing of the test's pictures comes out of matplotlib as
+        another error)."""
+        if trainer.state.fn != "fit":
+            self.evaluating = what
+            previous = signal.signal(signal.SIGINT, self.notice if what else self.interrupt)
+            self.interrupt = previous if what else self.interrupt
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, KeyboardInterrupt) and trainer.is_global_zero:
             path, step = self.last_checkpoint_path(trainer), trainer.global_step
-            if path.is_file():
+            if trainer.state.fn != "fit":
+                said = f" during {trainer.state.fn}: nothing of it written; {self.again()}"
+            elif path.is_file():
                 said = f": the newest saved state is {path}; the same command with --ckpt_path last goes on from it"
             elif step == 0:
                 said = " before the first training step: nothing was trained; run the same command again"
@@ -125,12 +146,18 @@ class Preemption(Checkpoint):
         return any_process(trainer, self.received is not None)
 
     def on_test_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        # Told to stop while testing (after fit, say): nothing to save (the test holds no training state, and
+        # Told to stop while testing (after fit, say), validating or predicting: nothing to save (no training state;
         # last.ckpt stays the fit's); stop, and requeue on SIGUSR1: --ckpt_path last then tests again. Decided by
         # each process alone: under DDP the processes may have test batches of different counts, so a collective
         # call here would wait forever (a cluster signals every process of a job).
-        if self.received is not None:
+        if self.received is not None and trainer.state.fn != "fit":  # fit's validation: at the epoch's end
             self.save_and_stop(trainer, save=False)
+
+    on_validation_batch_end = on_predict_batch_end = on_test_batch_end
+
+    def again(self) -> str:
+        """What a user does after an evaluation was stopped."""
+        return "the same command with --ckpt_path last tests again" if self.fitted else "run the same command again"
 
     def save_and_stop(self, trainer: L.Trainer, save: bool = True) -> None:
         path = self.last_checkpoint_path(trainer)
@@ -140,9 +167,12 @@ class Preemption(Checkpoint):
         asked = self.received == signal.SIGUSR1
         requeue = (any_process(trainer, asked) if save else asked) and job is not None
         if trainer.is_global_zero:
-            what = f"requeueing SLURM job {job} on exit" if requeue else "stopping; --ckpt_path last goes on from it"
+            what = "stopping; --ckpt_path last goes on from it" if save else self.again()
+            what = f"requeueing SLURM job {job} on exit" if requeue else what
             name = self.received.name if self.received else "a signal to another process"
-            done = f"saved {path} at step {trainer.global_step}" if save else "stopped testing (last.ckpt kept)"
+            verb = {"validate": "validating", "test": "testing", "predict": "predicting"}.get(trainer.state.fn)
+            stopped = f"stopped {verb}" + (" (last.ckpt kept)" if self.fitted else ", nothing of it written")
+            done = f"saved {path} at step {trainer.global_step}" if save else stopped
             print(f"{name}: {done}; {what}", file=sys.stderr)
         job_id = None  # the job to requeue at exit, by process 0 only
         if requeue and trainer.is_global_zero:

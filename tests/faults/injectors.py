@@ -45,15 +45,18 @@ class RemountReadOnly(Callback):
             subprocess.run(["mount", "-o", "remount,ro", self.mount], check=True)
 
 
-class SignalWhileTesting(Callback):
-    """Sends `signal` to its own process after test batch `batch`, as a cluster would during the test stage."""
+class SignalWhileEvaluating(Callback):
+    """Sends `signal` to its own process after batch `batch` of a test, a prediction or a validation outside fit,
+    as a cluster or a user would during that stage."""
 
     def __init__(self, batch: int = 0, signal: str = "SIGTERM") -> None:
         self.batch, self.signal = batch, signal
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        if batch_idx == self.batch:
+        if batch_idx == self.batch and trainer.state.fn != "fit":
             os.kill(os.getpid(), getattr(signal_module, self.signal))
+
+    on_validation_batch_end = on_predict_batch_end = on_test_batch_end
 
 
 class SignalBeforeTraining(Callback):

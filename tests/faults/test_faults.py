@@ -15,7 +15,17 @@ import torch
 
 import tune
 from project.extras.export import main as export_main
-from tests.conftest import FAST_RUN, FAST_TRAINER, REPO, read_events, results, run_cli, run_folder, run_main
+from tests.conftest import (
+    FAST_RUN,
+    FAST_TRAINER,
+    REPO,
+    copy_of_run,
+    read_events,
+    results,
+    run_cli,
+    run_folder,
+    run_main,
+)
 from tests.faults.injectors import fill
 
 QUICK = [*FAST_TRAINER, "--max_epochs", "2"]  # 3 steps an epoch: steps 0-5, checkpoints after steps 3 and 6
@@ -254,7 +264,7 @@ def test_tune_with_a_space_key_that_is_no_option_and_a_changed_space(mnist_dir, 
 
 def test_a_stop_signal_while_testing_after_fit_keeps_the_fit_and_the_same_command_tests_again(mnist_dir, tmp_path):
     args = ["--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path / "logs"), *QUICK]
-    during_test = ["--trainer.callbacks+=tests.faults.injectors.SignalWhileTesting"]
+    during_test = ["--trainer.callbacks+=tests.faults.injectors.SignalWhileEvaluating"]
     stopped = run_cli(*args, *during_test)
     assert stopped.returncode == 143 and "Traceback" not in stopped.stderr, stopped.stderr
     assert "SIGTERM: stopped testing (last.ckpt kept)" in stopped.stderr
@@ -285,7 +295,7 @@ def test_a_stop_signal_in_the_first_second_is_acted_on_once_the_run_is_built(mni
 
 def test_ctrl_c_while_testing_stops_after_the_batch_and_the_same_command_tests_again(mnist_dir, tmp_path):
     args = ["--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path / "logs"), *QUICK]
-    during_test = ["--trainer.callbacks+=tests.faults.injectors.SignalWhileTesting", "--trainer.callbacks.signal",
+    during_test = ["--trainer.callbacks+=tests.faults.injectors.SignalWhileEvaluating", "--trainer.callbacks.signal",
                    "SIGINT"]  # fmt: skip
     stopped = run_cli(*args, *during_test)
     assert stopped.returncode == 130 and "Traceback" not in stopped.stderr, stopped.stderr
@@ -375,3 +385,18 @@ def test_ctrl_c_before_the_first_step_then_ckpt_path_last_starts_a_new_run_not_a
     runs = sorted(p.name for p in (logs / "mnist_cnn").iterdir())
     assert runs == ["version_0", "version_1", "version_2"]
     assert {k: v for k, v in files(logs).items() if k.startswith("mnist_cnn/version_0/")} == finished
+
+
+@pytest.mark.parametrize(("stage", "stop"), [("predict", "SIGINT"), ("validate", "SIGTERM"), ("test", "SIGTERM")])
+def test_a_stop_while_predicting_or_evaluating_a_checkpoint_ends_after_the_batch_and_writes_nothing(
+    trained, tmp_path, stage, stop
+):
+    logs, best = copy_of_run(trained, tmp_path)
+    before = files(logs)
+    inject = ["--trainer.callbacks+=tests.faults.injectors.SignalWhileEvaluating", "--trainer.callbacks.signal", stop]
+    done = run_cli(stage, "--ckpt_path", best, "--enable_progress_bar", "false", *inject)
+    assert done.returncode == 128 + getattr(signal, stop) and "Traceback" not in done.stderr, done.stderr
+    verb = {"predict": "predicting", "validate": "validating", "test": "testing"}[stage]
+    said = f"{stop}: stopped {verb}, nothing of it written; run the same command again"
+    assert done.stderr.strip().splitlines()[-1] == said, done.stderr
+    assert files(logs) == before  # no predictions.csv, no results, no event file: nothing of the stopped stage
