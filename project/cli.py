@@ -1,6 +1,7 @@
 """The command line: LightningCLI reading configs/base.yaml first, flat Trainer flags, `fit` then `test` when no
 subcommand is given, and one folder per run (logs/<data set>_<net>/version_N) that resume and test write into."""
 
+import errno
 import importlib
 import inspect
 import json
@@ -365,16 +366,17 @@ def import_class(class_path: str) -> type:
     return getattr(importlib.import_module(module), name)
 
 
-def explain_failure(error: Exception) -> str:
+def explain_failure(error: Exception, fitting: bool = False) -> str:
     """The one line for an error that ends a run: the user's mistake as it was raised, a file system that is
     full or read-only by what happened, anything else by its type and message (--debug shows where)."""
     if isinstance(error, UserError | MisconfigurationException):  # Lightning's own errors about a configuration
         return str(error)
     cause = next((e for e in (error, error.__cause__, error.__context__) if isinstance(e, OSError)), None)
     if cause is not None and cause.errno in DISK_FAULTS:
-        where = f" ({cause.filename})" if cause.filename else ""
-        return (f"cannot write{where}: {cause.strerror}; free space or make the folder writable, then run again "
-                "(with --ckpt_path last, a run continues from its last saved checkpoint)")  # fmt: skip
+        where, denied = f" ({cause.filename})" if cause.filename else "", cause.errno == errno.EACCES
+        fix = "give this user access to it" if denied else "free space or make the folder writable"
+        then = " (with --ckpt_path last, a run continues from its last saved checkpoint)" if fitting else ""
+        return f"cannot {'use' if denied else 'write'}{where}: {cause.strerror}; {fix}, then run again{then}"
     return f"{type(error).__name__}: {error} (not a mistake this template knows; --debug shows the traceback)"
 
 
@@ -401,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:
         if debug:
             raise
-        return fail(explain_failure(error))
+        return fail(explain_failure(error, fitting=args[0] == "fit"))
     if cli.trainer.is_global_zero and cli.trainer.logger is not None:
         print(f"run folder: {cli.trainer.logger.log_dir}", file=sys.stderr)
     return 0

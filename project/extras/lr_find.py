@@ -8,6 +8,9 @@ TensorBoard (image `lr_find`). Use the suggestion as --model.optimizer.lr (under
 is the peak: a few times the suggestion).
 """
 
+import io
+import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -16,15 +19,16 @@ import matplotlib
 matplotlib.use("Agg")
 from lightning.pytorch.tuner import Tuner  # noqa: E402
 
+from project import Stopped  # noqa: E402
 from project.cli import ClassifierCLI, explain_failure  # noqa: E402
 from project.errors import UserError, fail  # noqa: E402
-from project.extras.atomic import tensorboard  # noqa: E402
+from project.extras.atomic import tensorboard, write_atomically  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     debug, argv = "--debug" in argv, [word for word in argv if word != "--debug"]
-    steps = 100
+    steps, cli = 100, None
     try:
         if "--num_training" in argv:
             where = argv.index("--num_training")
@@ -36,20 +40,35 @@ def main(argv: list[str] | None = None) -> int:
         finder = Tuner(cli.trainer).lr_find(
             cli.model, datamodule=cli.datamodule, min_lr=1e-6, max_lr=1.0, num_training=steps, update_attr=False
         )
-    except Exception as error:  # one line, as train.py's
-        if debug:
+        # A stop signal ends the range test early (Lightning's handler), and the preemption callback notes it:
+        # a rate from a cut-short test would mislead.
+        received = next((c.received for c in cli.trainer.callbacks if getattr(c, "received", None)), None)
+        if received is not None:
+            raise Stopped(128 + received)
+        suggestion = finder.suggestion()
+        figure = finder.plot(suggest=True)
+        figure.axes[0].set_title(f"learning-rate range test: suggested {suggestion:.2e}" if suggestion else "")
+        folder, image = Path(cli.trainer.log_dir), io.BytesIO()
+        figure.savefig(image, format="png", dpi=100)
+        write_atomically(folder / "lr_find.png", image.getvalue())
+        writer = tensorboard(cli.trainer)
+        if writer is not None:
+            writer.add_figure("lr_find", figure, 0)
+            writer.flush()
+    except BaseException as error:  # one line, as train.py's; the run folder this process made goes
+        if cli is not None and cli.claimed is not None:
+            if cli.trainer.logger is not None:
+                cli.trainer.logger.finalize("failed")  # the event file closed before it goes
+            shutil.rmtree(cli.claimed, ignore_errors=True)
+        if isinstance(error, KeyboardInterrupt) or isinstance(error.__context__, KeyboardInterrupt):
+            print("interrupted (Ctrl-C): no rate suggested, nothing kept", file=sys.stderr)
+            return 128 + signal.SIGINT  # Lightning ends a stage at Ctrl-C with SystemExit(1)
+        if isinstance(error, Stopped):
+            print(f"{signal.Signals(error.code - 128).name}: stopped, no rate suggested, nothing kept", file=sys.stderr)
+            return error.code
+        if debug or not isinstance(error, Exception):
             raise
         return fail(explain_failure(error))
-    suggestion = finder.suggestion()
-    figure = finder.plot(suggest=True)
-    figure.axes[0].set_title(f"learning-rate range test: suggested {suggestion:.2e}" if suggestion else "")
-    folder = cli.trainer.log_dir
-    Path(folder).mkdir(parents=True, exist_ok=True)
-    figure.savefig(Path(folder) / "lr_find.png", dpi=100)
-    writer = tensorboard(cli.trainer)
-    if writer is not None:
-        writer.add_figure("lr_find", figure, 0)
-        writer.flush()
     print(f"suggested learning rate: {suggestion:.2e}" if suggestion else "no suggestion: the loss never fell")
     print(f"plot: {Path(folder) / 'lr_find.png'}")
     return 0

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from lightning.pytorch.callbacks import Callback
 
+from project.data import MNISTDataModule
+
 
 def fill(folder: Path) -> Path:
     """Write one file into folder until its file system is full; returns the file (delete it to free the space)."""
@@ -68,3 +70,22 @@ class SignalBeforeTraining(Callback):
 
     def on_train_start(self, trainer, pl_module) -> None:
         os.kill(os.getpid(), getattr(signal_module, self.signal))
+
+
+class FaultInTraining(MNISTDataModule):
+    """MNIST whose training batch `at_batch` (counted over the process) sends `signal` to its own process, or
+    remounts the file system mounted at `remount` read-only: for entry points that run with other callbacks than the
+    run's (lr_find's range test)."""
+
+    def __init__(self, at_batch: int = 5, signal: str | None = None, remount: str | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.at_batch, self.signal, self.remount, self.seen = at_batch, signal, remount, 0
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        if self.trainer.training:
+            self.seen += 1
+            if self.seen == self.at_batch and self.signal:
+                os.kill(os.getpid(), getattr(signal_module, self.signal))
+            if self.seen == self.at_batch and self.remount:
+                subprocess.run(["mount", "-o", "remount,ro", self.remount], check=True)
+        return super().on_after_batch_transfer(batch, dataloader_idx)

@@ -400,3 +400,31 @@ def test_a_stop_while_predicting_or_evaluating_a_checkpoint_ends_after_the_batch
     said = f"{stop}: stopped {verb}, nothing of it written; run the same command again"
     assert done.stderr.strip().splitlines()[-1] == said, done.stderr
     assert files(logs) == before  # no predictions.csv, no results, no event file: nothing of the stopped stage
+
+
+def lr_find(*args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "project.extras.lr_find", *args, "--enable_progress_bar", "false"]
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
+def test_a_stop_during_lr_find_is_one_line_and_keeps_nothing(mnist_dir, tmp_path, stop):
+    logs = tmp_path / "logs"
+    data = ["--data", "tests.faults.injectors.FaultInTraining", "--data.signal", stop, "--data.data_dir",
+            str(mnist_dir), "--data.batch_size", "32", "--data.val_size", "100"]  # fmt: skip
+    done = lr_find(*data, "--default_root_dir", str(logs), "--num_training", "50")
+    assert done.returncode == 128 + getattr(signal, stop) and "Traceback" not in done.stderr, done.stderr
+    said = "interrupted (Ctrl-C):" if stop == "SIGINT" else f"{stop}: stopped,"
+    assert done.stderr.strip().splitlines()[-1] == f"{said} no rate suggested, nothing kept"
+    assert "suggested learning rate" not in done.stdout
+    assert not [p for p in logs.rglob("*") if p.is_file()] and not list(logs.glob("*/version_*"))
+
+
+def test_a_log_folder_that_turns_read_only_during_lr_find_is_one_line(mnist_dir, small_disk):
+    logs = small_disk / "logs"
+    data = ["--data", "tests.faults.injectors.FaultInTraining", "--data.remount", str(small_disk), "--data.at_batch",
+            "3", "--data.data_dir", str(mnist_dir), "--data.batch_size", "32", "--data.val_size", "100"]  # fmt: skip
+    done = lr_find(*data, "--default_root_dir", str(logs), "--num_training", "20")
+    assert done.returncode == 2
+    line = one_error_line(done.stderr)
+    assert "Read-only file system" in line and "--ckpt_path" not in line, line
