@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,9 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from project.errors import UserError
 from project.files import write_atomically
 
-__all__ = ["AtomicCheckpointIO", "tensorboard", "write_atomically"]
+__all__ = ["AtomicCheckpointIO", "tensorboard", "write_atomically", "write_together"]
+
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1}
 
 
 CHECKSUM = "state_dict_sha256"  # the checkpoint's key for its weights' checksum
@@ -28,6 +31,29 @@ def state_dict_checksum(state_dict: dict[str, torch.Tensor]) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
+
+
+def write_together(files: dict[Path, bytes]) -> None:
+    """Files that belong together (an export's), all written or none: each goes beside its target and to disk
+    first, so a failure (a full disk) leaves every previous file as it was; then all are renamed in place with stop
+    signals held back until the last one is (a signal between two renames would pair a new file with an old)."""
+    temporary = {path: path.with_name(f"{path.name}.{os.getpid()}.tmp") for path in files}
+    try:
+        for path, data in files.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(temporary[path], "wb") as file:
+                file.write(data)
+                file.flush()
+                os.fsync(file.fileno())
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            for path, tmp in temporary.items():
+                os.replace(tmp, path)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+    finally:
+        for tmp in temporary.values():
+            tmp.unlink(missing_ok=True)
 
 
 def verify(checkpoint: dict[str, Any], path) -> dict[str, Any]:

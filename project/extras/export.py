@@ -19,10 +19,10 @@ from pathlib import Path
 import torch
 
 from project.classifier import ImageClassifier
-from project.cli import explain_failure
+from project.cli import expand, explain_failure
 from project.data import DATASETS
 from project.errors import fail
-from project.extras.atomic import verify, write_atomically
+from project.extras.atomic import verify, write_together
 from project.resume import read_checkpoint, run_folder_of
 
 
@@ -35,16 +35,18 @@ def export(ckpt_path: Path, out: Path, batch: int = 16) -> dict[str, float]:
     net = model.net.to(memory_format=torch.contiguous_format)  # trained channels-last: exported in plain layout
     with torch.no_grad():
         expected = net(images)
-    out.mkdir(parents=True, exist_ok=True)
-    differences = {"torch.export": export_program(net, images, expected, out / "model.pt2")}
+    files, differences = {}, {}
+    files[out / "model.pt2"], differences["torch.export"] = export_program(net, images, expected)
     onnx = export_onnx(net, images, expected, out / "model.onnx")
     if onnx is not None:
-        differences["onnx"] = onnx
+        files[out / "model.onnx"] = onnx[0]
+        differences |= {"onnx": onnx[1]} if onnx[1] is not None else {}
     shape = "x".join(map(str, contract["shape"]))
     preprocessing = {**{k: list(v) if isinstance(v, tuple) else v for k, v in contract.items()},
                      "input": f"float32 (N, {shape.replace('x', ', ')}): (pixel / 255 - mean) / std per channel",
                      "output": "logits (N, classes)"}  # fmt: skip
-    write_atomically(out / "preprocessing.json", json.dumps(preprocessing, indent=2) + "\n")
+    files[out / "preprocessing.json"] = (json.dumps(preprocessing, indent=2) + "\n").encode()
+    write_together(files)  # torch's own file writers abort the process on a full disk: each file made in memory
     return differences
 
 
@@ -52,18 +54,19 @@ def batch_dimension() -> dict[str, dict[int, torch.export.Dim]]:
     return {"images": {0: torch.export.Dim("batch")}}
 
 
-def export_program(net: torch.nn.Module, images: torch.Tensor, expected: torch.Tensor, path: Path) -> float:
-    """torch.export (TorchScript's successor), loaded back and compared, then written whole."""
+def export_program(net: torch.nn.Module, images: torch.Tensor, expected: torch.Tensor) -> tuple[bytes, float]:
+    """torch.export (TorchScript's successor) as the bytes of a .pt2 file, loaded back and compared."""
     buffer = io.BytesIO()
     torch.export.save(torch.export.export(net, (images,), dynamic_shapes=batch_dimension()), buffer)
     buffer.seek(0)
     with torch.no_grad():
         difference = (torch.export.load(buffer).module()(images) - expected).abs().max().item()
-    write_atomically(path, buffer.getvalue())  # torch's own file writers abort the process on a full disk
-    return difference
+    return buffer.getvalue(), difference
 
 
-def export_onnx(net: torch.nn.Module, images: torch.Tensor, expected: torch.Tensor, path: Path) -> float | None:
+def export_onnx(net: torch.nn.Module, images: torch.Tensor, expected: torch.Tensor, path: Path
+                ) -> tuple[bytes, float | None] | None:  # fmt: skip
+    """The ONNX file's bytes, run and compared where onnxruntime is installed; None without the onnx extra."""
     try:
         import onnx  # noqa: F401
         import onnxscript  # noqa: F401
@@ -82,8 +85,7 @@ def export_onnx(net: torch.nn.Module, images: torch.Tensor, expected: torch.Tens
         session = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
         (logits,) = session.run(None, {"images": images.numpy()})
         difference = float(abs(torch.from_numpy(logits) - expected).max())
-    write_atomically(path, model)
-    return difference
+    return model, difference
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="output folder (default: the run folder's export/)")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = parser.parse_args(argv)
+    args.ckpt_path, args.out = Path(expand(str(args.ckpt_path))), args.out and Path(expand(str(args.out)))  # ~, $VARS
     run = run_folder_of(args.ckpt_path.resolve())  # a checkpoint away from its run folder: export/ beside it
     out = args.out or (run or args.ckpt_path.resolve().parent) / "export"
     try:

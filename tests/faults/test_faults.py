@@ -2,6 +2,7 @@
 signals, two runs at once, damaged files), not through mocks. Each asserts: no traceback, the documented exit
 status, nothing lost, nothing stray. docs/reliability.md's "Faults" table lists them."""
 
+import os
 import signal
 import subprocess
 import sys
@@ -93,17 +94,37 @@ def test_test_of_a_checkpoint_whose_run_folder_is_read_only(mnist_dir, small_dis
     assert files(logs) == before
 
 
-def test_export_on_a_full_disk_keeps_the_previous_export(trained, small_disk, capsys):
+def test_export_on_a_full_disk_keeps_the_previous_export(trained, small_disk, tmp_path, capsys):
+    """The disk has room for the new model.pt2 but not for its model.onnx: the previous pair stays, not a mix."""
+    from project.extras.atomic import CHECKSUM, state_dict_checksum
+
     root, _ = trained
     checkpoint = results(root / "logs")["best_checkpoint"]
     out = small_disk / "export"
     assert export_main([checkpoint, "--out", str(out)]) == 0
     before = files(out)
-    fill(small_disk)
+    other = torch.load(checkpoint, weights_only=True)  # another checkpoint: other weights, so other exports
+    other["state_dict"] = {k: v + 1 if v.is_floating_point() else v for k, v in other["state_dict"].items()}
+    other[CHECKSUM] = state_dict_checksum(other["state_dict"])
+    torch.save(other, tmp_path / "other.ckpt")
+    filler = fill(small_disk)
+    room = len(before["model.pt2"]) + len(before["model.onnx"]) // 2
+    os.truncate(filler, filler.stat().st_size - room)
     capsys.readouterr()
-    assert export_main([checkpoint, "--out", str(out)]) == 2
+    assert export_main([str(tmp_path / "other.ckpt"), "--out", str(out)]) == 2
     assert "No space left on device" in one_error_line(capsys.readouterr().err)
-    assert files(out) == before  # whole files or none: the previous export as it was
+    assert files(out) == before  # all of the new export or none of it: the previous one as it was
+
+
+def test_export_expands_home_and_variables_in_its_paths(trained, tmp_path, monkeypatch):
+    root, _ = trained
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("WHERE", "exports")
+    monkeypatch.chdir(tmp_path)
+    assert export_main([results(root / "logs")["best_checkpoint"], "--out=~/$WHERE"]) == 0
+    assert (home / "exports" / "model.pt2").is_file() and not (tmp_path / "~").exists()
 
 
 def test_two_runs_started_into_one_log_folder_each_get_their_own(mnist_dir, tmp_path):
