@@ -30,7 +30,15 @@ from project.classifier import ImageClassifier
 from project.data.contract import CONTRACT_LINKS, contract_of
 from project.errors import CLASS_KEYS, SUBCOMMANDS, UserError, fail, option_error
 from project.files import write_atomically
-from project.resume import experiment_name, latest_run, read_checkpoint, recipe_of, run_folder_of, saved_config
+from project.resume import (
+    best_checkpoint,
+    experiment_name,
+    latest_run,
+    read_checkpoint,
+    recipe_of,
+    run_folder_of,
+    saved_config,
+)
 
 BASE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "base.yaml"
 PATH_KEYS = ("trainer.default_root_dir", "ckpt_path", "data.init_args.data_dir", "data.init_args.predict_path",
@@ -186,7 +194,7 @@ class ClassifierCLI(LightningCLI):
         if self.test_after_fit and not self.trainer.interrupted:
             # Evaluate the checkpoint that validated best (val/acc), not the weights of the last epoch.
             best = self.trainer.checkpoint_callback
-            ckpt = (best.best_model_path or None) if isinstance(best, ModelCheckpoint) else None
+            ckpt = best_checkpoint(best) if isinstance(best, ModelCheckpoint) else None
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt, weights_only=True)
 
 

@@ -41,6 +41,12 @@ def finished(run: Path, tested: bool) -> bool:
     return summary.get("global_step") == last.get("global_step") and (not tested or "tested_checkpoint" in summary)
 
 
+def best_checkpoint(callback) -> str | None:
+    """A ModelCheckpoint's best checkpoint, in its folder as it is now (a run folder moved since it was saved)."""
+    best = callback.best_model_path or None
+    return str(Path(callback.dirpath) / Path(best).name) if best and not Path(best).is_file() else best
+
+
 def experiment_name(config: dict[str, Any]) -> str:
     """<data>_<net>, e.g. fashion_mnist_cnn: the folder under logs/ that holds this recipe's runs. The data is named
     by its data set (mnist, ...), else by its folder's name, else by its data module's."""

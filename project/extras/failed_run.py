@@ -9,8 +9,9 @@ from lightning.pytorch.callbacks import Callback
 
 
 class RemoveFailedRun(Callback):
-    """On an exception before any training step of this process, removes the files this process wrote into the
-    run folder: the whole folder for a new run, only the new files (config, events) for a resumed one.
+    """On an exception before any training step of this process, removes the files this process made in the run
+    folder: the whole folder for a new run, only the new files (config, events) for a resumed one; a file that
+    was there before (results.json, rewritten or not) stays.
 
     Lightning creates the folder (an event file, config.yaml) before the data is loaded and the optimizer is
     built, so a mistake found there would otherwise leave a `version_N` that looks like a run. Once a step has
@@ -18,21 +19,26 @@ class RemoveFailedRun(Callback):
     """
 
     def __init__(self) -> None:
-        self.started = time.time()  # files modified since were written by this process
+        self.started = time.time()
         self.trained = False
+        self.before: set[Path] | None = None  # the run folder's files from before this process
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.before is None and trainer.logger is not None and trainer.is_global_zero:
+            files = [path for path in Path(trainer.logger.log_dir).rglob("*") if path.is_file()]
+            self.before = {path for path in files if path.stat().st_mtime < self.started}
 
     def on_train_batch_end(self, *args, **kwargs) -> None:
         self.trained = True
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        if self.trained or trainer.logger is None or not trainer.is_global_zero:
-            return
+        if self.trained or self.before is None or trainer.logger is None or not trainer.is_global_zero:
+            return  # self.before is None: the folder was never looked at, so nothing in it is known to be ours
         # logger.log_dir, not trainer.log_dir: the latter waits for every process, and this runs on rank 0 only.
         folder = Path(trainer.logger.log_dir)
-        files = [path for path in folder.rglob("*") if path.is_file()]
-        written = [path for path in files if path.stat().st_mtime >= self.started]
+        made = [path for path in folder.rglob("*") if path.is_file() and path not in self.before]
         trainer.logger.finalize("failed")  # close the event file before it goes
-        if len(written) == len(files):
+        if not self.before:
             shutil.rmtree(folder, ignore_errors=True)
-        for path in written:
+        for path in made:
             path.unlink(missing_ok=True)

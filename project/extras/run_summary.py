@@ -15,6 +15,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from torch.utils.tensorboard.summary import hparams
 
 from project.extras.atomic import write_atomically
+from project.resume import best_checkpoint
 
 # Metrics shown against the hyper-parameters in TensorBoard, so runs can be compared and sorted there.
 HPARAM_METRICS = ("val/acc_best", "test/acc")
@@ -47,9 +48,8 @@ class RunSummary(Callback):
             log_at_checkpoint_step(trainer, checkpoint)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        checkpoint = trainer.checkpoint_callback
-        best = checkpoint.best_model_path if isinstance(checkpoint, ModelCheckpoint) else ""
-        self.results["best_checkpoint"] = best or None
+        best = trainer.checkpoint_callback
+        self.results["best_checkpoint"] = best_checkpoint(best) if isinstance(best, ModelCheckpoint) else None
         self.results["epochs"] = trainer.current_epoch
         self.results["global_step"] = trainer.global_step
         # Test results of an earlier fit of this run are not this fit's (and `--ckpt_path last` reads their absence

@@ -170,17 +170,22 @@ def test_a_damaged_config_yaml_in_one_run_does_not_stop_the_others_resume(mnist_
     assert torch.load(logs / "mnist_cnn" / "version_0" / "checkpoints" / "last.ckpt")["global_step"] == 6
 
 
-def test_a_checkpoint_with_flipped_bytes_is_named_and_not_used(trained, tmp_path):
-    from tests.conftest import copy_of_run
+def flip_a_bit(checkpoint: str | Path) -> bytes:
+    """One bit of one weight of a checkpoint flipped, inside the archive (it still loads); returns the good bytes."""
+    good = Path(checkpoint).read_bytes()
+    weight = torch.load(checkpoint, weights_only=True)["state_dict"]["net.classifier.5.weight"]
+    data = bytearray(good)
+    at = data.find(weight.numpy().tobytes())
+    assert at > 0 and zipfile.is_zipfile(checkpoint)
+    data[at + 5] ^= 0x10
+    Path(checkpoint).write_bytes(bytes(data))
+    return good
 
+
+def test_a_checkpoint_with_flipped_bytes_is_named_and_not_used(trained, tmp_path):
     logs, best = copy_of_run(trained, tmp_path)
     summary = (run_folder(logs) / "results.json").read_bytes()
-    weight = torch.load(best, weights_only=True)["state_dict"]["net.classifier.5.weight"]
-    data = bytearray(Path(best).read_bytes())
-    at = data.find(weight.numpy().tobytes())
-    assert at > 0 and zipfile.is_zipfile(best)
-    data[at + 5] ^= 0x10  # one bit of one weight, inside the archive: it still loads
-    Path(best).write_bytes(bytes(data))
+    flip_a_bit(best)
     done = run_main("test", "--ckpt_path", best)
     assert done.returncode == 2
     assert one_error_line(done.stderr) == (
@@ -449,3 +454,30 @@ def test_a_log_folder_that_turns_read_only_during_lr_find_is_one_line(mnist_dir,
     assert done.returncode == 2
     line = one_error_line(done.stderr)
     assert "Read-only file system" in line and "--ckpt_path" not in line, line
+
+
+def test_a_moved_run_folder_is_tested_again_and_a_failed_attempt_keeps_its_earlier_files(mnist_dir, tmp_path):
+    """A run stopped in its test after fit, its folder moved, then `--ckpt_path last` from the new place: the best
+    checkpoint is found where the folder now is. An attempt that fails (a damaged best checkpoint) removes only
+    what it made itself, not the run's results.json or config.yaml."""
+    stop = ["--trainer.callbacks+=tests.faults.injectors.SignalWhileEvaluating"]
+    assert run_cli("--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path / "logs"), *QUICK,
+                   *stop).returncode == 143  # fmt: skip
+    (tmp_path / "logs").rename(tmp_path / "moved")
+    run = run_folder(tmp_path / "moved")
+    best = run / "checkpoints" / Path(results(tmp_path / "moved")["best_checkpoint"]).name
+    args = ["--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path / "moved"), *QUICK]
+    good = flip_a_bit(best)
+    before = files(run)
+    failed = run_main(*args, "--ckpt_path", "last")
+    assert failed.returncode == 2 and "is damaged" in one_error_line(failed.stderr)
+    summary = {k: v for k, v in results(tmp_path / "moved").items() if k != "wall_seconds"}
+    assert summary["best_checkpoint"] == str(best)  # where it is now
+    assert {k: v for k, v in files(run).items() if k != "results.json"} == {
+        k: v for k, v in before.items() if k != "results.json"
+    }  # nothing of the failed attempt left (its events), nothing of the run's lost
+    best.write_bytes(good)
+    again = run_main(*args, "--ckpt_path", "last")
+    assert again.returncode == 0, again.stderr
+    summary = results(tmp_path / "moved")
+    assert "test/acc" in summary["metrics"] and summary["tested_checkpoint"] == str(best)
