@@ -149,9 +149,7 @@ class ClassifierCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         if self.subcommand:
-            check_writable(Path(config.trainer.default_root_dir))
-            if self.run_folder is not None:
-                check_writable(self.run_folder)  # a test or resume writes into the checkpoint's run folder
+            check_writable(self.run_folder or Path(config.trainer.default_root_dir))  # a test or resume writes there
             check_devices(config.trainer.accelerator, config.trainer.devices, config.trainer.num_nodes)
             if self.subcommand == "fit" and config.trainer.max_epochs == 0:
                 raise UserError("--max_epochs 0 trains nothing; give 1 or more (to test a checkpoint: "

@@ -82,7 +82,8 @@ def saved_config(run: Path) -> dict[str, Any]:
     path = run / "config.yaml"
     try:
         config = yaml.safe_load(path.read_text()) if path.is_file() else {}
-    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        recipe_of(config)  # the shape that resume reads (mappings where it expects them), or the note below
+    except (OSError, yaml.YAMLError, UnicodeDecodeError, AttributeError, TypeError):
         print(f"note: {path} cannot be read; that run is left out", file=sys.stderr)
         return {}  # a damaged file in one run folder does not stop the others' resume
     return config if isinstance(config, dict) else {}
@@ -91,8 +92,9 @@ def saved_config(run: Path) -> dict[str, Any]:
 def run_folder_of(ckpt: Path) -> Path | None:
     """The run folder a checkpoint was written into (<root>/<name>/version_N/checkpoints/x.ckpt), if it was;
     as the path was given (a relative path stays relative, so the run's own relative paths keep matching)."""
-    if ckpt.parent.name == "checkpoints" and RUN_FOLDER.fullmatch(ckpt.parents[1].name):
-        return ckpt.parents[1]
+    for path in (ckpt, ckpt.resolve()):  # a link to a run folder (latest -> version_3) too
+        if path.parent.name == "checkpoints" and RUN_FOLDER.fullmatch(path.parents[1].name):
+            return path.parents[1]
     return None
 
 

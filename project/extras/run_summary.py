@@ -37,8 +37,14 @@ class RunSummary(Callback):
         # One run, one folder: a resumed run, or a test of a run's checkpoint, adds to what the run wrote.
         path = folder / "results.json"
         if path.is_file():
-            saved = json.loads(path.read_text())
-            metrics = {**saved.get("metrics", {}), **self.results["metrics"]}
+            try:
+                saved = json.loads(path.read_text())
+                metrics = {**saved.get("metrics", {}), **self.results["metrics"]}
+            except (ValueError, AttributeError, TypeError):  # damaged: kept aside, written anew
+                saved, metrics = {}, self.results["metrics"]
+                if trainer.is_global_zero:
+                    path.replace(path.with_name("results.damaged.json"))
+                    print(f"note: {path} cannot be read: moved to results.damaged.json, written anew", file=sys.stderr)
             self.results = {**saved, **self.results, "metrics": metrics}
         if trainer.is_global_zero:
             print(f"run folder: {folder}", file=sys.stderr)

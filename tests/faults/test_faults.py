@@ -156,14 +156,16 @@ def test_home_and_variables_in_the_log_folder_give_one_run_folder_that_resume_fi
     assert sorted(p.name for p in run.parent.iterdir()) == ["version_0", "version_1"]
 
 
-def test_a_damaged_config_yaml_in_one_run_does_not_stop_the_others_resume(mnist_dir, tmp_path):
+@pytest.mark.parametrize("damage", ["model: [unclosed\n", "model: {net: 5}\n", "data: [1]\n", "[1, 2]\n"])
+def test_a_damaged_config_yaml_in_one_run_does_not_stop_the_others_resume(mnist_dir, tmp_path, damage):
+    """Not YAML, or YAML of another shape: that run is left out with a note."""
     logs = tmp_path / "logs"
     args = ["--data.data_dir", str(mnist_dir), "--default_root_dir", str(logs), *QUICK]
     stop = ["--trainer.callbacks+=tests.slow_stages.SignalAt", "--trainer.callbacks.step", "4",
             "--trainer.callbacks.signal", "SIGTERM"]  # fmt: skip
     assert run_cli(*args, *stop).returncode == 143  # version_0: stopped, saved at step 4
     assert run_main(*args).returncode == 0  # version_1: finished, then its config.yaml damaged
-    (logs / "mnist_cnn" / "version_1" / "config.yaml").write_text("model: [unclosed\n")
+    (logs / "mnist_cnn" / "version_1" / "config.yaml").write_text(damage)
     done = run_main(*args, "--ckpt_path", "last")
     assert done.returncode == 0, done.stderr
     assert "version_1/config.yaml cannot be read; that run is left out" in done.stderr
@@ -481,3 +483,35 @@ def test_a_moved_run_folder_is_tested_again_and_a_failed_attempt_keeps_its_earli
     assert again.returncode == 0, again.stderr
     summary = results(tmp_path / "moved")
     assert "test/acc" in summary["metrics"] and summary["tested_checkpoint"] == str(best)
+
+
+def test_a_damaged_results_json_is_kept_aside_and_written_anew_by_a_test(trained, tmp_path):
+    logs, best = copy_of_run(trained, tmp_path)
+    run = run_folder(logs)
+    (run / "results.json").write_text('{"metrics": {"test/acc": 0.')  # cut short
+    done = run_main("test", "--ckpt_path", best)
+    assert done.returncode == 0, done.stderr
+    assert f"note: {run / 'results.json'} cannot be read: moved to results.damaged.json, written anew" in done.stderr
+    assert (run / "results.damaged.json").read_text() == '{"metrics": {"test/acc": 0.'  # nothing lost
+    assert "test/acc" in results(logs)["metrics"]
+
+
+def test_a_link_to_a_run_folder_tests_into_that_run(trained, tmp_path, monkeypatch):
+    logs, best = copy_of_run(trained, tmp_path)
+    run = run_folder(logs)
+    (run.parent / "latest").symlink_to(run.name)
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "here")  # a relative logs/ here would catch a new run folder
+    done = run_main("test", "--ckpt_path", str(run.parent / "latest" / "checkpoints" / Path(best).name))
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in run.parent.iterdir()) == ["latest", run.name] and not list(Path().iterdir())
+    assert results(logs)["tested_checkpoint"].endswith(Path(best).name)
+
+
+def test_test_of_a_checkpoint_needs_only_its_run_folder_writable(trained, small_disk):
+    """The log folder of --default_root_dir (logs/ by default) read-only: a test writes into the checkpoint's run."""
+    logs, best = copy_of_run(trained, small_disk.parent)
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    done = run_main("test", "--ckpt_path", best, "--default_root_dir", str(small_disk / "logs"))
+    assert done.returncode == 0, done.stderr
+    assert "test/acc" in results(logs)["metrics"]
