@@ -151,9 +151,13 @@ class ClassifierCLI(LightningCLI):
         if self.subcommand:
             check_writable(self.run_folder or Path(config.trainer.default_root_dir))  # a test or resume writes there
             check_devices(config.trainer.accelerator, config.trainer.devices, config.trainer.num_nodes)
-            if self.subcommand == "fit" and config.trainer.max_epochs == 0:
-                raise UserError("--max_epochs 0 trains nothing; give 1 or more (to test a checkpoint: "
+            trainer, lengths = config.trainer, ("max_epochs", "max_steps", "limit_train_batches")
+            if self.subcommand == "fit" and (zero := next((n for n in lengths if trainer.get(n) == 0), None)):
+                raise UserError(f"--{zero} 0 trains nothing; give 1 or more (to test a checkpoint: "
                                 "python train.py test --ckpt_path FILE)")  # fmt: skip
+            for name in ("accumulate_grad_batches", "val_check_interval"):
+                if isinstance(value := trainer.get(name), int | float) and value <= 0:
+                    raise UserError(f"--{name} must be above 0, got {value}")
             if config.get("weights_only") is None:
                 config.weights_only = True  # checkpoints hold tensors and plain data: load no code from a file
         if config.trainer.logger is None or config.trainer.logger is True:
@@ -186,7 +190,10 @@ class ClassifierCLI(LightningCLI):
             plugins.append(SLURMEnvironment(auto_requeue=not requeues))
         kwargs["plugins"] = plugins
         hand_over_early_stops(kwargs["callbacks"])
-        return super().instantiate_trainer(**kwargs)
+        try:
+            return super().instantiate_trainer(**kwargs)
+        except (TypeError, ValueError) as error:  # Lightning's check of a Trainer option (--devices -1 on the CPU)
+            raise UserError(f"a Trainer option: {error}") from error
 
     def after_fit(self) -> None:
         if self.test_after_fit and not self.trainer.interrupted:

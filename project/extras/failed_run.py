@@ -25,17 +25,21 @@ class RemoveFailedRun(Callback):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self.before is None and trainer.logger is not None and trainer.is_global_zero:
-            files = [path for path in Path(trainer.logger.log_dir).rglob("*") if path.is_file()]
-            self.before = {path for path in files if path.stat().st_mtime < self.started}
+            self.before = self.older_files(Path(trainer.logger.log_dir))
+
+    def older_files(self, folder: Path) -> set[Path]:
+        """The folder's files from before this process (a later failure may find some rewritten)."""
+        return {path for path in folder.rglob("*") if path.is_file() and path.stat().st_mtime < self.started}
 
     def on_train_batch_end(self, *args, **kwargs) -> None:
         self.trained = True
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        if self.trained or self.before is None or trainer.logger is None or not trainer.is_global_zero:
-            return  # self.before is None: the folder was never looked at, so nothing in it is known to be ours
+        if self.trained or trainer.logger is None or not trainer.is_global_zero:
+            return
         # logger.log_dir, not trainer.log_dir: the latter waits for every process, and this runs on rank 0 only.
         folder = Path(trainer.logger.log_dir)
+        self.before = self.older_files(folder) if self.before is None else self.before  # failed before setup
         made = [path for path in folder.rglob("*") if path.is_file() and path not in self.before]
         trainer.logger.finalize("failed")  # close the event file before it goes
         if not self.before:

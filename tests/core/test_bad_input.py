@@ -155,6 +155,11 @@ CASES = [
         "cannot read image ",
     ),
     ("max_epochs 0", lambda t, d: ["--max_epochs", "0"], "--max_epochs 0 trains nothing"),
+    ("max_steps 0", lambda t, d: ["--max_steps", "0"], "--max_steps 0 trains nothing"),
+    ("no training batches", lambda t, d: ["--limit_train_batches", "0"], "--limit_train_batches 0 trains nothing"),
+    ("gradient accumulation 0", lambda t, d: ["--accumulate_grad_batches", "0"], "--accumulate_grad_batches must be"),
+    ("validation every 0 batches", lambda t, d: ["--val_check_interval", "0"], "--val_check_interval must be above 0"),
+    ("devices -1 on the CPU", lambda t, d: ["--accelerator", "cpu", "--devices", "-1"], "a Trainer option: `devices`"),
     (
         "test images of another size",
         lambda t, d: write_idx(raw(d) / "t10k-images-idx3-ubyte", torch.zeros(200, 32, 32, dtype=torch.uint8)) and [],
