@@ -9,6 +9,7 @@ import sys
 import threading
 
 EARLY_STOPS: list[int] = []  # stop signals noted while the program loads, handed to the run once it is built
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGHUP)  # a cluster's, a scheduler's, a closed terminal's
 DISK_FAULTS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)  # a full or read-only disk, no permission
 
 
@@ -26,9 +27,9 @@ def note(signum: int, frame) -> None:
 
 
 def note_stop_signals() -> None:
-    """SIGTERM and SIGUSR1 noted, not fatal, while torch and Lightning load (a cluster may stop a job in its first
+    """STOP_SIGNALS noted, not fatal, while torch and Lightning load (a cluster may stop a job in its first
     seconds): the run's own handler takes them over (project.cli: ClassifierCLI.instantiate_trainer)."""
-    for stop in (signal.SIGTERM, signal.SIGUSR1):
+    for stop in STOP_SIGNALS:
         signal.signal(stop, note)
 
 

@@ -25,7 +25,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from project import DISK_FAULTS, EARLY_STOPS, Stopped, note, resume, stop_now
+from project import DISK_FAULTS, EARLY_STOPS, STOP_SIGNALS, Stopped, note, resume, stop_now
 from project.classifier import ImageClassifier
 from project.data.contract import CONTRACT_LINKS, contract_of
 from project.errors import CLASS_KEYS, SUBCOMMANDS, UserError, fail, option_error
@@ -59,6 +59,7 @@ class ClassifierCLI(LightningCLI):
         self.test_after_fit = test_after_fit
         self.run_folder: Path | None = None  # the --ckpt_path's run folder: fit continues in it, test writes there
         self.claimed: Path | None = None  # the new run folder this process made
+        self.lock: int | None = None  # the run folder this process continues, locked while it does
         self.parsers: list[LightningArgumentParser] = []  # one per subcommand, in subcommands() order
         raise_errors = {"exit_on_error": False}  # parse errors come back as exceptions, for main()'s one line
         try:
@@ -80,6 +81,9 @@ class ClassifierCLI(LightningCLI):
             if message is None:
                 raise
             raise UserError(message) from error
+        finally:
+            if self.lock is not None:  # the run is free for the next process (in-process callers: the next call)
+                os.close(self.lock)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # The callbacks registry is configs/base.yaml's `callbacks`: each name a class with options, or null.
@@ -145,6 +149,8 @@ class ClassifierCLI(LightningCLI):
             config.ckpt_path = str(run / "checkpoints" / "last.ckpt")
         read_checkpoint(Path(config.ckpt_path))  # one line now for a file that is no checkpoint, not a page later
         self.run_folder = run_folder_of(Path(config.ckpt_path))
+        if self.run_folder is not None and self.config.subcommand == "fit" and rank_zero_only.rank == 0:
+            self.lock = resume.lock_run(self.run_folder)
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -305,7 +311,7 @@ def hand_over_early_stops(callbacks: list[Callback]) -> None:
     clean-up runs, so a run that trained nothing leaves no folder), except SLURM's SIGUSR1, which Lightning's
     own SLURM handler requeues on."""
     takers = [callback for callback in callbacks if callable(getattr(callback, "notice", None))]
-    for stop in (signal.SIGTERM, signal.SIGUSR1):
+    for stop in STOP_SIGNALS:
         if signal.getsignal(stop) is note:  # nothing took it over
             lightnings = stop == signal.SIGUSR1 and SLURMEnvironment.detect()
             signal.signal(stop, signal.SIG_DFL if lightnings else stop_now)

@@ -18,7 +18,8 @@ at once (Lightning's KeyboardInterrupt handling; status 130), naming the newest 
 the first stops after the batch. The process then
 exits with status 0 inside a SLURM job (the scheduler requeues or cancels it: the work goes on in the requeued
 job, and another status would mark the step FAILED), else with 128 + the signal's number as a shell reports it
-(130 for Ctrl-C, 143 for SIGTERM, 138 for SIGUSR1): the run is not finished, and a script can tell.
+(130 for Ctrl-C, 143 for SIGTERM, 138 for SIGUSR1, 129 for SIGHUP when the terminal closes): the run is not
+finished, and a script can tell.
 Lightning's own SLURM handler (which saves
 `hpc_ckpt_N.ckpt` into --default_root_dir, outside the run) is switched off by the CLI while this callback is on.
 """
@@ -33,6 +34,7 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.callbacks import Checkpoint
 
+from project import STOP_SIGNALS
 from project import note as early_note
 from project.extras.last_checkpoint import LAST, LastCheckpoint
 
@@ -43,9 +45,9 @@ class Preempted(SystemExit):
 
 
 class Preemption(Checkpoint):
-    """Saves `last.ckpt` at the first safe point after SIGUSR1 or SIGTERM, requeues a SLURM job on SIGUSR1,
-    and stops the process. A Checkpoint subclass, so that Lightning runs its epoch-end hook after the
-    LightningModule's and after the other checkpoint callbacks'."""
+    """Saves `last.ckpt` at the first safe point after SIGUSR1, SIGTERM or SIGHUP (the terminal closed), requeues
+    a SLURM job on SIGUSR1, and stops the process. A Checkpoint subclass, so that Lightning runs its epoch-end
+    hook after the LightningModule's and after the other checkpoint callbacks'."""
 
     requeues_slurm_jobs = True  # the CLI switches Lightning's own SLURM handler off for it
 
@@ -56,7 +58,7 @@ class Preemption(Checkpoint):
         self.interrupt: object = signal.default_int_handler
         # Noted from the moment the run is built (a signal in a job's first seconds would else kill it), acted on
         # at the first safe point.
-        previous = {sig: signal.signal(sig, self.notice) for sig in (signal.SIGUSR1, signal.SIGTERM)}
+        previous = {sig: signal.signal(sig, self.notice) for sig in STOP_SIGNALS}
         # train.py's note of the first seconds is handed over (project.cli), not restored at the end of a stage.
         self.previous = {sig: signal.SIG_DFL if h is early_note else h for sig, h in previous.items()}
 
@@ -72,7 +74,7 @@ class Preemption(Checkpoint):
         # Installed before Lightning installs its own handlers, so that they are the ones Lightning restores
         # when a stage ends: a signal that arrives while the process exits (SLURM's SIGTERM after a requeue)
         # or during testing (SIGUSR1's default action kills) is then only noted.
-        for sig in (signal.SIGUSR1, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             handler = signal.signal(sig, self.notice)
             self.previous[sig] = handler if handler != self.notice else self.previous[sig]  # the one before ours
 

@@ -515,3 +515,51 @@ def test_test_of_a_checkpoint_needs_only_its_run_folder_writable(trained, small_
     done = run_main("test", "--ckpt_path", best, "--default_root_dir", str(small_disk / "logs"))
     assert done.returncode == 0, done.stderr
     assert "test/acc" in results(logs)["metrics"]
+
+
+def test_two_processes_continuing_one_run_the_second_is_one_line(mnist_dir, tmp_path):
+    """Two `--ckpt_path last` of one stopped run at once (a requeued job and a user, say): the second one is refused
+    while the first trains, instead of both writing the same checkpoints."""
+    import fcntl
+    import time
+
+    args = ["--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path / "logs"), *QUICK]
+    stop = ["--trainer.callbacks+=tests.slow_stages.SignalAt", "--trainer.callbacks.step", "4",
+            "--trainer.callbacks.signal", "SIGTERM"]  # fmt: skip
+    assert run_cli(*args, *stop).returncode == 143
+    run = run_folder(tmp_path / "logs")
+    paced = ["--trainer.callbacks+=tests.slow_stages.Paced", "--trainer.callbacks.seconds", "3"]
+    first = subprocess.Popen([sys.executable, str(REPO / "train.py"), *args, *paced, "--ckpt_path", "last"], cwd=REPO,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    folder = os.open(run, os.O_RDONLY)
+    try:
+        for _ in range(600):  # until the first holds the run
+            try:
+                fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(folder, fcntl.LOCK_UN)
+                time.sleep(0.1)
+            except OSError:
+                break
+    finally:
+        os.close(folder)
+    second = run_main(*args, "--ckpt_path", "last")
+    _, stderr = first.communicate(timeout=300)
+    assert first.returncode == 0, stderr
+    assert second.returncode == 2
+    assert one_error_line(second.stderr) == (
+        f"error: {run} is being continued by another process; wait for it to end, or leave out --ckpt_path to start "
+        "a new run"
+    )
+    assert results(tmp_path / "logs")["global_step"] == 6 and run_folder(tmp_path / "logs") == run
+
+
+def test_a_closed_terminal_sighup_saves_the_step_and_the_same_command_goes_on(mnist_dir, tmp_path):
+    args = ["--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path / "logs"), *QUICK]
+    hangup = ["--trainer.callbacks+=tests.slow_stages.SignalAt", "--trainer.callbacks.step", "4",
+              "--trainer.callbacks.signal", "SIGHUP"]  # fmt: skip
+    stopped = run_cli(*args, *hangup)
+    assert stopped.returncode == 129 and "Traceback" not in stopped.stderr, stopped.stderr
+    assert "SIGHUP: saved" in stopped.stderr and "at step 4;" in stopped.stderr
+    resumed = run_cli(*args, "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr
+    assert results(tmp_path / "logs")["global_step"] == 6
