@@ -121,8 +121,10 @@ class ImageFolderDataModule(InMemoryImages):
         cache = folder / f"{self.root.resolve().name}-{prefix}-{key}.pt"
         if cache.is_file():
             try:
-                self.splits = {s: tuple(t) for s, t in torch.load(cache, weights_only=True).items()}
-                return self.splits
+                saved = torch.load(cache, weights_only=True)
+                self.splits = {s: tuple(t) for s, t in saved["splits"].items()}
+                if saved["sha256"] == checksum(self.splits):  # flipped bytes inside a tensor load without a word
+                    return self.splits
             except Exception:  # a damaged cache is decoded again and rewritten
                 pass
         print(f"decoding {len(listing)} images of {self.root} as {channels}x{size[1]}x{size[0]} ...", file=sys.stderr)
@@ -192,11 +194,19 @@ def decode(path: Path, size: tuple[int, int], channels: int) -> np.ndarray:
     return pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
 
 
+def checksum(splits: dict) -> str:
+    digest = hashlib.sha256()
+    for split in sorted(splits):
+        for tensor in splits[split]:
+            digest.update(tensor.contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def write_cache(path: Path, splits: dict, stale) -> None:
     """Written whole (several runs may decode at once: each writes its own temporary file, the last rename wins);
     older caches of the same folder go. A cache that cannot be written only costs the decoding next time."""
     buffer = io.BytesIO()
-    torch.save(splits, buffer)
+    torch.save({"splits": splits, "sha256": checksum(splits)}, buffer)
     try:
         write_atomically(path, buffer.getvalue())
         for old in stale:

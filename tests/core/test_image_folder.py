@@ -184,4 +184,24 @@ def test_two_runs_decoding_one_folder_at_once_share_one_cache(tmp_path):
     assert [run.communicate(timeout=120)[0].strip() for run in runs] == ["72", "72"]
     assert [run.returncode for run in runs] == [0, 0]
     (cached,) = cache.iterdir()
-    assert cached.suffix == ".pt" and torch.load(cached, weights_only=True)["train"][0].shape == (72, 3, 20, 24)
+    assert cached.suffix == ".pt"
+    assert torch.load(cached, weights_only=True)["splits"]["train"][0].shape == (72, 3, 20, 24)
+
+
+def test_a_cache_with_damaged_bytes_inside_a_tensor_is_decoded_again(tmp_path, capfd):
+    root = write_image_folder(tmp_path / "pictures")
+    cache = tmp_path / "cache"
+    first = ImageFolderDataModule(str(root), cache_dir=str(cache))
+    first.setup("fit")
+    (cached,) = cache.iterdir()
+    data = bytearray(cached.read_bytes())
+    images = first.load()["test"][0]
+    at = data.find(bytes(images.untyped_storage().tolist()[:4096]))  # inside the test images, as stored
+    assert at > 0
+    data[at : at + 1000] = bytes(1000)
+    cached.write_bytes(bytes(data))
+    capfd.readouterr()
+    again = ImageFolderDataModule(str(root), cache_dir=str(cache))
+    again.setup("fit")
+    assert "decoding 108 images" in capfd.readouterr().err  # not used as it was
+    assert torch.equal(again.load()["test"][0], images)
