@@ -59,7 +59,6 @@ class ClassifierCLI(LightningCLI):
         self.test_after_fit = test_after_fit
         self.run_folder: Path | None = None  # the --ckpt_path's run folder: fit continues in it, test writes there
         self.claimed: Path | None = None  # the new run folder this process made
-        self.lock: int | None = None  # the run folder this process continues, locked while it does
         self.parsers: list[LightningArgumentParser] = []  # one per subcommand, in subcommands() order
         raise_errors = {"exit_on_error": False}  # parse errors come back as exceptions, for main()'s one line
         try:
@@ -81,9 +80,6 @@ class ClassifierCLI(LightningCLI):
             if message is None:
                 raise
             raise UserError(message) from error
-        finally:
-            if self.lock is not None:  # the run is free for the next process (in-process callers: the next call)
-                os.close(self.lock)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # The callbacks registry is configs/base.yaml's `callbacks`: each name a class with options, or null.
@@ -149,8 +145,6 @@ class ClassifierCLI(LightningCLI):
             config.ckpt_path = str(run / "checkpoints" / "last.ckpt")
         read_checkpoint(Path(config.ckpt_path))  # one line now for a file that is no checkpoint, not a page later
         self.run_folder = run_folder_of(Path(config.ckpt_path))
-        if self.run_folder is not None and self.config.subcommand == "fit" and rank_zero_only.rank == 0:
-            self.lock = resume.lock_run(self.run_folder)
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
