@@ -11,8 +11,9 @@ a value that is set, not searched). A Trainer option such as --max_time passes t
 Optuna's median pruner stops trials whose val/acc falls behind (from epoch --prune_after on: early epochs
 of a one-cycle schedule say little of the end), through its Lightning callback.
 The study lives in SQLite under logs/ by default, so an interrupted search resumes where it stopped: --trials
-is the total the study should reach. A trial cut short (Ctrl-C: exit 130, SIGTERM: 143) is marked failed and its
-values run again first; a trial whose worker died is marked so by Optuna's heartbeat after a minute.
+is the total the study should reach. A trial cut short (Ctrl-C: exit 130, SIGTERM: 143, SIGHUP: 129) is marked
+failed and its values run again first; so is a trial whose worker died (killed, its machine gone), once a later run
+finds it: at once where that worker ran on the same machine, else after a minute without Optuna's heartbeat.
 Several workers may run at once on one study (same --study and
 --storage): each asks the study for new trials until the total is reached, so none is repeated or lost (the
 trials still running when the total is reached finish: up to one extra per extra worker). Each trial is a run
@@ -20,14 +21,23 @@ of its own, logs/tune/trial_N/. At the end the best trials are printed as a tabl
 a YAML recipe that `python train.py --config logs/tune/best.yaml` takes as it is.
 """
 
-import project  # noqa: F401 (first: a Ctrl-C while the libraries below load ends in one line, project/__init__.py)
+import signal
+
+import project  # first: a Ctrl-C while the libraries below load ends in one line (project/__init__.py)
+
+if __name__ == "__main__":  # not on import: an importer's signals are its own
+    project.note_stop_signals()  # SIGTERM, SIGUSR1 and SIGHUP noted while the libraries load, acted on by main()
 
 # isort: split
 import argparse
+import errno
 import inspect
 import json
 import logging
+import os
 import random
+import shutil
+import sqlite3
 import sys
 import time
 import warnings
@@ -39,11 +49,15 @@ import yaml
 from lightning import Trainer
 from optuna_integration import PyTorchLightningPruningCallback
 
+from project import DISK_FAULTS, stop_now
 from project.cli import ClassifierCLI, explain_failure
 from project.errors import UserError, fail
-from project.extras.atomic import write_atomically
+from project.files import write_atomically
 
 HEARTBEAT = 20  # seconds
+# Counted in the shared study after every trial, so that all workers together stop at --trials. Only finished
+# trials count: one left "running" by a killed worker is made up for.
+FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 OPTIMIZERS = {"Adam": {}, "AdamW": {"weight_decay": 0.01}, "SGD": {"momentum": 0.9, "nesterov": True}}
 
 
@@ -123,72 +137,236 @@ def best_trials_table(study: optuna.Study, top: int = 5) -> str:
     return "\n".join(lines)
 
 
-def objective(trial: optuna.Trial, recipe: dict, train_args: list[str], folder: Path) -> float:
+class StopSignals:
+    """Ctrl-C, SIGTERM, SIGHUP (the terminal closed) and SIGUSR1 (a cluster's notice) during the search. Outside a
+    trial's training they are noted and acted on where no write of Optuna's is cut in half: before the trial trains
+    (it fails and runs again first) or after it (the search stops there). While a trial trains they go to its run's
+    own handler (project.extras.preemption: it saves and stops at the next step). A second Ctrl-C stops at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1)
+
+    def __init__(self) -> None:
+        self.received = list(project.EARLY_STOPS)  # noted while tune.py loaded
+        project.EARLY_STOPS.clear()
+        self.trial_run = None  # the training trial's handler
+        self.previous = {stop: signal.getsignal(stop) for stop in self.SIGNALS}
+        self.install()
+
+    def install(self) -> None:
+        for stop in self.SIGNALS:
+            signal.signal(stop, self.notice)
+
+    def restore(self) -> None:
+        for stop, handler in self.previous.items():
+            signal.signal(stop, handler)
+
+    def notice(self, signum: int, frame) -> None:
+        if signum == signal.SIGINT and signal.SIGINT in self.received:
+            raise KeyboardInterrupt
+        self.received.append(signum)
+        if self.trial_run is not None:
+            self.trial_run(signum, frame)
+
+    def check(self) -> None:
+        if self.received:
+            raise KeyboardInterrupt(128 + self.received[0])
+
+
+def objective(trial: optuna.Trial, recipe: dict, train_args: list[str], folder: Path, stops: StopSignals) -> float:
     # A folder per trial: workers running at once would otherwise race for the same logs version_N.
     run_root = folder / f"trial_{trial.number}"
-    run_root.mkdir(parents=True, exist_ok=True)
-    path = run_root / "recipe.yaml"
-    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
-    args = [*train_args, "--config", str(path), "--default_root_dir", str(run_root)]
-    cli = ClassifierCLI(args, run=False)
-    cli.trainer.callbacks.append(PyTorchLightningPruningCallback(trial, monitor="val/acc"))
     try:
-        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    except SystemExit as stop:  # Ctrl-C or SIGTERM, saved and stopped: Optuna marks a KeyboardInterrupt failed
-        raise KeyboardInterrupt(stop.code) from stop
-    return float(cli.trainer.callback_metrics["val/acc_best"])
+        write_atomically(run_root / "recipe.yaml", yaml.safe_dump(recipe, sort_keys=False))
+        args = [*train_args, "--config", str(run_root / "recipe.yaml"), "--default_root_dir", str(run_root)]
+        cli = ClassifierCLI(args, run=False)
+        cli.trainer.callbacks.append(PyTorchLightningPruningCallback(trial, monitor="val/acc"))
+        run = next((c for c in cli.trainer.callbacks if callable(getattr(c, "notice", None))), None)
+        stops.trial_run = run.notice if run is not None else stop_now  # stop_now: the preemption callback is off
+        try:
+            stops.check()  # a stop while the run was built: the trial ends before it trains
+            cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+        except SystemExit as stop:  # saved and stopped (Lightning's end at a second Ctrl-C: status 1)
+            raise KeyboardInterrupt(130 if isinstance(stop.__context__, KeyboardInterrupt) else stop.code) from stop
+        finally:
+            stops.trial_run = None
+            stops.install()  # the run's handlers end with it
+        if run is not None and run.received:  # after the run's last safe point: this trial is done, the search stops
+            stops.received.append(run.received)
+        return float(cli.trainer.callback_metrics["val/acc_best"])
+    except BaseException:
+        # A trial that wrote nothing (a full disk, a stop before it trained) leaves no empty folder either.
+        if not any(path.is_file() for path in run_root.rglob("*")):
+            shutil.rmtree(run_root, ignore_errors=True)
+        raise
 
 
 def retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
     """A trial cut short (interrupted, or its worker gone) runs again with the same values, before new ones."""
     waiting = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
-    if trial.params not in [t.params for t in waiting]:
+    if trial.params and trial.params not in [t.system_attrs.get("fixed_params") for t in waiting]:
         study.enqueue_trial(trial.params)
 
 
-class WithoutUserErrorTraceback(logging.Filter):
-    """Optuna logs a failed trial with its traceback; a mistake in the options gets its one line from main()."""
+def this_worker() -> dict:
+    """The process running a trial, as the trial records it: its number, and the machine and PID namespace it is a
+    number in (the kernel's boot id and the namespace; containers on one machine have namespaces of their own)."""
+    try:
+        machine = Path("/proc/sys/kernel/random/boot_id").read_text().strip() + os.readlink("/proc/self/ns/pid")
+    except OSError:  # not Linux
+        machine = None
+    return {"machine": machine, "pid": os.getpid()}
+
+
+def worker_gone(worker: object) -> bool:
+    """Whether the worker a trial records (this_worker) is known to be gone: it ran on this machine and its process
+    no longer exists. Another machine's worker, a process number taken again, or a killed worker not yet reaped by
+    its parent are left to Optuna's heartbeat."""
+    here = this_worker()["machine"]
+    if not isinstance(worker, dict) or here is None or worker.get("machine") != here:
+        return False
+    try:
+        os.kill(worker["pid"], 0)  # signal 0: only whether the process exists
+    except ProcessLookupError:
+        return True
+    except OSError:  # it exists, under another user
+        pass
+    return False
+
+
+def fail_abandoned(study: optuna.Study) -> None:
+    """Trials left running by a worker that is gone fail and run again first: a worker of this machine is known to
+    be gone at once, another once its heartbeat is older than the grace period. Optuna checks the heartbeats before
+    every trial it runs, not in a run that finds the study complete."""
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if worker_gone(trial.user_attrs.get("worker")):
+            study.tell(trial.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+            retry(study, trial)
+    with warnings.catch_warnings():  # marked experimental: by its category
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+def requeue(study: optuna.Study, numbers: set[int]) -> None:
+    """The trials of this worker that a stop or a full disk cut short: failed (not left running) and queued to run
+    again first. A database that refuses the writes (on the full disk) leaves that to the next run (fail_abandoned)."""
+    cut_short = (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.FAIL)
+    try:
+        for trial in study.get_trials(deepcopy=False, states=cut_short):
+            if trial.number in numbers:
+                if trial.state == optuna.trial.TrialState.RUNNING:
+                    study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+                retry(study, trial)
+    except sqlalchemy.exc.SQLAlchemyError:
+        pass
+
+
+class WithoutTracebacks(logging.Filter):
+    """Optuna logs a failed trial with its traceback: the message only (main() prints the error's one line), and
+    nothing for a stop or a mistake in the options, which have lines of their own. Not with --debug."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and isinstance(record.exc_info[1], UserError))
+        if record.exc_info and isinstance(record.exc_info[1], UserError | KeyboardInterrupt):
+            return False
+        record.exc_info, record.exc_text = None, None
+        return True
+
+
+def disk_fault(error: BaseException | None) -> BaseException | None:
+    """The full or read-only disk behind an error, anywhere in its chain (a trial's OSError under Lightning's, SQLite's
+    "database or disk is full" under SQLAlchemy's and Optuna's), or None."""
+    seen = []
+    while error is not None and not any(error is e for e in seen):
+        if isinstance(error, OSError) and error.errno in DISK_FAULTS:
+            return error
+        if isinstance(error, sqlite3.Error) and getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+            return error
+        seen.append(error)
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def explain(error: Exception) -> str:
+    """The one line for an error that ends the search; a disk's says that the same command goes on with the study."""
+    cause = None if isinstance(error, UserError) else disk_fault(error)
+    if cause is None:
+        return explain_failure(error)
+    denied = isinstance(cause, OSError) and cause.errno == errno.EACCES
+    where = f" ({cause.filename})" if getattr(cause, "filename", None) else ""
+    what = cause.strerror if isinstance(cause, OSError) else str(cause)
+    fix = "give this user access to it" if denied else "free space or make the folder writable"
+    verb = "use" if denied else "write"
+    return f"cannot {verb}{where}: {what}; {fix}, then run the same command again: the study goes on"
 
 
 def open_study(name: str, url: str, prune_after: int = 0, attempts: int = 5) -> optuna.Study:
     """Create the study, or join it if another worker has. Workers starting at the same moment race to create
-    the database's tables: the loser's insert fails (IntegrityError), and a second try finds them made."""
-    for attempt in range(attempts):
-        try:
-            # Workers sharing one SQLite file wait for each other's writes instead of failing after 5 s.
-            connect = {"connect_args": {"timeout": 60}} if url.startswith("sqlite:") else {}
-            # A heartbeat per running trial: a trial whose worker died (killed, its machine gone) is marked failed
-            # after the grace period and tried again, instead of counting as running forever.
-            with warnings.catch_warnings():  # Optuna's heartbeat is marked experimental: by its category
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                storage = optuna.storages.RDBStorage(url, engine_kwargs=connect, heartbeat_interval=HEARTBEAT,
-                                                     grace_period=3 * HEARTBEAT,
-                                                     heartbeat_stale_trial_callback=retry)  # fmt: skip
-            return optuna.create_study(
-                study_name=name, storage=storage, direction="maximize", load_if_exists=True,
-                pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=prune_after),
-            )  # fmt: skip
-        except sqlalchemy.exc.SQLAlchemyError:
-            if attempt == attempts - 1:
-                raise
-            time.sleep(0.5 + random.random())  # apart, so that the next tries do not collide again
+    the database's tables: the loser's insert fails (IntegrityError), and a second try finds them made. A SQLite
+    file this call made and could not fill (a full disk) is removed again; one that was there is kept."""
+    database = Path(url[len("sqlite:///") :]) if url.startswith("sqlite:///") else None
+    made = database is not None and not database.exists()
+    try:
+        for attempt in range(attempts):
+            try:
+                # Workers sharing one SQLite file wait for each other's writes instead of failing after 5 s.
+                connect = {"connect_args": {"timeout": 60}} if database else {}
+                # A heartbeat per running trial: a trial whose worker died (killed, its machine gone) is marked
+                # failed after the grace period and tried again, instead of counting as running forever.
+                with warnings.catch_warnings():  # Optuna's heartbeat is marked experimental: by its category
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    storage = optuna.storages.RDBStorage(url, engine_kwargs=connect, heartbeat_interval=HEARTBEAT,
+                                                         grace_period=3 * HEARTBEAT,
+                                                         heartbeat_stale_trial_callback=retry)  # fmt: skip
+                return optuna.create_study(
+                    study_name=name, storage=storage, direction="maximize", load_if_exists=True,
+                    pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=prune_after),
+                )  # fmt: skip
+            except sqlalchemy.exc.SQLAlchemyError as error:
+                if attempt == attempts - 1 or disk_fault(error):
+                    raise
+                time.sleep(0.5 + random.random())  # apart, so that the next tries do not collide again
+    except BaseException:
+        if made:
+            database.unlink(missing_ok=True)
+        raise
 
 
 def main(argv: list[str] | None = None) -> int:
-    """tune.py's command line; an error ends with one line (--debug: its traceback)."""
-    argv = sys.argv[1:] if argv is None else argv
+    """tune.py's command line; an error ends with one line (--debug: its traceback), a stop signal with one line
+    and status 128 + its number."""
+    command_line, argv = argv is None, sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+    stops, quiet = StopSignals(), WithoutTracebacks()
+    # On the handler: a logger's own filter does not see its children's records.
+    handlers = [] if debug else list(logging.getLogger("optuna").handlers)
+    for handler in handlers:
+        handler.addFilter(quiet)
     try:
-        return search([word for word in argv if word != "--debug"])
+        return search([word for word in argv if word != "--debug"], stops)
     except Exception as error:
-        if "--debug" in argv:
+        if debug:
             raise
-        return fail(explain_failure(error))
+        return fail(explain(error))
+    finally:
+        # A Python caller gets its handlers back; the command line keeps these to its end, so that a stop signal
+        # while the process exits (the study done or the stop's line printed) does not kill it after all.
+        if not command_line:
+            stops.restore()
+        for handler in handlers:
+            handler.removeFilter(quiet)
 
 
-def search(argv: list[str]) -> int:
+def stopped(status: int, study: optuna.Study, trials: int, cut_short: bool) -> int:
+    """The line a stop signal ends the search with; its status."""
+    name = f"stopped by {signal.Signals(status - 128).name}" if status > 128 else "stopped"  # 0 in a SLURM job
+    name = "interrupted (Ctrl-C)" if status == 128 + signal.SIGINT else name
+    done = len(study.get_trials(deepcopy=False, states=FINISHED))
+    again = "the trial cut short runs again first; " if cut_short else ""
+    print(f"{name}: {again}`python tune.py` with the same options goes on (the study has {done} of {trials} trials)",
+          file=sys.stderr)  # fmt: skip
+    return status
+
+
+def search(argv: list[str], stops: StopSignals) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=20, help="total number of trials the study should reach")
     parser.add_argument("--study", default="mnist", help="study name (several workers on one name share it)")
@@ -214,42 +392,45 @@ def search(argv: list[str]) -> int:
             f"--storage {scheme}://...: the database driver is not installed ({error.__cause__ or error}); {extra}"
         )
     except sqlalchemy.exc.SQLAlchemyError as error:  # nothing listens, wrong password, no such database
+        if disk_fault(error):
+            raise  # main's line: the disk, not the URL
         reason = " ".join(str(getattr(error, "orig", None) or error).split())[:200]
         return fail(f"--storage {scheme}://...: cannot open the study's database ({reason}); check the URL and "
                     "that the database server runs")  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
-    for handler in logging.getLogger("optuna").handlers:  # a filter on the handler sees its children's records
-        handler.addFilter(WithoutUserErrorTraceback())
-    # Counted in the shared study after every trial, so that all workers together stop at --trials. Only
-    # finished trials count: one left "running" by a killed worker is made up for.
-    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    enough = optuna.study.MaxTrialsCallback(args.trials, states=finished)
+    fail_abandoned(study)
+    enough = optuna.study.MaxTrialsCallback(args.trials, states=FINISHED)
     ran: set[int] = set()  # the numbers of the trials this worker ran
 
     def run_trial(trial: optuna.Trial) -> float:
         ran.add(trial.number)
+        trial.set_user_attr("worker", this_worker())  # a later run can tell whether it is gone (fail_abandoned)
         try:
             recipe = space_recipe(trial, space) if space is not None else trial_recipe(trial, args.net)
         except ValueError as error:  # Optuna: a name the study already searched, over other values
             raise UserError(f"the study '{args.study}' was searched over another space ({error}); give another "
                             "--study name for this one") from error  # fmt: skip
-        return objective(trial, recipe, train_args, args.out)
+        stops.check()  # after the values are drawn: a trial that fails here runs them again first
+        return objective(trial, recipe, train_args, args.out, stops)
+
+    def stop_when_told(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if stops.received:
+            study.stop()
 
     try:
-        if len(study.get_trials(states=finished)) < args.trials:
-            study.optimize(run_trial, callbacks=[enough], catch=())
+        if len(study.get_trials(states=FINISHED)) < args.trials and not stops.received:
+            study.optimize(run_trial, callbacks=[enough, stop_when_told], catch=())
     except UserError as error:
         return fail(str(error))
-    except KeyboardInterrupt as stop:  # Optuna has marked the trial failed; it runs again first next time
-        for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
-            if trial.number in ran:
-                retry(study, trial)
-        print(
-            f"interrupted: the trial cut short runs again first; `python tune.py` with the same options goes on "
-            f"(the study has {len(study.get_trials(states=finished))} of {args.trials} trials)",
-            file=sys.stderr,
-        )
-        return stop.args[0] if stop.args and isinstance(stop.args[0], int) else 130
+    except BaseException as error:  # Optuna has marked a trial that raised failed, not one cut short outside it
+        if isinstance(error, KeyboardInterrupt) or disk_fault(error):
+            requeue(study, ran)
+        if not isinstance(error, KeyboardInterrupt):
+            raise
+        status = error.args[0] if error.args and isinstance(error.args[0], int) else 128 + signal.SIGINT
+        return stopped(status, study, args.trials, cut_short=True)
+    if stops.received and len(study.get_trials(states=FINISHED)) < args.trials:
+        return stopped(128 + stops.received[0], study, args.trials, cut_short=False)
     best = study.best_trial
     print(best_trials_table(study))
     print(f"best trial {best.number}: val/acc_best {best.value:.4f} with {best.params}")
