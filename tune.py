@@ -143,7 +143,7 @@ class StopSignals:
     (it fails and runs again first) or after it (the search stops there). While a trial trains they go to its run's
     own handler (project.extras.preemption: it saves and stops at the next step). A second Ctrl-C stops at once."""
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1)
+    SIGNALS = (signal.SIGINT, *project.STOP_SIGNALS)
 
     def __init__(self) -> None:
         self.received = list(project.EARLY_STOPS)  # noted while tune.py loaded
@@ -186,7 +186,8 @@ def objective(trial: optuna.Trial, recipe: dict, train_args: list[str], folder: 
             stops.check()  # a stop while the run was built: the trial ends before it trains
             cli.trainer.fit(cli.model, datamodule=cli.datamodule)
         except SystemExit as stop:  # saved and stopped (Lightning's end at a second Ctrl-C: status 1)
-            raise KeyboardInterrupt(130 if isinstance(stop.__context__, KeyboardInterrupt) else stop.code) from stop
+            code = stop.code if isinstance(stop.code, int) else 128 + signal.SIGTERM  # Lightning's SIGTERM: None
+            raise KeyboardInterrupt(130 if isinstance(stop.__context__, KeyboardInterrupt) else code) from stop
         finally:
             stops.trial_run = None
             stops.install()  # the run's handlers end with it
@@ -194,8 +195,9 @@ def objective(trial: optuna.Trial, recipe: dict, train_args: list[str], folder: 
             stops.received.append(run.received)
         return float(cli.trainer.callback_metrics["val/acc_best"])
     except BaseException:
-        # A trial that wrote nothing (a full disk, a stop before it trained) leaves no empty folder either.
-        if not any(path.is_file() for path in run_root.rglob("*")):
+        # A trial that wrote nothing but its recipe (a full disk, a stop before it trained) leaves no folder: its
+        # values run again as another trial.
+        if not any(path.is_file() and path.name != "recipe.yaml" for path in run_root.rglob("*")):
             shutil.rmtree(run_root, ignore_errors=True)
         raise
 
@@ -288,14 +290,9 @@ def disk_fault(error: BaseException | None) -> BaseException | None:
 def explain(error: Exception) -> str:
     """The one line for an error that ends the search; a disk's says that the same command goes on with the study."""
     cause = None if isinstance(error, UserError) else disk_fault(error)
-    if cause is None:
-        return explain_failure(error)
-    denied = isinstance(cause, OSError) and cause.errno == errno.EACCES
-    where = f" ({cause.filename})" if getattr(cause, "filename", None) else ""
-    what = cause.strerror if isinstance(cause, OSError) else str(cause)
-    fix = "give this user access to it" if denied else "free space or make the folder writable"
-    verb = "use" if denied else "write"
-    return f"cannot {verb}{where}: {what}; {fix}, then run the same command again: the study goes on"
+    if isinstance(cause, sqlite3.Error):  # SQLite's "database or disk is full"
+        cause = OSError(errno.ENOSPC, str(cause))
+    return explain_failure(cause or error, then="run the same command again: the study goes on")
 
 
 def open_study(name: str, url: str, prune_after: int = 0, attempts: int = 5) -> optuna.Study:
@@ -325,8 +322,8 @@ def open_study(name: str, url: str, prune_after: int = 0, attempts: int = 5) -> 
                     raise
                 time.sleep(0.5 + random.random())  # apart, so that the next tries do not collide again
     except BaseException:
-        if made:
-            database.unlink(missing_ok=True)
+        if made and database.is_file() and database.stat().st_size == 0:  # not one another worker filled meanwhile
+            database.unlink()
         raise
 
 

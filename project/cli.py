@@ -59,6 +59,7 @@ class ClassifierCLI(LightningCLI):
         self.test_after_fit = test_after_fit
         self.run_folder: Path | None = None  # the --ckpt_path's run folder: fit continues in it, test writes there
         self.claimed: Path | None = None  # the new run folder this process made
+        self.lock: int | None = None  # the run folder this process continues, locked while it does (fit and test)
         self.parsers: list[LightningArgumentParser] = []  # one per subcommand, in subcommands() order
         raise_errors = {"exit_on_error": False}  # parse errors come back as exceptions, for main()'s one line
         try:
@@ -80,6 +81,9 @@ class ClassifierCLI(LightningCLI):
             if message is None:
                 raise
             raise UserError(message) from error
+        finally:
+            if self.lock is not None:  # the run is free for the next process (a caller in Python: the next call)
+                os.close(self.lock)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # The callbacks registry is configs/base.yaml's `callbacks`: each name a class with options, or null.
@@ -145,6 +149,8 @@ class ClassifierCLI(LightningCLI):
             config.ckpt_path = str(run / "checkpoints" / "last.ckpt")
         read_checkpoint(Path(config.ckpt_path))  # one line now for a file that is no checkpoint, not a page later
         self.run_folder = run_folder_of(Path(config.ckpt_path))
+        if self.run_folder is not None and self.config.subcommand == "fit" and rank_zero_only.rank == 0:
+            self.lock = resume.lock_run(self.run_folder)
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -379,17 +385,16 @@ def import_class(class_path: str) -> type:
     return getattr(importlib.import_module(module), name)
 
 
-def explain_failure(error: Exception, fitting: bool = False) -> str:
+def explain_failure(error: Exception, then: str = "run again") -> str:
     """The one line for an error that ends a run: the user's mistake as it was raised, a file system that is
-    full or read-only by what happened, anything else by its type and message (--debug shows where)."""
+    full or read-only by what happened and `then` what to do, anything else by its type and message."""
     if isinstance(error, UserError | MisconfigurationException):  # Lightning's own errors about a configuration
         return str(error)
     cause = next((e for e in (error, error.__cause__, error.__context__) if isinstance(e, OSError)), None)
     if cause is not None and cause.errno in DISK_FAULTS:
         where, denied = f" ({cause.filename})" if cause.filename else "", cause.errno == errno.EACCES
         fix = "give this user access to it" if denied else "free space or make the folder writable"
-        then = " (with --ckpt_path last, a run continues from its last saved checkpoint)" if fitting else ""
-        return f"cannot {'use' if denied else 'write'}{where}: {cause.strerror}; {fix}, then run again{then}"
+        return f"cannot {'use' if denied else 'write'}{where}: {cause.strerror}; {fix}, then {then}"
     return f"{type(error).__name__}: {error} (not a mistake this template knows; --debug shows the traceback)"
 
 
@@ -405,8 +410,8 @@ def main(argv: list[str] | None = None) -> int:
         cli = ClassifierCLI(run_data_defaults(args), test_after_fit=test_after_fit)
     except (Stopped, SIGTERMException) as stop:  # a stop signal that no callback saved on
         status = stop.code if isinstance(stop.code, int) else 128 + signal.SIGTERM  # Lightning's has none: 0
-        name = signal.Signals(status - 128).name
-        print(f"{name}: stopped, nothing saved on it (--callbacks.preemption is off); --ckpt_path last goes on "
+        why = "--callbacks.preemption is off" if isinstance(stop, Stopped) else "before training started"
+        print(f"{signal.Signals(status - 128).name}: stopped, nothing saved on it ({why}); --ckpt_path last goes on "
               "from the newest epoch-end last.ckpt, if any", file=sys.stderr)  # fmt: skip
         return status
     except SystemExit as stop:
@@ -416,7 +421,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:
         if debug:
             raise
-        return fail(explain_failure(error, fitting=args[0] == "fit"))
+        resume = " (with --ckpt_path last, a run continues from its last saved checkpoint)" if args[0] == "fit" else ""
+        return fail(explain_failure(error, then=f"run again{resume}"))
     if cli.trainer.is_global_zero and cli.trainer.logger is not None:
         print(f"run folder: {cli.trainer.logger.log_dir}", file=sys.stderr)
     return 0

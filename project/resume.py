@@ -2,6 +2,7 @@
 checkpoint is read once, weights only, with an error a person can act on when it is not one."""
 
 import contextlib
+import fcntl
 import functools
 import json
 import os
@@ -39,6 +40,20 @@ def finished(run: Path, tested: bool) -> bool:
     except Exception:
         return False
     return summary.get("global_step") == last.get("global_step") and (not tested or "tested_checkpoint" in summary)
+
+
+def lock_run(run: Path) -> int:
+    """One process at a time continues a run (two would write the same checkpoints): a lock on the run folder
+    itself (no file made), taken before anything is written and held by the returned descriptor until it is closed
+    or the process ends."""
+    folder = os.open(run, os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(folder)
+        raise UserError(f"{run} is being continued by another process; wait for it to end, or leave out "
+                        "--ckpt_path to start a new run") from None  # fmt: skip
+    return folder
 
 
 def best_checkpoint(callback) -> str | None:

@@ -12,12 +12,13 @@ from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from project import STOP_SIGNALS
 from project.errors import UserError
 from project.files import write_atomically
 
 __all__ = ["AtomicCheckpointIO", "tensorboard", "write_atomically", "write_together"]
 
-STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1}
+SIGNALS = (signal.SIGINT, *STOP_SIGNALS)  # what stops a process: Ctrl-C and the stop signals
 
 
 CHECKSUM = "state_dict_sha256"  # the checkpoint's key for its weights' checksum
@@ -35,8 +36,10 @@ def state_dict_checksum(state_dict: dict[str, torch.Tensor]) -> str:
 
 def write_together(files: dict[Path, bytes]) -> None:
     """Files that belong together (an export's), all written or none: each goes beside its target and to disk
-    first, so a failure (a full disk) leaves every previous file as it was; then all are renamed in place with stop
-    signals held back until the last one is (a signal between two renames would pair a new file with an old)."""
+    first, so a failure (a full disk) leaves every previous file as it was; then all are renamed in place, a stop
+    signal meanwhile only noted and raised once the last one is (between two renames it would pair a new file with
+    an old). Handlers, not a signal mask: a mask holds signals back from this thread only, and torch's threads
+    would take them. From the main thread (Python's rule for signal handlers)."""
     temporary = {path: path.with_name(f"{path.name}.{os.getpid()}.tmp") for path in files}
     try:
         for path, data in files.items():
@@ -45,12 +48,16 @@ def write_together(files: dict[Path, bytes]) -> None:
                 file.write(data)
                 file.flush()
                 os.fsync(file.fileno())
-        held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        noted: list[int] = []
+        handlers = {stop: signal.signal(stop, lambda signum, _: noted.append(signum)) for stop in SIGNALS}
         try:
             for path, tmp in temporary.items():
                 os.replace(tmp, path)
         finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+            for stop, handler in handlers.items():
+                signal.signal(stop, handler)
+            for signum in noted:
+                signal.raise_signal(signum)
     finally:
         for tmp in temporary.values():
             tmp.unlink(missing_ok=True)

@@ -11,7 +11,8 @@ from lightning.pytorch.callbacks import Callback
 class RemoveFailedRun(Callback):
     """On an exception before any training step of this process, removes the files this process made in the run
     folder: the whole folder for a new run, only the new files (config, events) for a resumed one; a file that
-    was there before (results.json, rewritten or not) stays.
+    was there before (results.json, rewritten or not) stays. Made here = not in the folder, with an older time,
+    when the run was set up; no other process writes into it meanwhile (a resume locks the run: project.resume).
 
     Lightning creates the folder (an event file, config.yaml) before the data is loaded and the optimizer is
     built, so a mistake found there would otherwise leave a `version_N` that looks like a run. Once a step has

@@ -89,3 +89,15 @@ class FaultInTraining(MNISTDataModule):
             if self.seen == self.at_batch and self.remount:
                 subprocess.run(["mount", "-o", "remount,ro", self.remount], check=True)
         return super().on_after_batch_transfer(batch, dataloader_idx)
+
+
+class SignalAtFitEnd(Callback):
+    """Sends `signal` to its own process as a fit ends, in a run whose default_root_dir ends with `only_in` (one
+    trial of a tune.py search: between that trial and the next)."""
+
+    def __init__(self, signal: str = "SIGTERM", only_in: str = "") -> None:
+        self.signal, self.only_in = signal, only_in
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        if str(trainer.default_root_dir).endswith(self.only_in):
+            os.kill(os.getpid(), getattr(signal_module, self.signal))

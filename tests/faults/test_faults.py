@@ -381,17 +381,20 @@ def test_a_stop_while_train_py_loads_is_one_line_and_leaves_nothing(mnist_dir, t
 
 
 def test_an_error_in_a_background_thread_is_one_line():
-    """Any thread of an entry point: one line for an unknown error, none for a full or read-only disk (TensorBoard's
-    writer thread hands that error to the run, which prints its own line: the tmpfs tests above)."""
+    """Any thread of an entry point: one line; none for a full or read-only disk under TensorBoard's writer thread,
+    which hands that error to the run, where it gets its line (the tmpfs tests above)."""
     code = """import errno, threading, project
 def fail(error): raise error
 for error in (ZeroDivisionError("division by zero"), OSError(errno.ENOSPC, "No space left on device")):
-    thread = threading.Thread(target=fail, args=(error,), name="writer")
+    thread = threading.Thread(target=fail, args=(error,), name="worker")
     thread.start()
     thread.join()
 """
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0 and done.stderr == "note: writer stopped: ZeroDivisionError: division by zero\n"
+    assert done.returncode == 0 and done.stderr == (
+        "note: worker stopped: ZeroDivisionError: division by zero\n"
+        "note: worker stopped: OSError: [Errno 28] No space left on device\n"
+    ), done.stderr
 
 
 def test_ctrl_c_before_the_first_step_then_ckpt_path_last_starts_a_new_run_not_an_old_finished_one(mnist_dir, tmp_path):
@@ -542,7 +545,9 @@ def test_two_processes_continuing_one_run_the_second_is_one_line(mnist_dir, tmp_
                 break
     finally:
         os.close(folder)
+    before = {path for path in run.rglob("*") if path.is_file()}
     second = run_main(*args, "--ckpt_path", "last")
+    assert before <= {path for path in run.rglob("*") if path.is_file()}  # the second removed none of the first's
     _, stderr = first.communicate(timeout=300)
     assert first.returncode == 0, stderr
     assert second.returncode == 2
@@ -563,3 +568,35 @@ def test_a_closed_terminal_sighup_saves_the_step_and_the_same_command_goes_on(mn
     resumed = run_cli(*args, "--ckpt_path", "last")
     assert resumed.returncode == 0, resumed.stderr
     assert results(tmp_path / "logs")["global_step"] == 6
+
+
+def test_a_stop_signal_while_an_export_renames_its_files_waits_for_the_last(tmp_path, monkeypatch):
+    """A real signal at the first rename (sent from inside it): the process stops only once every file is in
+    place, so a new model.pt2 never sits beside an old model.onnx. torch's threads are running, as in an export."""
+    import project.extras.atomic as atomic
+
+    torch.ones(256, 256) @ torch.ones(256, 256)  # torch's worker threads exist, which a signal mask would miss
+    files = {tmp_path / "model.pt2": b"new pt2", tmp_path / "model.onnx": b"new onnx"}
+    for path in files:
+        path.write_bytes(b"old")
+    rename = os.replace
+
+    def rename_then_signal(source, target) -> None:
+        rename(source, target)
+        if Path(target).name == "model.pt2":
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    class Stop(Exception):
+        pass
+
+    def stop(signum, frame):
+        raise Stop
+
+    monkeypatch.setattr(atomic.os, "replace", rename_then_signal)
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        with pytest.raises(Stop):
+            atomic.write_together(files)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert {path.read_bytes() for path in files} == {b"new pt2", b"new onnx"} and not list(tmp_path.glob("*.tmp"))
