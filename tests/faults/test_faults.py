@@ -520,6 +520,7 @@ def test_test_of_a_checkpoint_needs_only_its_run_folder_writable(trained, small_
     assert "test/acc" in results(logs)["metrics"]
 
 
+@pytest.mark.slow
 def test_two_processes_continuing_one_run_the_second_is_one_line(mnist_dir, tmp_path):
     """Two `--ckpt_path last` of one stopped run at once (a requeued job and a user, say): the second one is refused
     while the first trains, instead of both writing the same checkpoints."""

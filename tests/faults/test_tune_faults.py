@@ -17,6 +17,8 @@ from tests.conftest import FAST_RUN, REPO
 from tests.faults.injectors import fill
 from tests.faults.test_faults import default_ctrl_c, one_error_line
 
+pytestmark = pytest.mark.slow  # each trains one to three tune.py trials in processes of their own
+
 FAIL, RUNNING, WAITING = optuna.trial.TrialState.FAIL, optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING
 COMPLETE = optuna.trial.TrialState.COMPLETE
 AGAIN = "then run the same command again: the study goes on"  # a disk error's advice
