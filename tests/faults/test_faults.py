@@ -438,7 +438,7 @@ def lr_find(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM", "SIGHUP"])
 def test_a_stop_during_lr_find_is_one_line_and_keeps_nothing(mnist_dir, tmp_path, stop):
     logs = tmp_path / "logs"
     data = ["--data", "tests.faults.injectors.FaultInTraining", "--data.signal", stop, "--data.data_dir",
