@@ -118,7 +118,10 @@ class ClassifierCLI(LightningCLI):
                 if isinstance(value := sub_config.get(key), str) and value not in ("last", "best", "hpc", "registry"):
                     sub_config[key] = expand(value)
         except ArgumentError as error:  # configs/base.yaml's explain_errors, from the base (the args cannot be parsed)
-            explain = sub.parse_args(["--config", str(BASE_CONFIG)]).explain_errors
+            try:
+                explain = sub.parse_args(["--config", str(BASE_CONFIG)]).explain_errors
+            except ArgumentError:  # the base itself does not parse: jsonargparse's own words
+                explain = None
             options = [f"--{key}" for key in keys] + [f"--{name}" for name in flat]
             raise UserError(explain(str(error), options, keys) if explain else " ".join(str(error).split())) from error
         if shown:  # --help or --print_config: printed once the whole config is known, then nothing runs
