@@ -4,10 +4,10 @@ import os
 from pathlib import Path
 
 
-def write_atomically(path: Path, data: str | bytes) -> None:
-    """Write beside the target, flush to disk, then rename over it, so a reader never sees half a file (the
-    temporary name is per process, so that two writers of the same file, e.g. two tune.py workers, do not write
-    into each other's); a failure (a full disk) leaves the previous file as it was and no temporary one."""
+def write_beside(path: Path, data: str | bytes) -> Path:
+    """`data` written and flushed to disk beside `path`, under a temporary name of this process (two writers of one
+    file, e.g. two tune.py workers, do not write into each other's), for the caller to rename over `path`; a failure
+    (a full disk) leaves no temporary file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
@@ -15,6 +15,17 @@ def write_atomically(path: Path, data: str | bytes) -> None:
             file.write(data.encode() if isinstance(data, str) else data)
             file.flush()
             os.fsync(file.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def write_atomically(path: Path, data: str | bytes) -> None:
+    """Write beside the target, then rename over it, so a reader never sees half a file; a failure leaves the
+    previous file as it was and no temporary one."""
+    tmp = write_beside(path, data)
+    try:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

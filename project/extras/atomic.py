@@ -14,7 +14,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from project import STOP_SIGNALS
 from project.errors import UserError
-from project.files import write_atomically
+from project.files import write_atomically, write_beside
 
 __all__ = ["AtomicCheckpointIO", "tensorboard", "write_atomically", "write_together"]
 
@@ -40,14 +40,10 @@ def write_together(files: dict[Path, bytes]) -> None:
     signal meanwhile only noted and raised once the last one is (between two renames it would pair a new file with
     an old). Handlers, not a signal mask: a mask holds signals back from this thread only, and torch's threads
     would take them. From the main thread (Python's rule for signal handlers)."""
-    temporary = {path: path.with_name(f"{path.name}.{os.getpid()}.tmp") for path in files}
+    temporary: dict[Path, Path] = {}
     try:
         for path, data in files.items():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(temporary[path], "wb") as file:
-                file.write(data)
-                file.flush()
-                os.fsync(file.fileno())
+            temporary[path] = write_beside(path, data)
         noted: list[int] = []
         handlers = {stop: signal.signal(stop, lambda signum, _: noted.append(signum)) for stop in SIGNALS}
         try:

@@ -113,10 +113,13 @@ class Preemption(Checkpoint):
         """Ctrl-C while validating, testing or predicting (not the validation inside fit): noted, acted on after the
         batch (a KeyboardInterrupt raised inside the drawing of the test's pictures comes out of matplotlib as
         another error)."""
-        if trainer.state.fn != "fit":
-            self.evaluating = what
-            previous = signal.signal(signal.SIGINT, self.notice if what else self.interrupt)
-            self.interrupt = previous if what else self.interrupt
+        if trainer.state.fn == "fit":
+            return
+        self.evaluating = what
+        if what:
+            self.interrupt = signal.signal(signal.SIGINT, self.notice)
+        else:
+            signal.signal(signal.SIGINT, self.interrupt)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, KeyboardInterrupt) and trainer.is_global_zero:

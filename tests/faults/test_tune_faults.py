@@ -86,7 +86,10 @@ def test_a_done_study_with_a_trial_of_a_worker_gone_elsewhere_gets_its_best_yaml
     gone = study.ask()  # what the other worker did before it died: its trial, a heartbeat, who it was
     tune.trial_recipe(gone, "MLP")
     gone.set_user_attr("worker", {"machine": "another machine", "pid": os.getpid()})
-    study._storage.record_heartbeat(gone._trial_id)
+    heartbeats = optuna.storages.RDBStorage(storage)  # the storage's public methods, as another worker's would
+    heartbeats.record_heartbeat(
+        heartbeats.get_trial_id_from_study_id_trial_number(heartbeats.get_study_id_from_name("mnist"), gone.number)
+    )
     recorded = time.monotonic()
     args = ["--trials", "2", "--storage", storage, "--out", str(out), "--net", "MLP"]
 
