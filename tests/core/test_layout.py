@@ -2,7 +2,7 @@
 The budget was 1,200 lines before the data contract, ImageFolderDataModule and the fault handling (run folders
 claimed, paths expanded, whole files, the one-line exit for every error, stop signals while loading, background
 threads, `--ckpt_path last` telling finished runs from unfinished ones, the Trainer options that train nothing,
-checksummed image caches, the lock of a resumed run) joined it: about 570 lines."""
+checksummed image caches, the lock of a resumed run) joined it: about 580 lines."""
 
 import json
 import subprocess
