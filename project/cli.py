@@ -426,6 +426,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         resume = " (with --ckpt_path last, a run continues from its last saved checkpoint)" if args[0] == "fit" else ""
         return fail(explain_failure(error, then=f"run again{resume}"))
+    finally:  # under DDP, else gloo's threads may abort the process as Python exits (pytorch issue 190489)
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
     if cli.trainer.is_global_zero and cli.trainer.logger is not None:
         print(f"run folder: {cli.trainer.logger.log_dir}", file=sys.stderr)
     return 0

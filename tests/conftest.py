@@ -46,11 +46,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture
-def small_disk(tmp_path):
-    """A 16 MB tmpfs: filled up or remounted read-only by the tests (root only; skipped with the reason else)."""
-    mount = tmp_path / "disk"
+def small_disk(tmp_path, request):
+    """A 16 MB tmpfs (another size: `@pytest.mark.parametrize("small_disk", ["64m"], indirect=True)`): filled up
+    or remounted read-only by the tests (root only; skipped with the reason else)."""
+    mount, size = tmp_path / "disk", getattr(request, "param", "16m")
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], capture_output=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], capture_output=True)
     if done.returncode:
         pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode().strip()}): needs root")
     yield mount

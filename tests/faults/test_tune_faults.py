@@ -164,7 +164,8 @@ def test_tune_on_a_full_disk_at_the_start(mnist_dir, small_disk, tmp_path):
     assert existing.stat().st_size > 0 and optuna.load_study(study_name="mnist", storage=f"sqlite:///{existing}")
 
 
-def test_tune_when_the_disk_fills_inside_a_trial(mnist_dir, small_disk):
+@pytest.mark.parametrize("small_disk", ["64m"], indirect=True)  # room for the cut-short trial's files and two
+def test_tune_when_the_disk_fills_inside_a_trial(mnist_dir, small_disk):  # more of the widest net (5 MB a file)
     """The trial's files and the study's database on the disk that fills: the database cannot even record the
     trial failed; the next run finds its worker gone and runs its values again first."""
     storage, out = f"sqlite:///{small_disk / 'study.db'}", small_disk / "tune"
