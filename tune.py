@@ -182,6 +182,8 @@ def objective(trial: optuna.Trial, recipe: dict, train_args: list[str], folder: 
         cli.trainer.callbacks.append(PyTorchLightningPruningCallback(trial, monitor="val/acc"))
         run = next((c for c in cli.trainer.callbacks if callable(getattr(c, "notice", None))), None)
         stops.trial_run = run.notice if run is not None else stop_now  # stop_now: the preemption callback is off
+        if run is not None:
+            run.advises = False  # its "--ckpt_path last goes on": a stopped trial runs again from its start
         try:
             stops.check()  # a stop while the run was built: the trial ends before it trains
             cli.trainer.fit(cli.model, datamodule=cli.datamodule)

@@ -56,6 +56,9 @@ class Preemption(Checkpoint):
         self.evaluating: str | None = None  # "the test" while testing (validate, predict alike), outside fit
         self.fitted = False  # a fit ended in this process: what comes next is the test after it
         self.interrupt: object = signal.default_int_handler
+        # Its lines on what was saved and what to run next (tune.py, which runs a stopped trial again from its
+        # start, says its own instead).
+        self.advises = True
         # Noted from the moment the run is built (a signal in a job's first seconds would else kill it), acted on
         # at the first safe point.
         previous = {sig: signal.signal(sig, self.notice) for sig in STOP_SIGNALS}
@@ -122,7 +125,7 @@ class Preemption(Checkpoint):
             signal.signal(signal.SIGINT, self.interrupt)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        if isinstance(exception, KeyboardInterrupt) and trainer.is_global_zero:
+        if isinstance(exception, KeyboardInterrupt) and trainer.is_global_zero and self.advises:
             path, step = self.last_checkpoint_path(trainer), trainer.global_step
             if trainer.state.fn != "fit":
                 said = f" during {trainer.state.fn}: nothing of it written; {self.again()}"
@@ -171,7 +174,7 @@ class Preemption(Checkpoint):
         job = os.environ.get("SLURM_JOB_ID")
         asked = self.received == signal.SIGUSR1
         requeue = (any_process(trainer, asked) if save else asked) and job is not None
-        if trainer.is_global_zero:
+        if trainer.is_global_zero and self.advises:
             what = "stopping; --ckpt_path last goes on from it" if save else self.again()
             what = f"requeueing SLURM job {job} on exit" if requeue else what
             name = self.received.name if self.received else "a signal to another process"

@@ -110,6 +110,7 @@ def test_a_stop_signal_during_a_tune_trial(stop, mnist_dir, tmp_path):
     args = command(storage, out, mnist_dir)
     stopped = tune_py(*args, *at_step(1, stop))
     assert stopped.returncode == 128 + getattr(signal, stop)
+    assert "--ckpt_path" not in stopped.stderr  # the run's own advice: a trial runs again from its start
     assert stopped.stderr.strip().splitlines()[-1] == (
         f"stopped by {stop}: the trial cut short runs again first; `python tune.py` with the same options goes on "
         "(the study has 0 of 2 trials)"
