@@ -179,8 +179,7 @@ class ClassifierCLI(LightningCLI):
                 self.claimed = claim_run_folder(Path(root) / name)
                 where["version"] = int(self.claimed.name.removeprefix("version_"))
             if run:
-                version = int(run.name.removeprefix("version_"))
-                where = {"save_dir": str(run.parents[1]), "name": run.parent.name, "version": version}
+                where = {"save_dir": str(run.parents[1]), "name": run.parent.name, "version": int(run.name[8:])}
             logger = "lightning.pytorch.loggers.TensorBoardLogger"
             config.trainer.logger = {"class_path": logger, "init_args": {**where, "default_hp_metric": False}}
 

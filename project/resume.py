@@ -122,6 +122,8 @@ def read_checkpoint(path: Path, option: str = "--ckpt_path") -> dict[str, Any]:
                         f"(e.g. logs/mnist_cnn/version_0/checkpoints/last.ckpt){hint}")  # fmt: skip
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError:  # a file this user may not read, an I/O error: the run's one line names it as such
+        raise
     except Exception as error:
         archive, code = zipfile.is_zipfile(path), []
         if archive:
@@ -131,9 +133,8 @@ def read_checkpoint(path: Path, option: str = "--ckpt_path") -> dict[str, Any]:
             raise UserError(f"{option} {path} refers to Python code ({', '.join(code)}), which weights-only loading "
                             "does not run; this template loads checkpoints of tensors and plain data only "
                             "(docs/reliability.md)") from error  # fmt: skip
-        reason = f"{type(error).__name__}: {' '.join(str(error).split())[:120]}"
-        if not archive:
-            reason = "it is not the zip archive that torch.save writes"
+        why = f"{type(error).__name__}: {' '.join(str(error).split())[:120]}"
+        reason = why if archive else "it is not the zip archive that torch.save writes"
         raise UserError(f"{option} {path} is not a PyTorch checkpoint ({reason}); pass a .ckpt file written by "
                         "train.py") from error  # fmt: skip
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:

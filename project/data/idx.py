@@ -5,6 +5,7 @@ what is wrong, instead of an assertion."""
 import gzip
 import math
 import struct
+import zlib
 from pathlib import Path
 
 import torch
@@ -32,13 +33,12 @@ def read_idx(path: Path) -> torch.Tensor:
     try:
         with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as f:
             data = f.read()
-    except (OSError, EOFError) as error:
+    except (gzip.BadGzipFile, EOFError, zlib.error) as error:  # damaged; other errors (no permission): as such
         raise UserError(f"cannot read {path}: {error}; download the file again") from None
     if len(data) < 4 or data[:3] != bytes([0, 0, UNSIGNED_BYTE]) or not 1 <= data[3] <= 4:
         raise UserError(f"{path} is not an IDX file of unsigned bytes (magic number 0x{data[:4].hex()}, expected "
                         "0x00000801 to 0x00000804); check that it is an MNIST-format file")  # fmt: skip
-    ndim = data[3]
-    header = 4 + 4 * ndim
+    ndim, header = data[3], 4 + 4 * data[3]
     shape = struct.unpack(f">{ndim}I", data[4:header]) if len(data) >= header else ()
     expected = header + math.prod(shape) if shape else header
     if not shape or len(data) != expected:

@@ -142,10 +142,22 @@ def test_broken_idx_files_are_named(tmp_path, corrupt, message):
     assert str(path) in str(error.value)
 
 
-def test_broken_gzip_is_named(tmp_path):
+def flipped(data: bytes, at: int) -> bytes:
+    return data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1 :]
+
+
+@pytest.mark.parametrize(
+    ("damage", "python_error"),
+    [
+        (lambda gz: gz[:20], "Compressed file ended"),  # truncated: EOFError
+        (lambda gz: flipped(gz, 10), "Error -3 while decompressing"),  # the deflate stream broken: zlib.error
+        (lambda gz: flipped(gz, len(gz) - 5), "CRC check failed"),  # the data changed: gzip.BadGzipFile
+    ],
+)
+def test_broken_gzip_is_named(tmp_path, damage, python_error):
     path = tmp_path / "train-images-idx3-ubyte.gz"
-    path.write_bytes(gzip.compress(b"x" * 100)[:20])
-    with pytest.raises(UserError, match="cannot read"):
+    path.write_bytes(damage(gzip.compress(bytes(range(256)) * 40, mtime=0)))
+    with pytest.raises(UserError, match=f"cannot read {path}: {python_error}.*; download the file again"):
         read_idx(path)
 
 

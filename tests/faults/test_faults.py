@@ -3,6 +3,7 @@ signals, two runs at once, damaged files), not through mocks. Each asserts: no t
 status, nothing lost, nothing stray. docs/reliability.md's "Faults" table lists them."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -601,3 +602,29 @@ def test_a_stop_signal_while_an_export_renames_its_files_waits_for_the_last(tmp_
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert {path.read_bytes() for path in files} == {b"new pt2", b"new onnx"} and not list(tmp_path.glob("*.tmp"))
+
+
+def as_a_user(*args: str) -> subprocess.CompletedProcess:
+    """`python train.py ARGS` without root's power to read any file (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+    dropped), as the user a file's permissions were set against: tests run as root here and in CI."""
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("drops root's file access with setpriv (util-linux), as root")
+    caps = "-dac_override,-dac_read_search"
+    command = ["setpriv", "--bounding-set", caps, "--inh-caps", caps, sys.executable, str(REPO / "train.py"), *args]
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+def test_a_checkpoint_or_data_this_user_may_not_read_is_named_as_such(trained, mnist_dir, tmp_path):
+    logs, best = copy_of_run(trained, tmp_path)
+    os.chmod(best, 0)
+    done = as_a_user("test", "--ckpt_path", best)
+    assert done.returncode == 2
+    assert one_error_line(done.stderr) == (
+        f"error: cannot use ({best}): Permission denied; give this user access to it, then run again"
+    )
+    images = next(mnist_dir.rglob("train-images-idx3-ubyte"))
+    os.chmod(images, 0)
+    done = as_a_user("--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path / "new"), *QUICK)
+    assert done.returncode == 2
+    assert one_error_line(done.stderr).startswith(f"error: cannot use ({images}): Permission denied; give this")
+    assert not (tmp_path / "new").exists() or not list((tmp_path / "new").rglob("*.ckpt"))
