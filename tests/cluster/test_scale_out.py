@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import NARROW_CNN, REPO, results, run_cli, run_folder, run_main, scalars_by_step
+from project import resume
+from tests.conftest import FAST_TRAINER, NARROW_CNN, REPO, results, run_cli, run_folder, run_main, scalars_by_step
 from tests.engines import wait_until
 from tests.idx_files import write_dataset
 
@@ -260,3 +261,35 @@ def test_slurm_time_limit_signal_mid_epoch_resumes_at_the_saved_step(slurm, unin
     # Every step but the one each mid-epoch preemption stopped after (Lightning writes its point after the save).
     unwritten = {step - 1 for step in saved if step % 63}
     assert set(range(epochs * 63)) - set(steps) == unwritten and set(steps) <= set(range(epochs * 63))
+
+
+def test_a_slurm_job_of_two_tasks_whose_run_another_process_continues_ends_at_once(slurm, mnist_dir, tmp_path):
+    """docs/scaling.md's job with two tasks (DDP on the CPU) and a run another process is continuing: task 0 is
+    refused with one line, and srun's --kill-on-bad-exit ends task 1, which would else wait for task 0 at the start
+    of DDP until its timeout (30 minutes)."""
+    root = tmp_path / "logs"
+    args = ["--data.data_dir", str(mnist_dir), "--default_root_dir", str(root), *FAST_TRAINER, "--max_epochs", "2"]
+    stop = ["--trainer.callbacks+=tests.slow_stages.SignalAt", "--trainer.callbacks.step", "4",
+            "--trainer.callbacks.signal", "SIGTERM"]  # fmt: skip
+    assert run_cli(*args, "--accelerator", "cpu", "--devices", "1", *stop).returncode == 143  # an unfinished run
+    script = adapted(
+        readme_block("#SBATCH --requeue"),
+        [
+            ("#SBATCH --nodes=2", "#SBATCH --nodes=1"),
+            ("#SBATCH --ntasks-per-node=8", "#SBATCH --ntasks-per-node=2"),
+            ("#SBATCH --gpus-per-node=8\n", ""),
+            ("#SBATCH --time=24:00:00", "#SBATCH --time=10:00"),
+            ("--accelerator gpu --devices 8 --num_nodes 2", "--accelerator cpu --devices 2"),
+        ],
+    )
+    held = resume.lock_run(run_folder(root))  # as a process that continues the run holds it
+    try:
+        started = time.monotonic()
+        job_id, output = submit(slurm, tmp_path, script.rstrip("\n") + " " + " ".join(args) + "\n")
+        job = wait_for_job(slurm, job_id, output, timeout=240)
+    finally:
+        os.close(held)
+    log = output.read_text()
+    assert job["JobState"] == "FAILED" and time.monotonic() - started < 180, (job, log)
+    assert f"error: {run_folder(root)} is being continued by another process" in log, log
+    assert "Traceback" not in log, log
