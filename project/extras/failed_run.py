@@ -16,7 +16,8 @@ class RemoveFailedRun(Callback):
 
     Lightning creates the folder (an event file, config.yaml) before the data is loaded and the optimizer is
     built, so a mistake found there would otherwise leave a `version_N` that looks like a run. Once a step has
-    been trained, everything stays: the events up to a crash are what one needs to understand it.
+    been trained, everything stays: the events up to a crash are what one needs to understand it (but an empty
+    event file that a full disk left: the test after fit opens one).
     """
 
     def __init__(self) -> None:
@@ -36,14 +37,16 @@ class RemoveFailedRun(Callback):
         self.trained = True
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        if self.trained or trainer.logger is None or not trainer.is_global_zero:
+        if trainer.logger is None or not trainer.is_global_zero:
             return
         # logger.log_dir, not trainer.log_dir: the latter waits for every process, and this runs on rank 0 only.
         folder = Path(trainer.logger.log_dir)
         self.before = self.older_files(folder) if self.before is None else self.before  # failed before setup
         made = [path for path in folder.rglob("*") if path.is_file() and path not in self.before]
-        trainer.logger.finalize("failed")  # close the event file before it goes
-        if not self.before:
+        trainer.logger.finalize("failed")  # the event file closed (flushed) before it goes, or is found empty
+        if self.trained:  # all stays, but an event file the disk had no room for (0 bytes: not even its header)
+            made = [path for path in made if path.name.startswith("events.out.") and path.stat().st_size == 0]
+        elif not self.before:
             shutil.rmtree(folder, ignore_errors=True)
         for path in made:
             path.unlink(missing_ok=True)

@@ -36,6 +36,16 @@ class FillDisk(Callback):
             fill(self.folder)
 
 
+class FillDiskAtTest(Callback):
+    """When the test starts (the test after fit, say), fills the file system that holds `folder`."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = Path(folder)
+
+    def on_test_start(self, *args) -> None:
+        fill(self.folder)
+
+
 class RemountReadOnly(Callback):
     """After training step `step`, remounts the file system mounted at `mount` read-only (as a storage fault does)."""
 

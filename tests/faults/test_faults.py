@@ -63,6 +63,23 @@ def test_a_disk_that_fills_mid_run_keeps_the_last_good_checkpoint(mnist_dir, sma
     assert results(logs)["global_step"] == 6 and run_folder(logs) == run
 
 
+def test_a_disk_that_fills_in_the_test_after_fit_leaves_no_empty_event_file(mnist_dir, small_disk):
+    """The test opens an event file of its own; on a full disk it stays empty (no room for its header) and goes.
+    Once there is room, `--ckpt_path last` tests the fitted run."""
+    args = ["--data.data_dir", str(mnist_dir), "--default_root_dir", str(small_disk / "logs"), *QUICK]
+    filled = ["--trainer.callbacks+=tests.faults.injectors.FillDiskAtTest", "--trainer.callbacks.folder",
+              str(small_disk)]  # fmt: skip
+    done = run_cli(*args, *filled)
+    assert done.returncode == 2
+    assert one_error_line(done.stderr).startswith("error: cannot write: No space left on device; free space")
+    run = run_folder(small_disk / "logs")
+    assert [p.stat().st_size > 0 for p in run.glob("events.out.*")] == [True]  # the fit's events, not empty
+    (small_disk / "filler").unlink()
+    again = run_cli(*args, "--ckpt_path", "last")
+    assert again.returncode == 0, again.stderr
+    assert run_folder(small_disk / "logs") == run and "test/acc" in results(small_disk / "logs")["metrics"]
+
+
 def test_a_full_disk_at_the_start_leaves_no_run_folder(mnist_dir, small_disk):
     fill(small_disk)
     logs = small_disk / "logs"
