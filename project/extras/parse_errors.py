@@ -9,8 +9,10 @@ import inspect
 import re
 
 import torch
+from lightning import LightningDataModule
 from torch import nn
 
+import project.data
 import project.models
 from project.errors import SUBCOMMANDS
 
@@ -55,7 +57,7 @@ def explain_key_error(key: str, detail: str) -> str:
     lines = [line.strip().removeprefix("- ").strip() for line in detail.splitlines()]
     if nested := re.search(r'Parser key "([^"]+)"', detail):
         key = f"{key}.{nested[1]}"
-    given_class = re.search(r"given class_path '([^']+)'", detail)
+    given_class = re.search(r"class_path(?: |=)'([^']+)'", detail)  # "given class_path 'x'" or "class_path='x'"
     lines = [line for line in lines if line and not any(noise in line for noise in NOISE) and "Parser key" not in line]
     if number := re.search(r"Expected a <class '(float|int)'>", detail):
         # A number that does not parse (lr: float | Tensor would otherwise read as "no class named ...").
@@ -72,9 +74,10 @@ def explain_key_error(key: str, detail: str) -> str:
         if match := re.match(r"Expected a typing.Literal\[(.*)\]\. Got value: (.+)", line):
             choices = ", ".join(re.findall(r"'([^']*)'", match[1]))
             return f"--{key}: {match[2]!r} is not one of {choices}"
-        if match := re.match(r"Option '([^']+)' is not accepted", line):
-            accepted = init_parameters(given_class[1]) if given_class else []
-            return f"--{key}: unknown option {match[1]!r}{closest(match[1], accepted)}"
+        if match := re.search(r"Option '([^']+)' is not accepted", line):  # a net's, an optimizer's, ...
+            accepted = [p for p in init_parameters(given_class[1]) if p != "params"] if given_class else []
+            takes = f" ({given_class[1].rsplit('.', 1)[-1]} takes {', '.join(accepted)})" if accepted else ""
+            return f"--{key}: unknown option {match[1]!r}{closest(match[1], accepted) or takes}"
         if match := re.match(r"File does not exist: (.+)", line):
             return f"--{key}: file not found: {match[1]}"
     return f"--{key}: {lines[-1] if lines else ' '.join(detail.split())}"
@@ -96,6 +99,8 @@ def class_choices(key: str) -> list[str]:
         return sorted(name for name, obj in schedules if is_subclass(obj, torch.optim.lr_scheduler.LRScheduler))
     if key.endswith("net"):  # the nets of project.models, a fork's own among them
         return sorted(name for name, obj in vars(project.models).items() if is_subclass(obj, nn.Module))
+    if key == "data":  # the data modules of project.data
+        return sorted(name for name, obj in vars(project.data).items() if is_subclass(obj, LightningDataModule))
     return []
 
 

@@ -275,6 +275,12 @@ def test_each_parse_error_wording_is_still_recognized(tmp_path):
         ("--config", str(write(tmp_path / "typo.yaml", "trainer:\n  max_epoch: 3\n"))): "unknown key 'trainer.max",
         ("--config", str(write(tmp_path / "bad.yaml", "a: [3\n"))): "a --config file is not valid YAML at line",
         ("--max_epochs", "1", "test"): "'test' after options is taken for an argument",
+        ("--model.optimizer", "SGD", "--model.optimizer.momentun", "0.9"): "--model.optimizer: unknown option "
+        "'momentun'; did you mean momentum?",
+        ("--model.optimizer.learning_rate", "0.1"): "--model.optimizer: unknown option 'learning_rate' (AdamW takes "
+        "lr, betas, eps, weight_decay,",
+        ("--data", "ImageFolderDatamodule"): "--data: no class named 'ImageFolderDatamodule'; did you mean "
+        "ImageFolderDataModule?; choose one of ImageFolderDataModule, MNISTDataModule or give a full import path",
     }
     for args, expected in cases.items():
         with pytest.raises(UserError) as error:
