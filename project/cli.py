@@ -175,7 +175,7 @@ class ClassifierCLI(LightningCLI):
             run = self.run_folder
             root, name = config.trainer.default_root_dir, experiment_name(config.as_dict())
             where = {"save_dir": root, "name": name}
-            if run is None and rank_zero_only.rank == 0:  # process 0 names the run; Lightning tells the others
+            if run is None and rank_zero_only.rank == 0 and not config.trainer.fast_dev_run:  # process 0 names it
                 self.claimed = claim_run_folder(Path(root) / name)
                 where["version"] = int(self.claimed.name.removeprefix("version_"))
             if run:
@@ -428,6 +428,6 @@ def main(argv: list[str] | None = None) -> int:
     finally:  # under DDP, else gloo's threads may abort the process as Python exits (pytorch issue 190489)
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
-    if cli.trainer.is_global_zero and cli.trainer.logger is not None:
-        print(f"run folder: {cli.trainer.logger.log_dir}", file=sys.stderr)
+    if cli.trainer.is_global_zero and isinstance(folder := getattr(cli.trainer.logger, "log_dir", None), str):
+        print(f"run folder: {folder}", file=sys.stderr)  # none under --fast_dev_run or --logger false
     return 0

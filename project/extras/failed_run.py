@@ -26,8 +26,8 @@ class RemoveFailedRun(Callback):
         self.before: set[Path] | None = None  # the run folder's files from before this process
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if self.before is None and trainer.logger is not None and trainer.is_global_zero:
-            self.before = self.older_files(Path(trainer.logger.log_dir))
+        if self.before is None and run_folder(trainer) and trainer.is_global_zero:
+            self.before = self.older_files(run_folder(trainer))
 
     def older_files(self, folder: Path) -> set[Path]:
         """The folder's files from before this process (a later failure may find some rewritten)."""
@@ -37,10 +37,9 @@ class RemoveFailedRun(Callback):
         self.trained = True
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        if trainer.logger is None or not trainer.is_global_zero:
+        folder = run_folder(trainer)
+        if folder is None or not trainer.is_global_zero:
             return
-        # logger.log_dir, not trainer.log_dir: the latter waits for every process, and this runs on rank 0 only.
-        folder = Path(trainer.logger.log_dir)
         self.before = self.older_files(folder) if self.before is None else self.before  # failed before setup
         made = [path for path in folder.rglob("*") if path.is_file() and path not in self.before]
         trainer.logger.finalize("failed")  # the event file closed (flushed) before it goes, or is found empty
@@ -50,3 +49,10 @@ class RemoveFailedRun(Callback):
             shutil.rmtree(folder, ignore_errors=True)
         for path in made:
             path.unlink(missing_ok=True)
+
+
+def run_folder(trainer: L.Trainer) -> Path | None:
+    """The logger's folder: none without a logger, or under --fast_dev_run (Lightning's DummyLogger). The logger's
+    log_dir, not trainer.log_dir: the latter waits for every process, and this runs on rank 0 only."""
+    folder = getattr(trainer.logger, "log_dir", None) if trainer.logger is not None else None
+    return Path(folder) if isinstance(folder, str) else None

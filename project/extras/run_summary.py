@@ -30,6 +30,8 @@ class RunSummary(Callback):
         self.folder: Path | None = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if trainer.fast_dev_run:  # a smoke test writes nothing (Lightning's loggers and checkpoints are off too)
+            return
         folder = Path(trainer.log_dir or trainer.default_root_dir)  # on every process: a collective call
         if folder == self.folder:
             return
@@ -72,7 +74,7 @@ class RunSummary(Callback):
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         self.results["metrics"].update(metrics)
         self.results["wall_seconds"] = round(time.perf_counter() - self.started, 2)
-        if trainer.is_global_zero:
+        if trainer.is_global_zero and self.folder is not None:
             write_atomically(self.folder / "results.json", json.dumps(self.results, indent=2) + "\n")
         # After fit (a run that only fits, such as a tune.py trial, shows up too) and again after test.
         for logger in trainer.loggers:

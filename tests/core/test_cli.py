@@ -307,3 +307,13 @@ def test_every_default_callback_can_be_switched_off_and_a_config_adds_its_own(mn
     with_own = registered("--config", str(own))
     assert EarlyStopping.__name__ in with_own and "Preemption" not in with_own
     assert set(with_own) == set(default) - {"Preemption"} | {"EarlyStopping"}
+
+
+@pytest.mark.parametrize("subcommand", [[], ["fit"]])
+def test_fast_dev_run_is_a_smoke_test_that_writes_nothing(mnist_dir, tmp_path, subcommand):
+    """Lightning's --fast_dev_run (one batch of each stage, its loggers and checkpoints off): exit 0, no run folder,
+    no results.json, no 'run folder' line."""
+    done = run_main(*subcommand, "--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path / "logs"),
+                    "--data.val_size", "100", "--fast_dev_run", "true", "--enable_progress_bar", "false")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "run folder" not in done.stderr and not (tmp_path / "logs").exists()
