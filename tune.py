@@ -50,7 +50,7 @@ from lightning import Trainer
 from optuna_integration import PyTorchLightningPruningCallback
 
 from project import DISK_FAULTS, stop_now
-from project.cli import ClassifierCLI, explain_failure
+from project.cli import ClassifierCLI, expand, explain_failure
 from project.errors import UserError, fail
 from project.files import write_atomically
 
@@ -375,8 +375,11 @@ def search(argv: list[str], stops: StopSignals) -> int:
     parser.add_argument("--space", type=Path, help="YAML search space replacing the built-in one (see above)")
     parser.add_argument("--prune_after", type=int, default=0, help="epochs every trial runs before it may be pruned")
     args, train_args = parser.parse_known_args(argv)
+    if args.trials < 1:
+        return fail(f"--trials must be at least 1, got {args.trials}")
+    args.out = Path(expand(str(args.out)))  # ~ and $VARS, as train.py expands its paths
     try:
-        space = read_space(args.space) if args.space else None
+        space = read_space(Path(expand(str(args.space)))) if args.space else None
     except UserError as error:
         return fail(str(error))
     if args.storage.startswith("sqlite:///"):

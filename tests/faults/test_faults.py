@@ -289,6 +289,24 @@ def test_tune_with_a_database_where_nothing_listens(tmp_path, capsys):
     assert not (tmp_path / "t").exists()
 
 
+def test_tune_with_no_trials_is_one_line_and_creates_nothing(tmp_path, capsys):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    assert tune.main(["--trials", "0", "--storage", storage, "--out", str(tmp_path / "t")]) == 2
+    assert one_error_line(capsys.readouterr().err) == "error: --trials must be at least 1, got 0"
+    assert not any(tmp_path.iterdir())
+
+
+def test_tune_expands_home_and_variables_in_its_paths(mnist_dir, tmp_path, monkeypatch, capsys):
+    """`--out ~/tuned` (the shell leaves `~` after `=`, and inside quotes): the trials and best.yaml go to the home
+    folder, where train.py also looks; no folder named `~` appears."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    args = ["--trials", "1", "--net", "MLP", "--storage", f"sqlite:///{tmp_path / 'study.db'}",
+            "--out=~/tuned", "--data.data_dir", str(mnist_dir), *FAST_RUN]  # fmt: skip
+    assert tune.main(args) == 0, capsys.readouterr().err
+    assert (tmp_path / "home" / "tuned" / "best.yaml").is_file() and not (tmp_path / "~").exists()
+
+
 def test_tune_with_a_space_key_that_is_no_option_and_a_changed_space(mnist_dir, tmp_path, capfd):
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     common = ["--storage", storage, "--out", str(tmp_path / "tune"), "--data.data_dir", str(mnist_dir), *QUICK]
