@@ -164,7 +164,7 @@ class ClassifierCLI(LightningCLI):
             if self.subcommand == "fit" and (zero := next((n for n in lengths if trainer.get(n) == 0), None)):
                 raise UserError(f"--{zero} 0 trains nothing; give 1 or more (to test a checkpoint: "
                                 "python train.py test --ckpt_path FILE)")  # fmt: skip
-            for name in ("accumulate_grad_batches", "val_check_interval"):
+            for name in ("accumulate_grad_batches", "val_check_interval", "check_val_every_n_epoch"):
                 if isinstance(value := trainer.get(name), int | float) and value <= 0:
                     raise UserError(f"--{name} must be above 0, got {value}")
             if config.get("weights_only") is None:

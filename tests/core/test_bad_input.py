@@ -159,6 +159,11 @@ CASES = [
     ("no training batches", lambda t, d: ["--limit_train_batches", "0"], "--limit_train_batches 0 trains nothing"),
     ("gradient accumulation 0", lambda t, d: ["--accumulate_grad_batches", "0"], "--accumulate_grad_batches must be"),
     ("validation every 0 batches", lambda t, d: ["--val_check_interval", "0"], "--val_check_interval must be above 0"),
+    (
+        "validation every 0 epochs",
+        lambda t, d: ["--check_val_every_n_epoch", "0"],
+        "--check_val_every_n_epoch must be above 0, got 0",
+    ),
     ("devices -1 on the CPU", lambda t, d: ["--accelerator", "cpu", "--devices", "-1"], "a Trainer option: `devices`"),
     (
         "test images of another size",
