@@ -55,8 +55,7 @@ class ImageClassifier(LightningModule):
             if not isinstance(self.hparams[name], dict | None):
                 del self.hparams[name]
         self.net = net
-        self.optimizer = optimizer
-        self.scheduler = scheduler
+        self.optimizer, self.scheduler = optimizer, scheduler
         # Separate metric objects per stage: each keeps its own running state on the device.
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")

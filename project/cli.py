@@ -22,6 +22,7 @@ from lightning.fabric.plugins.environments import ClusterEnvironment, SLURMEnvir
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback, Checkpoint, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
@@ -59,6 +60,7 @@ class ClassifierCLI(LightningCLI):
         self.test_after_fit = test_after_fit
         self.run_folder: Path | None = None  # the --ckpt_path's run folder: fit continues in it, test writes there
         self.claimed: Path | None = None  # the new run folder this process made
+        self.logger: dict | None = None  # the run's TensorBoardLogger: its folder
         self.lock: int | None = None  # the run folder this process continues, locked while it does (fit and test)
         self.parsers: list[LightningArgumentParser] = []  # one per subcommand, in subcommands() order
         raise_errors = {"exit_on_error": False}  # parse errors come back as exceptions, for main()'s one line
@@ -180,8 +182,8 @@ class ClassifierCLI(LightningCLI):
                 where["version"] = int(self.claimed.name.removeprefix("version_"))
             if run:
                 where = {"save_dir": str(run.parents[1]), "name": run.parent.name, "version": int(run.name[8:])}
-            logger = "lightning.pytorch.loggers.TensorBoardLogger"
-            config.trainer.logger = {"class_path": logger, "init_args": {**where, "default_hp_metric": False}}
+            # Given to the Trainer, not written into config.yaml: a run of that file again is a run of its own.
+            self.logger = {**where, "default_hp_metric": False}
 
     def instantiate_trainer(self, **kwargs) -> Trainer:
         config = self.config_init[self.subcommand] if self.subcommand else self.config_init
@@ -197,6 +199,8 @@ class ClassifierCLI(LightningCLI):
             requeues = any(getattr(c, "requeues_slurm_jobs", False) for c in kwargs["callbacks"])
             plugins.append(SLURMEnvironment(auto_requeue=not requeues))
         kwargs["plugins"] = plugins
+        if self.logger is not None:
+            kwargs["logger"] = TensorBoardLogger(**self.logger)
         hand_over_early_stops(kwargs["callbacks"])
         try:
             return super().instantiate_trainer(**kwargs)

@@ -18,8 +18,7 @@ def parameter_groups(net: nn.Module, param_groups: list[dict[str, Any]] | None =
     (every parameter with fewer than two dimensions) get weight_decay 0, in every group.
     """
     named = list(net.named_parameters())
-    taken: set[str] = set()
-    result = []
+    taken, result = set(), []  # parameter names in a group so far, the groups
     for spec in param_groups or []:
         options = dict(spec)
         prefix = options.pop("prefix", None)

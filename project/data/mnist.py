@@ -58,8 +58,7 @@ class MNISTDataModule(InMemoryImages):
         super().__init__(**kwargs)  # under the CLI the hparams are the config's values: own_images its import path
         if val_size < 1:
             raise ValueError(f"val_size must be at least 1 (validation picks the best epoch), got {val_size}")
-        self.own_images = own_images
-        self.info = DATASETS[dataset]
+        self.own_images, self.info = own_images, DATASETS[dataset]
         self.contract = self.info.contract
 
     def search_folders(self) -> list[Path]:
@@ -118,6 +117,5 @@ class MNISTDataModule(InMemoryImages):
                 raise UserError(f"{files[role]} holds {size} images; {self.hparams.dataset} images are 28x28 (the "
                                 "two splits must match); check that the files belong to this data set")  # fmt: skip
         self.train_set, self.val_set = self.split(images, labels, self.hparams.val_size)
-        self.test_set = TensorDataset(test_images, test_labels)
-        self.predict_set = self.test_set
+        self.test_set = self.predict_set = TensorDataset(test_images, test_labels)
         self.predict_names = [f"test[{i}]" for i in range(len(test_images))]

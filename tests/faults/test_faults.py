@@ -14,6 +14,7 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
+import yaml
 
 import tune
 from project.extras.export import main as export_main
@@ -522,6 +523,19 @@ def test_a_moved_run_folder_is_tested_again_and_a_failed_attempt_keeps_its_earli
     assert again.returncode == 0, again.stderr
     summary = results(tmp_path / "moved")
     assert "test/acc" in summary["metrics"] and summary["tested_checkpoint"] == str(best)
+
+
+def test_a_runs_config_yaml_run_again_is_a_new_run_that_leaves_the_old_one_as_it_was(trained, tmp_path):
+    """README: `python train.py --config logs/.../config.yaml` runs it again. config.yaml names no run folder (it
+    used to pin the logger's version: the run again overwrote the old run's last.ckpt and results.json)."""
+    logs, _ = copy_of_run(trained, tmp_path)
+    run = run_folder(logs)
+    before = files(run)
+    assert yaml.safe_load((run / "config.yaml").read_text())["trainer"]["logger"] is None
+    done = run_main("--config", str(run / "config.yaml"), "--default_root_dir", str(logs), "--seed_everything", "5")
+    assert done.returncode == 0, done.stderr
+    assert files(run) == before
+    assert (run.parent / "version_1" / "results.json").is_file()
 
 
 def test_a_damaged_results_json_is_kept_aside_and_written_anew_by_a_test(trained, tmp_path):
