@@ -49,6 +49,22 @@ DESCRIPTION = """Train and test an image classifier. Without a subcommand: fit, 
 (--max_epochs 3) and prefixed (--trainer.max_epochs 3). An error prints one line; --debug shows its traceback."""
 
 
+class ClassifierTrainer(Trainer):
+    """Lightning's Trainer with its batch limits typed int first: jsonargparse reads Lightning's `float | int` as
+    float first, so `--limit_val_batches 1` became 1.0, all batches, where Lightning's 1 is one batch."""
+
+    def __init__(self, *, limit_train_batches: int | float | None = None, limit_val_batches: int | float | None = None,
+                 limit_test_batches: int | float | None = None, limit_predict_batches: int | float | None = None,
+                 **kwargs) -> None:  # fmt: skip
+        super().__init__(
+            limit_train_batches=limit_train_batches,
+            limit_val_batches=limit_val_batches,
+            limit_test_batches=limit_test_batches,
+            limit_predict_batches=limit_predict_batches,
+            **kwargs,
+        )
+
+
 class ClassifierCLI(LightningCLI):
     """LightningCLI for ImageClassifier and any LightningDataModule, with configs/base.yaml as the first config."""
 
@@ -67,8 +83,9 @@ class ClassifierCLI(LightningCLI):
         try:
             # Any data module (subclass mode); the model's own configure_optimizers uses the injected optimizer and
             # schedule; run=False builds model, data and Trainer only (lr_find, tune.py).
-            super().__init__(ImageClassifier, LightningDataModule, subclass_mode_data=True, args=args, run=run,
-                             save_config_callback=KeepRunConfig, auto_configure_optimizers=False,
+            super().__init__(ImageClassifier, LightningDataModule, save_config_callback=KeepRunConfig, args=args,
+                             trainer_class=ClassifierTrainer, subclass_mode_data=True, run=run,
+                             auto_configure_optimizers=False,
                              parser_kwargs={**raise_errors, "description": DESCRIPTION,
                                             **{k: raise_errors for k in SUBCOMMANDS}})  # fmt: skip
         except BaseException as error:

@@ -27,10 +27,11 @@ class PredictionTable(Callback):
     def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         datamodule = trainer.datamodule
         probabilities = torch.cat(self.predictions).float().cpu()
-        names = getattr(datamodule, "predict_names", None) or [str(i) for i in range(len(probabilities))]
+        count = len(probabilities)  # all images, or with --limit_predict_batches those of the first batches
+        names = (getattr(datamodule, "predict_names", None) or [str(i) for i in range(count)])[:count]
         classes = class_names(pl_module, probabilities.shape[1])
         labels = getattr(datamodule, "predict_set", None)
-        labels = labels.tensors[1].tolist() if labels is not None else [-1] * len(probabilities)
+        labels = labels.tensors[1].tolist()[:count] if labels is not None else [-1] * count
         rows = []
         top = probabilities.topk(min(3, probabilities.shape[1]), dim=1)
         for name, values, indices, label in zip(names, top.values, top.indices, labels, strict=True):

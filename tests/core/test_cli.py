@@ -86,6 +86,9 @@ def test_other_subcommands_run(trained, subcommand, tmp_path):
     assert done.returncode == 0, done.stderr
     assert run_folder(logs) == Path(best).parents[1]  # written into the run, no new version
     assert (run_folder(logs) / "predictions.csv").exists() == (subcommand == "predict")
+    if subcommand == "predict":  # --limit_predict_batches 1: one batch of 32 (FAST_RUN), the first images in order
+        rows = (run_folder(logs) / "predictions.csv").read_text().splitlines()
+        assert len(rows) == 1 + 32 and rows[1].startswith("test[0],") and rows[-1].startswith("test[31],")
 
 
 @pytest.mark.parametrize("prefix", ["", "trainer."])
@@ -317,3 +320,16 @@ def test_fast_dev_run_is_a_smoke_test_that_writes_nothing(mnist_dir, tmp_path, s
                     "--data.val_size", "100", "--fast_dev_run", "true", "--enable_progress_bar", "false")  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "run folder" not in done.stderr and not (tmp_path / "logs").exists()
+
+
+def test_a_batch_limit_of_1_is_one_batch_and_1_0_all_batches(mnist_dir, tmp_path):
+    """As in Lightning's Trainer(limit_val_batches=1): a whole number counts batches, a fraction is a share. Lightning
+    types these options float | int, which jsonargparse read as 1.0 (all batches) for 1."""
+    from project.cli import ClassifierCLI
+
+    (tmp_path / "one.yaml").write_text("trainer:\n  limit_test_batches: 1\n")
+    args = ["--data.data_dir", str(mnist_dir), "--limit_val_batches", "1", "--limit_train_batches=1.0", "--config",
+            str(tmp_path / "one.yaml"), "--default_root_dir", str(tmp_path)]  # fmt: skip
+    cli = ClassifierCLI(args, run=False)
+    limits = (cli.trainer.limit_val_batches, cli.trainer.limit_train_batches, cli.trainer.limit_test_batches)
+    assert [(value, type(value)) for value in limits] == [(1, int), (1.0, float), (1, int)]
