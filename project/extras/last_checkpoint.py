@@ -11,10 +11,13 @@ LAST = "last"
 
 
 class LastCheckpoint(ModelCheckpoint):
-    """Overwrites <run folder>/checkpoints/last.ckpt at the end of every epoch (after validation)."""
+    """Overwrites <run folder>/checkpoints/last.ckpt at the end of every epoch (after its validation, if any): also
+    of epochs without validation (--check_val_every_n_epoch 3) or with more than one (--val_check_interval 0.5),
+    where Lightning's own choice would save after validations only."""
 
     def __init__(self) -> None:
-        super().__init__(filename=LAST, monitor=None, save_top_k=1, enable_version_counter=False)
+        super().__init__(filename=LAST, monitor=None, save_top_k=1, enable_version_counter=False,
+                         save_on_train_epoch_end=True)  # fmt: skip
 
 
 class StepCheckpoint(ModelCheckpoint):

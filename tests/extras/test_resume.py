@@ -299,3 +299,22 @@ def test_a_signal_to_one_ddp_process_stops_all_at_the_same_step(mnist_dir, tmp_p
     resumed = run_cli(*args, "--ckpt_path", "last")
     assert resumed.returncode == 0, resumed.stderr
     assert results(tmp_path / "logs")["global_step"] == 8  # 4 steps an epoch (limit_train_batches), 2 epochs
+
+
+@pytest.mark.parametrize("validation", [["--check_val_every_n_epoch", "2"], ["--val_check_interval", "0.5"]])
+def test_last_ckpt_follows_every_epoch_end_whatever_the_validation_cadence(mnist_dir, tmp_path, validation):
+    """An epoch without validation (--check_val_every_n_epoch 2), or with two (--val_check_interval 0.5): last.ckpt
+    is the epoch's end all the same (Lightning's own choice saved after validations only: none after epoch 0 with
+    the first, and mid-epoch ones with the second). Killed in epoch 1, the run goes on from the end of epoch 0."""
+    args = ["--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path / "logs"), "--max_epochs", "3",
+            "--limit_train_batches", "4", "--limit_val_batches", "1", "--limit_test_batches", "1", "--data.batch_size",
+            "32", "--data.val_size", "100", "--enable_progress_bar", "false", "--model.scheduler", "null",
+            *NARROW_CNN, *validation]  # fmt: skip
+    kill = ["--trainer.callbacks+=tests.slow_stages.SignalAt", "--trainer.callbacks.step", "7",
+            "--trainer.callbacks.signal", "SIGKILL"]  # fmt: skip
+    assert run_cli(*args, *kill).returncode == -signal.SIGKILL
+    last = torch.load(run_folder(tmp_path / "logs") / "checkpoints" / "last.ckpt", weights_only=True)
+    assert (last["epoch"], last["global_step"]) == (0, 4)  # the end of epoch 0
+    resumed = run_cli(*args, "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr
+    assert results(tmp_path / "logs")["global_step"] == 12
