@@ -42,6 +42,9 @@ def explain(message: str, options: list[str], keys: list[str]) -> str:
         return f"unexpected argument {match[1]!r}: options start with --, and a subcommand (fit, test, ...) comes first"
     if match := re.search(r"does not accept option '([^']+)'", first):
         return f"unknown key {match[1]!r} in a config file{closest(match[1], keys)}"
+    if first.startswith("Unexpected config:"):  # YAML that is no mapping: nothing, a comment, a list or a word
+        given = " ".join(first.removeprefix("Unexpected config:").split())
+        return f"a --config file holds no options ({given[:60] or 'it is empty'}); write them as `key: value` lines"
     if first.startswith("Problems parsing config"):
         where = re.findall(r"line (\d+), column (\d+)", message)
         place = f" at line {where[-1][0]}, column {where[-1][1]}" if where else ""

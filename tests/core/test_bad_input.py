@@ -279,6 +279,8 @@ def test_each_parse_error_wording_is_still_recognized(tmp_path):
         ("--config", str(tmp_path / "nope.yaml")): "--config: file not found:",
         ("--config", str(write(tmp_path / "typo.yaml", "trainer:\n  max_epoch: 3\n"))): "unknown key 'trainer.max",
         ("--config", str(write(tmp_path / "bad.yaml", "a: [3\n"))): "a --config file is not valid YAML at line",
+        ("--config", str(write(tmp_path / "empty.yaml", ""))): "a --config file holds no options (it is empty); write",
+        ("--config", str(write(tmp_path / "list.yaml", "- 3\n"))): "a --config file holds no options (- 3); write",
         ("--max_epochs", "1", "test"): "'test' after options is taken for an argument",
         ("--model.optimizer", "SGD", "--model.optimizer.momentun", "0.9"): "--model.optimizer: unknown option "
         "'momentun'; did you mean momentum?",
