@@ -122,7 +122,7 @@ def read_checkpoint(path: Path, option: str = "--ckpt_path") -> dict[str, Any]:
                         f"(e.g. logs/mnist_cnn/version_0/checkpoints/last.ckpt){hint}")  # fmt: skip
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except OSError:  # a file this user may not read, an I/O error: the run's one line names it as such
+    except PermissionError:  # a file this user may not read: the run's one line names it as such
         raise
     except Exception as error:
         archive, code = zipfile.is_zipfile(path), []
@@ -135,8 +135,10 @@ def read_checkpoint(path: Path, option: str = "--ckpt_path") -> dict[str, Any]:
                             "(docs/reliability.md)") from error  # fmt: skip
         why = f"{type(error).__name__}: {' '.join(str(error).split())[:120]}"
         reason = why if archive else "it is not the zip archive that torch.save writes"
-        raise UserError(f"{option} {path} is not a PyTorch checkpoint ({reason}); pass a .ckpt file written by "
-                        "train.py") from error  # fmt: skip
+        others = sorted(str(p) for p in path.parent.glob("*.ckpt") if p.name != path.name)  # a job's way on
+        also = f"; beside it: {', '.join(others)} (--ckpt_path one of them goes on from it)" if others else ""
+        raise UserError(f"{option} {path} is not a PyTorch checkpoint, or one cut short or damaged ({reason}); pass "
+                        f"a .ckpt file written by train.py{also}") from error  # fmt: skip
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise UserError(f"{option} {path} is a PyTorch file but not a Lightning checkpoint (it has no state_dict); "
                         "pass a .ckpt file written by train.py")  # fmt: skip

@@ -203,6 +203,26 @@ def flip_a_bit(checkpoint: str | Path) -> bytes:
     return good
 
 
+def test_a_last_ckpt_cut_short_names_the_checkpoints_beside_it_which_go_on(mnist_dir, tmp_path):
+    """A job that always passes `--ckpt_path last` would fail on every requeue: the line names the run's other
+    checkpoints, and `--ckpt_path` one of them goes on."""
+    args = ["--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path / "logs"), *QUICK]
+    stop = ["--trainer.callbacks+=tests.slow_stages.SignalAt", "--trainer.callbacks.step", "4",
+            "--trainer.callbacks.signal", "SIGTERM"]  # fmt: skip
+    assert run_cli(*args, *stop).returncode == 143
+    checkpoints = run_folder(tmp_path / "logs") / "checkpoints"
+    last, (best,) = checkpoints / "last.ckpt", [p for p in checkpoints.glob("epoch=*.ckpt")]
+    last.write_bytes(last.read_bytes()[:5000])  # a copy cut short
+    done = run_main(*args, "--ckpt_path", "last")
+    assert done.returncode == 2
+    line = one_error_line(done.stderr)
+    assert "is not a PyTorch checkpoint, or one cut short or damaged" in line, line
+    assert line.endswith(f"beside it: {best} (--ckpt_path one of them goes on from it)"), line
+    again = run_main(*args, "--ckpt_path", str(best))
+    assert again.returncode == 0, again.stderr
+    assert results(tmp_path / "logs")["global_step"] == 6
+
+
 def test_a_checkpoint_with_flipped_bytes_is_named_and_not_used(trained, tmp_path):
     logs, best = copy_of_run(trained, tmp_path)
     summary = (run_folder(logs) / "results.json").read_bytes()
