@@ -8,6 +8,7 @@ TensorBoard (image `lr_find`). Use the suggestion as --model.optimizer.lr (under
 is the peak: a few times the suggestion).
 """
 
+import contextlib
 import io
 import shutil
 import signal
@@ -45,6 +46,11 @@ def main(argv: list[str] | None = None) -> int:
         received = next((c.received for c in cli.trainer.callbacks if getattr(c, "received", None)), None)
         if received is not None:
             raise Stopped(128 + received)
+        losses = finder.results["loss"]  # smoothed; Lightning stops at 4 x the lowest (a diverged loss: the end)
+        if len(losses) < steps and losses and losses[-1] <= 4 * min(losses):  # the training batches ran out
+            raise UserError(f"the range test ran {len(losses)} of its {steps} steps: the training data ends there "
+                            f"(--max_epochs {cli.trainer.max_epochs}); give --max_epochs 2 or more, or --num_training "
+                            f"{len(losses)} or fewer")  # fmt: skip
         suggestion = finder.suggestion()
         figure = finder.plot(suggest=True)
         figure.axes[0].set_title(f"learning-rate range test: suggested {suggestion:.2e}" if suggestion else "")
@@ -60,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
             if cli.trainer.logger is not None:
                 cli.trainer.logger.finalize("failed")  # the event file closed before it goes
             shutil.rmtree(cli.claimed, ignore_errors=True)
+            with contextlib.suppress(OSError):  # and its experiment folder, where this run was its first
+                cli.claimed.parent.rmdir()
         if isinstance(error, KeyboardInterrupt) or isinstance(error.__context__, KeyboardInterrupt):
             print("interrupted (Ctrl-C): no rate suggested, nothing kept", file=sys.stderr)
             return 128 + signal.SIGINT  # Lightning ends a stage at Ctrl-C with SystemExit(1)

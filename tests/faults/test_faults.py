@@ -508,6 +508,22 @@ def test_a_stop_during_lr_find_is_one_line_and_keeps_nothing(mnist_dir, tmp_path
     assert not [p for p in logs.rglob("*") if p.is_file()] and not list(logs.glob("*/version_*"))
 
 
+def test_an_lr_find_range_cut_short_by_the_data_is_one_line_and_keeps_nothing(mnist_dir, tmp_path):
+    """A range test over fewer steps than --num_training (the epochs ran out) would suggest a rate from the low end
+    of the range only: one line saying how to give it its steps, no suggestion, no run folder."""
+    logs = tmp_path / "logs"
+    args = ["--data.data_dir", str(mnist_dir), "--data.val_size", "100", "--default_root_dir", str(logs)]
+    done = lr_find(*args, "--max_epochs", "1", "--limit_train_batches", "3")
+    assert done.returncode == 2 and "suggested learning rate" not in done.stdout
+    assert one_error_line(done.stderr) == (
+        "error: the range test ran 3 of its 100 steps: the training data ends there (--max_epochs 1); give "
+        "--max_epochs 2 or more, or --num_training 3 or fewer"
+    )
+    assert not any(logs.iterdir())
+    enough = lr_find(*args, "--max_epochs", "1", "--limit_train_batches", "3", "--num_training", "3")
+    assert enough.returncode == 0, enough.stderr
+
+
 def test_a_log_folder_that_turns_read_only_during_lr_find_is_one_line(mnist_dir, small_disk):
     logs = small_disk / "logs"
     data = ["--data", "tests.faults.injectors.FaultInTraining", "--data.remount", str(small_disk), "--data.at_batch",
