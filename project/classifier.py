@@ -46,6 +46,8 @@ class ImageClassifier(LightningModule):
                 kept in checkpoints: export, predict and the pictures read class names, shape and normalization here.
         """
         super().__init__()
+        if not 0 <= label_smoothing <= 1:  # found now, not at the first training step
+            raise ValueError(f"label_smoothing must be between 0 and 1, got {label_smoothing}")
         # Under the CLI the hyper-parameters are the config (class paths), so load_from_checkpoint rebuilds the net.
         # Built in Python they are objects, which a weights-only checkpoint cannot hold: left out, passed again.
         with warnings.catch_warnings():  # Lightning's UserWarning that a net object is saved anyway: intended

@@ -425,8 +425,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; a mistake the user can fix ends with one line on stderr and exit status 2 (`--debug`: the
     traceback instead)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv
-    args = [word for word in argv if word != "--debug"]
+    debug, args = "--debug" in argv, [word for word in argv if word != "--debug"]
     test_after_fit = not args or args[0] not in SUBCOMMANDS  # a subcommand is the first word only
     args = ["fit", *args] if test_after_fit else args
     try:

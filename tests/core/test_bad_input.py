@@ -53,6 +53,11 @@ CASES = [
     ("zero learning rate", lambda t, d: ["--model.optimizer.lr", "0"], "--model.optimizer.lr must be above 0, got 0"),
     ("negative learning rate", lambda t, d: ["--model.optimizer.lr", "-0.1"], "--model.optimizer: Invalid learning"),
     ("batch size 0", lambda t, d: ["--data.batch_size", "0"], "--data.batch_size must be at least 1, got 0"),
+    (
+        "label smoothing above 1",
+        lambda t, d: ["--model.label_smoothing", "1.5"],
+        "--model.label_smoothing must be between 0 and 1, got 1.5",
+    ),
     ("val_size not below the training set", lambda t, d: ["--data.val_size", "600"], "--data.val_size 600 leaves no"),
     ("unknown data set", lambda t, d: ["--data.dataset", "cifar"], "--data.dataset: 'cifar' is not one of mnist,"),
     ("data missing, no network", lambda t, d: ["--data.data_dir", str(t / "empty")], "MNIST files not found"),
