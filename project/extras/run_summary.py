@@ -28,8 +28,10 @@ class RunSummary(Callback):
         self.started = time.perf_counter()
         self.results: dict[str, Any] = {"metrics": {}}
         self.folder: Path | None = None
+        self.trainer: L.Trainer | None = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.trainer = trainer
         if trainer.fast_dev_run:  # a smoke test writes nothing (Lightning's loggers and checkpoints are off too)
             return
         folder = Path(trainer.log_dir or trainer.default_root_dir)  # on every process: a collective call
@@ -50,6 +52,15 @@ class RunSummary(Callback):
             self.results = {**saved, **self.results, "metrics": metrics}
         if trainer.is_global_zero:
             print(f"run folder: {folder}", file=sys.stderr)
+
+    def state_dict(self) -> dict[str, Any]:
+        # The metrics so far, in every checkpoint of a fit: a run resumed with nothing left to train (stopped in
+        # its last epoch's validation) logs none, and results.json takes them from here (load_state_dict).
+        metrics = self.trainer.callback_metrics if self.trainer is not None else {}
+        return {"metrics": {k: float(v) for k, v in metrics.items() if v.numel() == 1 and not k.startswith("test/")}}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.results["metrics"].update(state_dict.get("metrics", {}))
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         if trainer.state.fn != "fit":  # a test or predict of a checkpoint: its metrics at the checkpoint's step

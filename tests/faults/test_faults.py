@@ -223,6 +223,19 @@ def test_a_last_ckpt_cut_short_names_the_checkpoints_beside_it_which_go_on(mnist
     assert results(tmp_path / "logs")["global_step"] == 6
 
 
+def test_a_run_stopped_in_its_last_epochs_validation_has_its_metrics_after_the_resume(mnist_dir, tmp_path):
+    """A stop signal in the last epoch's last step: the run saves once that epoch's validation is done, and the
+    resume has nothing left to train. results.json still holds the training and validation metrics (kept in the
+    checkpoint), not only the test's."""
+    args = ["--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path / "logs"), *QUICK]
+    stop = ["--trainer.callbacks+=tests.slow_stages.SignalAt", "--trainer.callbacks.step", "6",
+            "--trainer.callbacks.signal", "SIGTERM"]  # fmt: skip
+    assert run_cli(*args, *stop).returncode == 143
+    assert run_cli(*args, "--ckpt_path", "last").returncode == 0
+    metrics = results(tmp_path / "logs")["metrics"]
+    assert {"train/acc", "val/acc", "val/acc_best", "val/loss", "test/acc"} <= set(metrics), metrics
+
+
 def test_a_checkpoint_with_flipped_bytes_is_named_and_not_used(trained, tmp_path):
     logs, best = copy_of_run(trained, tmp_path)
     summary = (run_folder(logs) / "results.json").read_bytes()
