@@ -26,7 +26,7 @@ class RemoveFailedRun(Callback):
         self.before: set[Path] | None = None  # the run folder's files from before this process
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if self.before is None and run_folder(trainer) and trainer.is_global_zero:
+        if self.before is None and trainer.is_global_zero and run_folder(trainer):
             self.before = self.older_files(run_folder(trainer))
 
     def older_files(self, folder: Path) -> set[Path]:
@@ -37,8 +37,8 @@ class RemoveFailedRun(Callback):
         self.trained = True
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        folder = run_folder(trainer)
-        if folder is None or not trainer.is_global_zero:
+        folder = run_folder(trainer) if trainer.is_global_zero else None
+        if folder is None:
             return
         self.before = self.older_files(folder) if self.before is None else self.before  # failed before setup
         made = [path for path in folder.rglob("*") if path.is_file() and path not in self.before]

@@ -10,6 +10,7 @@ is the peak: a few times the suggestion).
 
 import contextlib
 import io
+import math
 import shutil
 import signal
 import sys
@@ -48,8 +49,10 @@ def main(argv: list[str] | None = None) -> int:
             raise Stopped(128 + received)
         losses = finder.results["loss"]  # smoothed; Lightning stops at 4 x the lowest (a diverged loss: the end)
         if len(losses) < steps and losses and losses[-1] <= 4 * min(losses):  # the training batches ran out
+            epochs = cli.trainer.max_epochs
+            enough = math.ceil(steps * max(epochs, 1) / len(losses))  # epochs that hold `steps` training batches
             raise UserError(f"the range test ran {len(losses)} of its {steps} steps: the training data ends there "
-                            f"(--max_epochs {cli.trainer.max_epochs}); give --max_epochs 2 or more, or --num_training "
+                            f"(--max_epochs {epochs}); give --max_epochs {enough} or more, or --num_training "
                             f"{len(losses)} or fewer")  # fmt: skip
         suggestion = finder.suggestion()
         figure = finder.plot(suggest=True)

@@ -78,7 +78,8 @@ def explain_key_error(key: str, detail: str) -> str:
             choices = ", ".join(re.findall(r"'([^']*)'", match[1]))
             return f"--{key}: {match[2]!r} is not one of {choices}"
         if match := re.search(r"Option '([^']+)' is not accepted", line):  # a net's, an optimizer's, ...
-            accepted = [p for p in init_parameters(given_class[1]) if p != "params"] if given_class else []
+            filled = ("params", "optimizer", "total_steps")  # what the model gives an optimizer or a schedule
+            accepted = [p for p in init_parameters(given_class[1]) if p not in filled] if given_class else []
             takes = f" ({given_class[1].rsplit('.', 1)[-1]} takes {', '.join(accepted)})" if accepted else ""
             return f"--{key}: unknown option {match[1]!r}{closest(match[1], accepted) or takes}"
         if match := re.match(r"File does not exist: (.+)", line):

@@ -8,6 +8,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from project.errors import UserError
 from project.extras.atomic import write_atomically
 from project.extras.pictures import class_names
 
@@ -19,6 +20,8 @@ class PredictionTable(Callback):
     Rows are matched to files by order: the predict loader does not shuffle."""
 
     def on_predict_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.world_size > 1:  # each process predicts a share of the batches: its rows would be misnamed
+            raise UserError("predict makes its table in one process: pass --devices 1 (it takes seconds)")
         self.predictions: list[torch.Tensor] = []
 
     def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
@@ -42,9 +45,9 @@ class PredictionTable(Callback):
                 "true": classes[label] if label >= 0 else "",
             })  # fmt: skip
         folder = trainer.log_dir or trainer.default_root_dir
-        if trainer.is_global_zero:
+        _print_table(rows)
+        if not trainer.fast_dev_run:  # a smoke test writes nothing
             write_atomically(Path(folder) / "predictions.csv", _csv(rows))
-            _print_table(rows)
             print(f"wrote {Path(folder) / 'predictions.csv'}")
 
 

@@ -57,7 +57,9 @@ class RunSummary(Callback):
         # The metrics so far, in every checkpoint of a fit: a run resumed with nothing left to train (stopped in
         # its last epoch's validation) logs none, and results.json takes them from here (load_state_dict).
         metrics = self.trainer.callback_metrics if self.trainer is not None else {}
-        return {"metrics": {k: float(v) for k, v in metrics.items() if v.numel() == 1 and not k.startswith("test/")}}
+        now = {k: float(v) for k, v in metrics.items() if v.numel() == 1}
+        merged = {**self.results["metrics"], **now}  # those restored from the checkpoint it resumed from, too
+        return {"metrics": {k: v for k, v in merged.items() if not k.startswith("test/")}}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.results["metrics"].update(state_dict.get("metrics", {}))

@@ -333,3 +333,13 @@ def test_a_batch_limit_of_1_is_one_batch_and_1_0_all_batches(mnist_dir, tmp_path
     cli = ClassifierCLI(args, run=False)
     limits = (cli.trainer.limit_val_batches, cli.trainer.limit_train_batches, cli.trainer.limit_test_batches)
     assert [(value, type(value)) for value in limits] == [(1, int), (1.0, float), (1, int)]
+
+
+def test_predict_with_fast_dev_run_prints_its_table_and_writes_nothing(trained, tmp_path):
+    logs, best = copy_of_run(trained, tmp_path)
+    before = sorted(tmp_path.rglob("*"))
+    done = run_main("predict", "--ckpt_path", best, "--fast_dev_run", "true", "--enable_progress_bar", "false",
+                    cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "test[0]" in done.stdout and "wrote" not in done.stdout
+    assert sorted(tmp_path.rglob("*")) == before

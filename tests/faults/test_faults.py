@@ -530,7 +530,7 @@ def test_an_lr_find_range_cut_short_by_the_data_is_one_line_and_keeps_nothing(mn
     assert done.returncode == 2 and "suggested learning rate" not in done.stdout
     assert one_error_line(done.stderr) == (
         "error: the range test ran 3 of its 100 steps: the training data ends there (--max_epochs 1); give "
-        "--max_epochs 2 or more, or --num_training 3 or fewer"
+        "--max_epochs 34 or more, or --num_training 3 or fewer"
     )
     assert not any(logs.iterdir())
     enough = lr_find(*args, "--max_epochs", "1", "--limit_train_batches", "3", "--num_training", "3")
