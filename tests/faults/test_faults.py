@@ -706,7 +706,7 @@ def as_a_user(*args: str) -> subprocess.CompletedProcess:
     """`python train.py ARGS` without root's power to read any file (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
     dropped), as the user a file's permissions were set against: tests run as root here and in CI."""
     if os.geteuid() != 0 or not shutil.which("setpriv"):
-        pytest.skip("drops root's file access with setpriv (util-linux), as root")
+        pytest.skip("needs root and setpriv (util-linux): it drops root's power to read any file, to act as a user")
     caps = "-dac_override,-dac_read_search"
     command = ["setpriv", "--bounding-set", caps, "--inh-caps", caps, sys.executable, str(REPO / "train.py"), *args]
     return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
