@@ -62,8 +62,10 @@ class Preemption(Checkpoint):
         # Noted from the moment the run is built (a signal in a job's first seconds would else kill it), acted on
         # at the first safe point.
         previous = {sig: signal.signal(sig, self.notice) for sig in STOP_SIGNALS}
-        # train.py's note of the first seconds is handed over (project.cli), not restored at the end of a stage.
-        self.previous = {sig: signal.SIG_DFL if h is early_note else h for sig, h in previous.items()}
+        # Where train.py noted them while it loaded, the process is the run's: between its stages (fit, then its
+        # test) and while it exits they stay noted, for the next stage to act on, or dropped once the run is done
+        # (the default action would kill it: SIGUSR1's, SLURM's time-limit signal, would mark a done job FAILED).
+        self.previous = {sig: self.notice if h is early_note else h for sig, h in previous.items()}
 
     def notice(self, signum: int, frame) -> None:
         self.received = signal.Signals(signum)

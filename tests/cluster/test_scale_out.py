@@ -236,7 +236,8 @@ def test_slurm_time_limit_signal_mid_epoch_resumes_at_the_saved_step(slurm, unin
     """A two-minute time limit with --signal=USR1@60: SLURM checks time limits every 30 s and signals up to 30 s
     early, so the signal falls 30-60 s into each start (after the imports), mostly mid-epoch; every start saves,
     requeues and exits, until the run is done. Each step sleeps 50 ms (tests.slow_stages.Paced): over 60 s of
-    training on any machine, more than one start holds."""
+    training on any machine, more than one start holds. A signal that falls once the run is done (as the last
+    start exits) changes nothing: the job completes."""
     data, _ = uninterrupted
     root = tmp_path / "logs"
     epochs = 20
@@ -253,7 +254,9 @@ def test_slurm_time_limit_signal_mid_epoch_resumes_at_the_saved_step(slurm, unin
     assert job["ExitCode"] == "0:0"
     restarts = int(job["Restarts"])
     saved = [int(step) for step in re.findall(r"SIGUSR1: saved \S+last.ckpt at step (\d+)", log)]
-    assert restarts >= 1 and len(saved) == restarts, log
+    # A signal after the fit's last step (the test then stops, and the requeued start tests again) saves nothing.
+    tests_again = log.count("SIGUSR1: stopped testing (last.ckpt kept); requeueing")
+    assert restarts >= 1 and len(saved) + tests_again == restarts, log
     folder = assert_one_clean_run(root, log)
     assert results(root)["global_step"] == epochs * 63  # the planned number of steps, no more
     steps = logged_steps(folder)

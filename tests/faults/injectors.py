@@ -1,6 +1,7 @@
 """Faults caused for real inside a run, given to train.py by class path (--trainer.callbacks+=...): a disk that
 fills up, a file system that turns read-only, at a chosen training step."""
 
+import atexit
 import errno
 import os
 import signal as signal_module
@@ -111,3 +112,26 @@ class SignalAtFitEnd(Callback):
     def on_fit_end(self, trainer, pl_module) -> None:
         if str(trainer.default_root_dir).endswith(self.only_in):
             os.kill(os.getpid(), getattr(signal_module, self.signal))
+
+
+class SignalAfterTheRun(Callback):
+    """Sends `signal` to its own process once the run is done, as Python exits (a SLURM time limit that falls
+    there): from an atexit handler registered at the test's end, after every stage's handlers are back."""
+
+    def __init__(self, signal: str = "SIGUSR1") -> None:
+        self.signal = signal
+
+    def on_test_end(self, trainer, pl_module) -> None:
+        atexit.register(os.kill, os.getpid(), getattr(signal_module, self.signal))
+
+
+class SignalBeforeTheTest(MNISTDataModule):
+    """Sends SIGUSR1 to its own process as the test after fit is set up (after the fit's handlers are given back,
+    before the test's are installed), once: a marker file in default_root_dir says it was sent."""
+
+    def setup(self, stage: str) -> None:
+        sent = Path(self.trainer.default_root_dir) / "signalled_before_the_test"
+        if stage == "test" and not sent.exists():
+            sent.touch()
+            os.kill(os.getpid(), signal_module.SIGUSR1)
+        super().setup(stage)

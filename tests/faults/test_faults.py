@@ -373,6 +373,31 @@ def test_a_stop_signal_while_testing_after_fit_keeps_the_fit_and_the_same_comman
     assert "test/acc" in results(tmp_path / "logs")["metrics"] and run_folder(tmp_path / "logs") == run
 
 
+@pytest.mark.parametrize("stop", ["SIGUSR1", "SIGTERM"])
+def test_a_stop_signal_after_the_run_is_done_leaves_it_done(mnist_dir, tmp_path, stop):
+    """A stop signal as train.py exits, its run done (a SLURM time limit that falls there): noted and dropped,
+    exit 0; SIGUSR1's default action would kill the process (status -10, a SLURM job marked FAILED)."""
+    args = ["--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path / "logs"), *QUICK]
+    at_exit = ["--trainer.callbacks+=tests.faults.injectors.SignalAfterTheRun", "--trainer.callbacks.signal", stop]
+    done = run_cli(*args, *at_exit)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, (done.returncode, done.stderr)
+    assert done.stderr.splitlines()[-1].startswith("run folder: ")
+    assert "test/acc" in results(tmp_path / "logs")["metrics"]
+
+
+def test_a_stop_signal_between_fit_and_its_test_stops_the_test_and_the_same_command_tests_again(mnist_dir, tmp_path):
+    """SIGUSR1 after the fit ended, before its test began: noted, and the test stops at its first batch as if the
+    signal had come during it (SIGUSR1's default action killed the process there)."""
+    args = ["--data", "tests.faults.injectors.SignalBeforeTheTest", "--data.data_dir", str(mnist_dir),
+            "--default_root_dir", str(tmp_path / "logs"), *QUICK]  # fmt: skip
+    stopped = run_cli(*args)
+    assert stopped.returncode == 138 and "Traceback" not in stopped.stderr, (stopped.returncode, stopped.stderr)
+    assert "SIGUSR1: stopped testing (last.ckpt kept)" in stopped.stderr
+    again = run_cli(*args, "--ckpt_path", "last")
+    assert again.returncode == 0, again.stderr
+    assert "test/acc" in results(tmp_path / "logs")["metrics"]
+
+
 def test_a_stop_signal_in_the_first_second_is_acted_on_once_the_run_is_built(mnist_dir, tmp_path):
     """SIGTERM while train.py still loads torch and Lightning: noted, then acted on at the first safe point (the
     first step), not a killed job."""
