@@ -11,6 +11,7 @@ import threading
 EARLY_STOPS: list[int] = []  # stop signals noted while the program loads, handed to the run once it is built
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGHUP)  # a cluster's, a scheduler's, a closed terminal's
 DISK_FAULTS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)  # a full or read-only disk, no permission
+PATH_FAULTS = (errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG, errno.ELOOP)  # a path that cannot be
 
 
 class Stopped(SystemExit):

@@ -26,7 +26,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from project import DISK_FAULTS, EARLY_STOPS, STOP_SIGNALS, Stopped, note, resume, stop_now
+from project import DISK_FAULTS, EARLY_STOPS, PATH_FAULTS, STOP_SIGNALS, Stopped, note, resume, stop_now
 from project.classifier import ImageClassifier
 from project.data.contract import CONTRACT_LINKS, contract_of
 from project.errors import CLASS_KEYS, SUBCOMMANDS, UserError, fail, option_error
@@ -410,14 +410,16 @@ def import_class(class_path: str) -> type:
 
 def explain_failure(error: Exception, then: str = "run again") -> str:
     """The one line for an error that ends a run: the user's mistake as it was raised, a file system that is
-    full or read-only by what happened and `then` what to do, anything else by its type and message."""
+    full or read-only or a path that cannot be (a file where a folder goes) by what happened and `then` what to do,
+    anything else by its type and message."""
     if isinstance(error, UserError | MisconfigurationException):  # Lightning's own errors about a configuration
         return str(error)
     cause = next((e for e in (error, error.__cause__, error.__context__) if isinstance(e, OSError)), None)
-    if cause is not None and cause.errno in DISK_FAULTS:
-        where, denied = f" ({cause.filename})" if cause.filename else "", cause.errno == errno.EACCES
-        fix = "give this user access to it" if denied else "free space or make the folder writable"
-        return f"cannot {'use' if denied else 'write'}{where}: {cause.strerror}; {fix}, then {then}"
+    if cause is not None and cause.errno in (*DISK_FAULTS, *PATH_FAULTS):
+        where, path = f" ({cause.filename})" if cause.filename else "", cause.errno in PATH_FAULTS
+        verb, fix = ("use", "pass another path") if path else ("write", "free space or make the folder writable")
+        verb, fix = ("use", "give this user access to it") if cause.errno == errno.EACCES else (verb, fix)
+        return f"cannot {verb}{where}: {cause.strerror}; {fix}, then {then}"
     return f"{type(error).__name__}: {error} (not a mistake this template knows; --debug shows the traceback)"
 
 

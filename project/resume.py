@@ -118,7 +118,8 @@ def read_checkpoint(path: Path, option: str = "--ckpt_path") -> dict[str, Any]:
     what the file is instead; `option` is how the user gave the path."""
     if not path.is_file():
         hint = "; `--ckpt_path last` takes the newest run's" if option == "--ckpt_path" else ""
-        raise UserError(f"{option} {path}: no such file. Checkpoints are in <run folder>/checkpoints/ "
+        what = "a folder, not a file" if path.is_dir() else "no such file"
+        raise UserError(f"{option} {path}: {what}. Checkpoints are in <run folder>/checkpoints/ "
                         f"(e.g. logs/mnist_cnn/version_0/checkpoints/last.ckpt){hint}")  # fmt: skip
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)

@@ -52,7 +52,8 @@ class ImageFolderDataModule(InMemoryImages):
         if val_size <= 0:
             raise ValueError(f"val_size must be above 0 (validation picks the best epoch), got {val_size}")
         if not self.root.is_dir():
-            raise ValueError(f"data_dir {self.root} does not exist; give the folder that holds train/ and test/")
+            what = "is a file" if self.root.exists() else "does not exist"
+            raise ValueError(f"data_dir {self.root} {what}; give the folder that holds train/ and test/")
         for split in ("train", "test"):
             if not (self.root / split).is_dir():
                 raise ValueError(f"data_dir {self.root} has no {split}/ folder: it needs train/ and test/ (and "

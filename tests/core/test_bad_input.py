@@ -120,6 +120,7 @@ CASES = [
         lambda t, d: ["test", "--ckpt_path", str(code_checkpoint(t))],
         "refers to Python code (pathlib.PurePosixPath), which weights-only loading does not run",
     ),
+    ("--ckpt_path to a folder", lambda t, d: ["test", "--ckpt_path", str(t)], "a folder, not a file. Checkpoints"),
     ("test --ckpt_path last with no run", lambda t, d: ["test", "--ckpt_path", "last"], "--ckpt_path last: no run"),
     ("negative max_epochs", lambda t, d: ["--max_epochs", "-3"], "`max_epochs` must be a non-negative integer or -1"),
     (
@@ -158,6 +159,11 @@ CASES = [
         "unreadable image file",
         lambda t, d: folder(t, lambda f: (f / "train" / "green bar" / "0.png").write_text("not a picture")),
         "cannot read image ",
+    ),
+    (
+        "image folder that is a file",
+        lambda t, d: ["--data", "ImageFolderDataModule", "--data.data_dir", str(write(t / "pictures.zip", "zip"))],
+        "pictures.zip is a file; give the folder that holds train/ and test/",
     ),
     ("max_epochs 0", lambda t, d: ["--max_epochs", "0"], "--max_epochs 0 trains nothing"),
     ("max_steps 0", lambda t, d: ["--max_steps", "0"], "--max_steps 0 trains nothing"),

@@ -46,3 +46,12 @@ def test_export_missing_checkpoint_is_one_clear_line(tmp_path, capsys):
         "(e.g. logs/mnist_cnn/version_0/checkpoints/last.ckpt)"
     )
     assert not (tmp_path / "export").exists()
+
+
+@pytest.mark.parametrize(("out", "why"), [("a_file", "File exists"), ("a_file/export", "Not a directory")])
+def test_export_into_a_path_that_cannot_be_a_folder_is_one_clear_line(checkpoint, tmp_path, capsys, out, why):
+    (tmp_path / "a_file").write_text("kept")
+    assert export_main([checkpoint, "--out", str(tmp_path / out)]) == 2
+    line = f"error: cannot use ({tmp_path / out}): {why}; pass another path, then run again"
+    assert capsys.readouterr().err.strip().splitlines()[-1] == line
+    assert [p.name for p in tmp_path.iterdir()] == ["a_file"] and (tmp_path / "a_file").read_text() == "kept"
