@@ -56,13 +56,9 @@ class ClassifierTrainer(Trainer):
     def __init__(self, *, limit_train_batches: int | float | None = None, limit_val_batches: int | float | None = None,
                  limit_test_batches: int | float | None = None, limit_predict_batches: int | float | None = None,
                  **kwargs) -> None:  # fmt: skip
-        super().__init__(
-            limit_train_batches=limit_train_batches,
-            limit_val_batches=limit_val_batches,
-            limit_test_batches=limit_test_batches,
-            limit_predict_batches=limit_predict_batches,
-            **kwargs,
-        )
+        super().__init__(limit_train_batches=limit_train_batches, limit_val_batches=limit_val_batches,
+                         limit_test_batches=limit_test_batches, limit_predict_batches=limit_predict_batches,
+                         **kwargs)  # fmt: skip
 
 
 class ClassifierCLI(LightningCLI):
@@ -409,9 +405,8 @@ def import_class(class_path: str) -> type:
 
 
 def explain_failure(error: Exception, then: str = "run again") -> str:
-    """The one line for an error that ends a run: the user's mistake as it was raised, a file system that is
-    full or read-only or a path that cannot be (a file where a folder goes) by what happened and `then` what to do,
-    anything else by its type and message."""
+    """The one line for an error that ends a run: the user's mistake as raised; a full or read-only disk, or a path
+    that cannot be (a file where a folder goes), by what happened and `then` what to do; else its type and message."""
     if isinstance(error, UserError | MisconfigurationException):  # Lightning's own errors about a configuration
         return str(error)
     cause = next((e for e in (error, error.__cause__, error.__context__) if isinstance(e, OSError)), None)
