@@ -3,6 +3,7 @@
 Imported first by every entry point (train.py, tune.py, python -m project.extras.*), so that a Ctrl-C while
 torch and Lightning load, or anywhere else that no stage handles, ends with one line, not a traceback."""
 
+import atexit
 import errno
 import signal
 import sys
@@ -28,10 +29,11 @@ def note(signum: int, frame) -> None:
 
 
 def note_stop_signals() -> None:
-    """STOP_SIGNALS noted, not fatal, while torch and Lightning load (a cluster may stop a job in its first
-    seconds): the run's own handler takes them over (project.cli: ClassifierCLI.instantiate_trainer)."""
+    """Stop signals noted, not fatal, while torch and Lightning load, until the run takes them over (project.cli);
+    ignored from the last exit handler on, where Python gives back their default action (a kill: a job FAILED)."""
     for stop in STOP_SIGNALS:
         signal.signal(stop, note)
+    atexit.register(lambda: [signal.signal(stop, signal.SIG_IGN) for stop in STOP_SIGNALS])  # registered first: last
 
 
 def one_line_interrupt(kind: type[BaseException], error: BaseException, trace) -> None:

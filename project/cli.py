@@ -206,12 +206,11 @@ class ClassifierCLI(LightningCLI):
         kwargs["callbacks"] = [c for c in callbacks if (checkpoints or not isinstance(c, Checkpoint))
                                and (logged or not isinstance(c, LearningRateMonitor))]  # fmt: skip
         plugins = list(config.trainer.plugins) if isinstance(config.trainer.plugins, list) else [config.trainer.plugins]
-        plugins = [plugin for plugin in plugins if plugin is not None]
+        kwargs["plugins"] = plugins = [plugin for plugin in plugins if plugin is not None]  # SLURM's added below
         if SLURMEnvironment.detect() and not any(isinstance(p, ClusterEnvironment) for p in plugins):
             # A callback that saves and requeues on SLURM's signal itself (preemption) replaces Lightning's handler.
             requeues = any(getattr(c, "requeues_slurm_jobs", False) for c in kwargs["callbacks"])
             plugins.append(SLURMEnvironment(auto_requeue=not requeues))
-        kwargs["plugins"] = plugins
         if self.logger is not None:
             kwargs["logger"] = TensorBoardLogger(**self.logger)
         hand_over_early_stops(kwargs["callbacks"])

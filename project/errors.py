@@ -37,9 +37,8 @@ def option_error(error: BaseException, config) -> str | None:
         return str(error) if isinstance(error, UserError) else None
     keys = [*CLASS_KEYS, *(f"callbacks.{k}" for k in vars(config.callbacks))]
     # The configured classes by name (torch.optim.Adam is torch.optim.adam.Adam).
-    paths = {"model": "ImageClassifier"} | {
-        k: v.class_path.rsplit(".", 1)[-1] for k in keys if isinstance(v := config.get(k), Namespace)
-    }
+    paths = {"model": "ImageClassifier"} | {k: v.class_path.rsplit(".", 1)[-1] for k in keys
+                                            if isinstance(v := config.get(k), Namespace)}  # fmt: skip
     message = named_option(error, paths)
     net = config.get("model.net")
     if message is None and isinstance(net, Namespace):

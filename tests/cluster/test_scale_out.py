@@ -167,7 +167,7 @@ def test_slurm_preemption_at_an_epoch_end_resumes_to_the_same_weights(
 
     job = wait_for_job(slurm, job_id, output)
     log = output.read_text()
-    assert job["JobState"] == "COMPLETED" and job["ExitCode"] == "0:0", (job, log)
+    assert job["JobState"] == "COMPLETED" and job["ExitCode"] == "0:0", f"{job}\n{log}"
     assert job["Restarts"] == "1", log
     signal_name = "SIGUSR1" if "USR1" in preempt else "SIGTERM"
     assert re.findall(rf"{signal_name}: saved \S+last.ckpt at step (\d+)", log) == ["63"], log  # the epoch end
@@ -246,7 +246,8 @@ def test_slurm_time_limit_signal_mid_epoch_resumes_at_the_saved_step(slurm, unin
     job_id, output = submit(slurm, tmp_path, sbatch_script("2", 60, args))
     deadline = time.monotonic() + 600
     while (job := slurm.job(job_id)).get("JobState") != "COMPLETED":
-        assert time.monotonic() < deadline and job.get("JobState") not in ENDED_BADLY, (job, output.read_text())
+        # A string, which pytest shows whole (a tuple it cuts short): the job's output says what happened.
+        assert time.monotonic() < deadline and job.get("JobState") not in ENDED_BADLY, f"{job}\n{output.read_text()}"
         if job.get("Reason") == "BeginTime":  # skip SLURM's 2-minute hold of a requeued job, to save time
             slurm.run("scontrol", "update", f"JobId={job_id}", "StartTime=now")
         time.sleep(1)
@@ -293,6 +294,6 @@ def test_a_slurm_job_of_two_tasks_whose_run_another_process_continues_ends_at_on
     finally:
         os.close(held)
     log = output.read_text()
-    assert job["JobState"] == "FAILED" and time.monotonic() - started < 180, (job, log)
+    assert job["JobState"] == "FAILED" and time.monotonic() - started < 180, f"{job}\n{log}"
     assert f"error: {run_folder(root)} is being continued by another process" in log, log
     assert "Traceback" not in log, log

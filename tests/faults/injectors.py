@@ -116,13 +116,30 @@ class SignalAtFitEnd(Callback):
 
 class SignalAfterTheRun(Callback):
     """Sends `signal` to its own process once the run is done, as Python exits (a SLURM time limit that falls
-    there): from an atexit handler registered at the test's end, after every stage's handlers are back."""
+    there): `when` "at_exit", from an exit handler registered at the test's end, after every stage's handlers are
+    back; "at_shutdown", as Python clears its modules, after it has given the signals their default actions back."""
 
-    def __init__(self, signal: str = "SIGUSR1") -> None:
-        self.signal = signal
+    def __init__(self, signal: str = "SIGUSR1", when: str = "at_exit") -> None:
+        self.signal, self.when = signal, when
 
     def on_test_end(self, trainer, pl_module) -> None:
-        atexit.register(os.kill, os.getpid(), getattr(signal_module, self.signal))
+        if self.when == "at_exit":
+            atexit.register(os.kill, os.getpid(), getattr(signal_module, self.signal))
+        else:
+            LEFT_FOR_SHUTDOWN.append(SignalWhenCollected(getattr(signal_module, self.signal)))
+
+
+class SignalWhenCollected:
+    """Sends `signum` to its own process when it is collected (os.kill kept: the os module may be gone by then)."""
+
+    def __init__(self, signum: int) -> None:
+        self.kill, self.pid, self.signum = os.kill, os.getpid(), signum
+
+    def __del__(self) -> None:
+        self.kill(self.pid, self.signum)
+
+
+LEFT_FOR_SHUTDOWN: list[SignalWhenCollected] = []  # cleared with this module, as Python shuts down
 
 
 class SignalBeforeTheTest(MNISTDataModule):

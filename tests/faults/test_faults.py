@@ -373,12 +373,15 @@ def test_a_stop_signal_while_testing_after_fit_keeps_the_fit_and_the_same_comman
     assert "test/acc" in results(tmp_path / "logs")["metrics"] and run_folder(tmp_path / "logs") == run
 
 
-@pytest.mark.parametrize("stop", ["SIGUSR1", "SIGTERM"])
-def test_a_stop_signal_after_the_run_is_done_leaves_it_done(mnist_dir, tmp_path, stop):
-    """A stop signal as train.py exits, its run done (a SLURM time limit that falls there): noted and dropped,
-    exit 0; SIGUSR1's default action would kill the process (status -10, a SLURM job marked FAILED)."""
+@pytest.mark.parametrize(("stop", "when"), [("SIGUSR1", "at_exit"), ("SIGTERM", "at_exit"),
+                                           ("SIGUSR1", "at_shutdown"), ("SIGHUP", "at_shutdown")])  # fmt: skip
+def test_a_stop_signal_after_the_run_is_done_leaves_it_done(mnist_dir, tmp_path, stop, when):
+    """A stop signal as train.py exits, its run done (a SLURM time limit that falls there): in an exit handler
+    noted and dropped, later (Python has given the signals their default actions back) ignored; exit 0. The
+    default action would kill the process (status -10 for SIGUSR1: a SLURM job marked FAILED)."""
     args = ["--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path / "logs"), *QUICK]
-    at_exit = ["--trainer.callbacks+=tests.faults.injectors.SignalAfterTheRun", "--trainer.callbacks.signal", stop]
+    at_exit = ["--trainer.callbacks+=tests.faults.injectors.SignalAfterTheRun", "--trainer.callbacks.signal", stop,
+               "--trainer.callbacks.when", when]  # fmt: skip
     done = run_cli(*args, *at_exit)
     assert done.returncode == 0 and "Traceback" not in done.stderr, (done.returncode, done.stderr)
     assert done.stderr.splitlines()[-1].startswith("run folder: ")
