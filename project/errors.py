@@ -20,6 +20,7 @@ def fail(message: str) -> int:
 
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
+LOADERS = ("train_dataloader", "val_dataloader", "test_dataloader", "predict_dataloader")
 CLASS_KEYS = ("model.net", "model.optimizer", "model.scheduler", "data")  # the classes a flag or config can switch
 
 
@@ -29,8 +30,7 @@ def option_error(error: BaseException, config) -> str | None:
 
     Reusable classes raise ValueError naming their own parameter ("batch_size must be at least 1, got 0"):
     here that becomes "--data.batch_size must be ...". The class is the `self` of the innermost such method on
-    the traceback (jsonargparse wraps a constructor's error in its own: the original is its innermost cause).
-    """
+    the traceback (jsonargparse wraps a constructor's error in its own: the original is its innermost cause)."""
     while error.__cause__ is not None and not isinstance(error, UserError):
         error = error.__cause__
     if isinstance(error, UserError) or config is None:
@@ -57,7 +57,8 @@ def named_option(error: BaseException, paths: dict[str, str]) -> str | None:
     `paths`, option key -> class name) on its traceback; None where no such method raised it."""
     for frame, _ in reversed(list(traceback.walk_tb(error.__traceback__))):
         obj = frame.f_locals.get("self")
-        if obj is None or frame.f_code.co_name not in ("__init__", "configure_optimizers", "prepare_data", "setup"):
+        name = frame.f_code.co_name  # a data loader's arguments are the data module's (its num_workers)
+        if obj is None or name not in ("__init__", "configure_optimizers", "prepare_data", "setup") + LOADERS:
             continue
         key = next((k for k, name in paths.items() if type(obj).__name__ == name), None)
         if key is not None:

@@ -15,8 +15,7 @@ def parameter_groups(net: nn.Module, param_groups: list[dict[str, Any]] | None =
 
     A parameter goes to the first group whose prefix starts its name (as in `net.named_parameters()`); the
     rest keep the optimizer's own options. With `exempt_bias_and_norm`, biases and normalization weights
-    (every parameter with fewer than two dimensions) get weight_decay 0, in every group.
-    """
+    (every parameter with fewer than two dimensions) get weight_decay 0, in every group."""
     named = list(net.named_parameters())
     taken, result = set(), []  # parameter names in a group so far, the groups
     for spec in param_groups or []:

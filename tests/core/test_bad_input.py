@@ -175,6 +175,7 @@ CASES = [
         lambda t, d: ["--check_val_every_n_epoch", "0"],
         "--check_val_every_n_epoch must be above 0, got 0",
     ),
+    ("negative num_workers", lambda t, d: ["--data.num_workers", "-1"], "--data: num_workers option should be"),
     ("devices -1 on the CPU", lambda t, d: ["--accelerator", "cpu", "--devices", "-1"], "a Trainer option: `devices`"),
     (
         "test images of another size",
