@@ -132,7 +132,7 @@ class ClassifierCLI(LightningCLI):
             for key in PATH_KEYS:  # one rule for paths: ~ and $VARS expanded once, here, for everything after
                 if isinstance(value := sub_config.get(key), str) and value not in ("last", "best", "hpc", "registry"):
                     sub_config[key] = expand(value)
-        except ArgumentError as error:  # configs/base.yaml's explain_errors, from the base (the args cannot be parsed)
+        except (ArgumentError, UnicodeDecodeError) as error:  # base.yaml's explain_errors (the args do not parse)
             try:
                 explain = sub.parse_args(["--config", str(BASE_CONFIG)]).explain_errors
             except ArgumentError:  # the base itself does not parse: jsonargparse's own words

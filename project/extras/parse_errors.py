@@ -45,6 +45,8 @@ def explain(message: str, options: list[str], keys: list[str]) -> str:
     if first.startswith("Unexpected config:"):  # YAML that is no mapping: nothing, a comment, a list or a word
         given = " ".join(first.removeprefix("Unexpected config:").split())
         return f"a --config file holds no options ({given[:60] or 'it is empty'}); write them as `key: value` lines"
+    if "codec can't decode" in first:  # a --config file that is no text (a binary file, another encoding)
+        return f"a --config file is not UTF-8 text ({first}); give a YAML file"
     if first.startswith("Problems parsing config"):
         where = re.findall(r"line (\d+), column (\d+)", message)
         place = f" at line {where[-1][0]}, column {where[-1][1]}" if where else ""

@@ -98,6 +98,11 @@ CASES = [
         lambda t, d: ["--config", str(write(t / "broken.yaml", "trainer:\n  max_epochs: [3\n"))],
         "a --config file is not valid YAML at line 3",
     ),
+    (
+        "config file that is not text",
+        lambda t, d: ["--config", str(write_bytes(t / "utf16.yaml", "max_epochs: 1".encode("utf-16")))],
+        "a --config file is not UTF-8 text ('utf-8' codec can't decode byte 0xff in position 0",
+    ),
     ("config file missing", lambda t, d: ["--config", str(t / "nope.yaml")], "--config: file not found:"),
     (
         "unknown option of a net",
@@ -225,6 +230,11 @@ MESSAGES = {
 
 def write(path: Path, text: str) -> Path:
     path.write_text(text)
+    return path
+
+
+def write_bytes(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
     return path
 
 
