@@ -19,9 +19,15 @@ class PredictionTable(Callback):
     """Prints file, predicted class, confidence and top-3 for every image, and writes predictions.csv.
     Rows are matched to files by order: the predict loader does not shuffle."""
 
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # Each process would predict a share of the batches, and its rows would be misnamed. Every process stops
+        # here, before the first batch; the line is process 0's, once (the others share its terminal).
+        if stage == "predict" and trainer.world_size > 1:
+            if trainer.is_global_zero:
+                raise UserError("predict makes its table in one process: pass --devices 1 (it takes seconds)")
+            raise SystemExit(2)
+
     def on_predict_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.world_size > 1:  # each process predicts a share of the batches: its rows would be misnamed
-            raise UserError("predict makes its table in one process: pass --devices 1 (it takes seconds)")
         self.predictions: list[torch.Tensor] = []
 
     def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:

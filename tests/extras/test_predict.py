@@ -10,7 +10,7 @@ from PIL import Image
 from project.classifier import ImageClassifier
 from project.data import DATASETS
 from project.extras.own_images import load_image
-from tests.conftest import FAST_TRAINER, copy_of_run, results, run_folder, run_main
+from tests.conftest import FAST_TRAINER, copy_of_run, results, run_cli, run_folder, run_main
 
 
 def bar_image(size, dark_on_light: bool, mode: str = "L") -> Image.Image:
@@ -117,3 +117,16 @@ def test_a_data_set_chosen_in_a_config_file_wins_over_the_checkpoints(trained, t
     assert done.returncode == 0, done.stderr
     rows = list(csv.DictReader((Path(best).parents[1] / "predictions.csv").read_text().splitlines()))
     assert {row["true"] for row in rows} <= set(DATASETS["fashion_mnist"].contract.classes)
+
+
+def test_predict_in_several_processes_is_refused_once_before_any_batch(trained, tmp_path):
+    """Each DDP process would predict a share of the images and misname its rows: refused, one line from process 0
+    (both share the terminal), exit 2, nothing written."""
+    logs, ckpt = copy_of_run(trained, tmp_path)
+    before = sorted(p for p in logs.rglob("*"))
+    done = run_cli("predict", "--ckpt_path", ckpt, "--accelerator", "cpu", "--devices", "2")
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    errors = [line for line in done.stderr.splitlines() if "error:" in line]
+    assert errors == ["error: predict makes its table in one process: pass --devices 1 (it takes seconds)"], errors
+    assert done.stderr.strip().splitlines()[-1] == errors[0] and "Predicting" not in done.stderr
+    assert sorted(p for p in logs.rglob("*")) == before  # no predictions.csv
