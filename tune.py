@@ -382,8 +382,9 @@ def search(argv: list[str], stops: StopSignals) -> int:
         space = read_space(Path(expand(str(args.space)))) if args.space else None
     except UserError as error:
         return fail(str(error))
-    if args.storage.startswith("sqlite:///"):
-        Path(args.storage[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    if args.storage.startswith("sqlite:///"):  # a file's path: ~ and $VARS too (sqlite:////abs/path once expanded)
+        args.storage = "sqlite:///" + expand(args.storage.removeprefix("sqlite:///"))
+        Path(args.storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     train_args = ["--enable_progress_bar", "false", *train_args]
     scheme = args.storage.split(":")[0]
     try:

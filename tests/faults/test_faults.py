@@ -331,14 +331,17 @@ def test_tune_with_no_trials_is_one_line_and_creates_nothing(tmp_path, capsys):
 
 
 def test_tune_expands_home_and_variables_in_its_paths(mnist_dir, tmp_path, monkeypatch, capsys):
-    """`--out ~/tuned` (the shell leaves `~` after `=`, and inside quotes): the trials and best.yaml go to the home
-    folder, where train.py also looks; no folder named `~` appears."""
+    """`--out ~/tuned` (the shell leaves `~` after `=`, and inside quotes), and a SQLite study in `~/$STUDIES`: the
+    trials, best.yaml and the study's file go to the home folder, where train.py also looks; no folder named `~`
+    or `$STUDIES` appears."""
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("STUDIES", "studies")
     monkeypatch.chdir(tmp_path)
-    args = ["--trials", "1", "--net", "MLP", "--storage", f"sqlite:///{tmp_path / 'study.db'}",
+    args = ["--trials", "1", "--net", "MLP", "--storage", "sqlite:///~/$STUDIES/study.db",
             "--out=~/tuned", "--data.data_dir", str(mnist_dir), *FAST_RUN]  # fmt: skip
     assert tune.main(args) == 0, capsys.readouterr().err
     assert (tmp_path / "home" / "tuned" / "best.yaml").is_file() and not (tmp_path / "~").exists()
+    assert (tmp_path / "home" / "studies" / "study.db").is_file() and not list(tmp_path.glob("$*"))
 
 
 def test_tune_with_a_space_key_that_is_no_option_and_a_changed_space(mnist_dir, tmp_path, capfd):
