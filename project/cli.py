@@ -149,6 +149,8 @@ class ClassifierCLI(LightningCLI):
 
     def find_checkpoint(self, config: Namespace) -> None:
         """`--ckpt_path last` becomes the newest run of this recipe; any checkpoint is checked, its run folder noted."""
+        if config.get("ckpt_path") is None and self.config.subcommand in ("test", "predict"):  # an untrained net's
+            raise UserError(f"{self.config.subcommand} needs a trained model: pass --ckpt_path FILE, or last")
         if config.get("ckpt_path") in (None, "best", "hpc", "registry"):  # Lightning's own names
             return
         if config.ckpt_path == "last":
@@ -192,6 +194,7 @@ class ClassifierCLI(LightningCLI):
             where = {"save_dir": root, "name": name}
             if run is None and rank_zero_only.rank == 0 and not config.trainer.fast_dev_run:  # process 0 names it
                 self.claimed = claim_run_folder(Path(root) / name)
+                self.lock = resume.lock_run(self.claimed)  # a resume of it waits for this run to end (two writers)
                 where["version"] = int(self.claimed.name.removeprefix("version_"))
             if run:
                 where = {"save_dir": str(run.parents[1]), "name": run.parent.name, "version": int(run.name[8:])}

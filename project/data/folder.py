@@ -45,8 +45,7 @@ class ImageFolderDataModule(InMemoryImages):
             cache_dir: where the decoded images are kept (default: image-folders/ in $XDG_CACHE_HOME or ~/.cache);
                 nothing is written into data_dir, which may be read-only or shared by several runs.
             predict_path: an image file or a folder of them for `predict` (else it runs on the test set).
-            **kwargs: batch size, workers, split seed and augmentation: project.data.in_memory.InMemoryImages.
-        """
+            **kwargs: batch size, workers, split seed and augmentation: project.data.in_memory.InMemoryImages."""
         super().__init__(**kwargs)
         self.root = Path(os.path.expandvars(data_dir)).expanduser()
         if val_size <= 0:

@@ -30,8 +30,7 @@ class InMemoryImages(L.LightningDataModule):
             rotation: with augment, rotation by up to +-rotation degrees.
             translate: with augment, shift by up to +-translate of the image size.
             scale: with augment, zoom by a factor drawn from this range.
-            flip: with augment, mirror half the training images where a mirrored image keeps its class.
-        """
+            flip: with augment, mirror half the training images where a mirrored image keeps its class."""
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")

@@ -53,8 +53,7 @@ class MNISTDataModule(InMemoryImages):
             download: download missing files with torchvision when the network allows.
             predict_path: an image file or a folder of them for `predict` (else it runs on the test set).
             own_images: reads predict_path into (N, 28, 28) uint8 images of `dataset` and names (configs/base.yaml).
-            **kwargs: batch size, workers, split seed and augmentation: project.data.in_memory.InMemoryImages.
-        """
+            **kwargs: batch size, workers, split seed and augmentation: project.data.in_memory.InMemoryImages."""
         super().__init__(**kwargs)  # under the CLI the hparams are the config's values: own_images its import path
         if val_size < 1:
             raise ValueError(f"val_size must be at least 1 (validation picks the best epoch), got {val_size}")

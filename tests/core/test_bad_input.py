@@ -180,6 +180,8 @@ CASES = [
         lambda t, d: ["--check_val_every_n_epoch", "0"],
         "--check_val_every_n_epoch must be above 0, got 0",
     ),
+    ("test without a checkpoint", lambda t, d: ["test"], "test needs a trained model: pass --ckpt_path FILE, or last"),
+    ("predict without a checkpoint", lambda t, d: ["predict"], "predict needs a trained model: pass --ckpt_path"),
     ("negative num_workers", lambda t, d: ["--data.num_workers", "-1"], "--data: num_workers option should be"),
     ("devices -1 on the CPU", lambda t, d: ["--accelerator", "cpu", "--devices", "-1"], "a Trainer option: `devices`"),
     (
@@ -250,7 +252,7 @@ def test_bad_input_gives_one_line_and_leaves_nothing(mistake, arguments, message
     monkeypatch.syspath_prepend(str(write(tmp_path / "nan_net.py", NAN_NET).parent))
     write(tmp_path / "plain_data.py", PLAIN_DATA)
     args = arguments(tmp_path, mnist_dir)
-    subcommand = args[:1] if args[:1] == ["test"] else []
+    subcommand = args[:1] if args[:1] in (["test"], ["predict"]) else []
     data_before = files(mnist_dir)
     logs = tmp_path / "logs"
     status = main([*subcommand, "--data.data_dir", str(mnist_dir), "--default_root_dir", str(logs),

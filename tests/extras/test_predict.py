@@ -82,8 +82,9 @@ def test_predict_command_table_and_csv(mnist_dir, tmp_path):
         assert len(row["top3"].split("; ")) == 3
 
 
-def test_predict_path_missing_is_one_clear_line(mnist_dir, tmp_path):
-    done = run_main("predict", "--data.predict_path", str(tmp_path / "nope"), "--default_root_dir", str(tmp_path))
+def test_predict_path_missing_is_one_clear_line(trained, tmp_path):
+    _, ckpt = copy_of_run(trained, tmp_path)
+    done = run_main("predict", "--ckpt_path", ckpt, "--data.predict_path", str(tmp_path / "nope"))
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith("error: --data.predict_path")
 

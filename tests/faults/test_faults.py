@@ -654,8 +654,6 @@ def test_test_of_a_checkpoint_needs_only_its_run_folder_writable(trained, small_
 def test_two_processes_continuing_one_run_the_second_is_one_line(mnist_dir, tmp_path):
     """Two `--ckpt_path last` of one stopped run at once (a requeued job and a user, say): the second one is refused
     while the first trains, instead of both writing the same checkpoints."""
-    import fcntl
-    import time
 
     args = ["--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path / "logs"), *QUICK]
     stop = ["--trainer.callbacks+=tests.slow_stages.SignalAt", "--trainer.callbacks.step", "4",
@@ -665,17 +663,7 @@ def test_two_processes_continuing_one_run_the_second_is_one_line(mnist_dir, tmp_
     paced = ["--trainer.callbacks+=tests.slow_stages.Paced", "--trainer.callbacks.seconds", "3"]
     first = subprocess.Popen([sys.executable, str(REPO / "train.py"), *args, *paced, "--ckpt_path", "last"], cwd=REPO,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    folder = os.open(run, os.O_RDONLY)
-    try:
-        for _ in range(600):  # until the first holds the run
-            try:
-                fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                fcntl.flock(folder, fcntl.LOCK_UN)
-                time.sleep(0.1)
-            except OSError:
-                break
-    finally:
-        os.close(folder)
+    wait_until_locked(run)
     before = {path for path in run.rglob("*") if path.is_file()}
     second = run_main(*args, "--ckpt_path", "last")
     assert before <= {path for path in run.rglob("*") if path.is_file()}  # the second removed none of the first's
@@ -685,6 +673,51 @@ def test_two_processes_continuing_one_run_the_second_is_one_line(mnist_dir, tmp_
     assert one_error_line(second.stderr) == (
         f"error: {run} is being continued by another process; wait for it to end, or leave out --ckpt_path to start "
         "a new run"
+    )
+    assert results(tmp_path / "logs")["global_step"] == 6 and run_folder(tmp_path / "logs") == run
+
+
+def wait_until_locked(run: Path) -> None:
+    """Until a process holds the run folder's lock (project.resume.lock_run)."""
+    import fcntl
+    import time
+
+    folder = os.open(run, os.O_RDONLY)
+    try:
+        for _ in range(600):
+            try:
+                fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(folder, fcntl.LOCK_UN)
+                time.sleep(0.1)
+            except OSError:
+                return
+    finally:
+        os.close(folder)
+    raise AssertionError(f"no process locked {run} in 60 s")
+
+
+@pytest.mark.slow
+def test_ckpt_path_last_of_a_new_run_that_is_still_training_is_refused(mnist_dir, tmp_path):
+    """A new run trains (its first epoch saved), and the same command with `--ckpt_path last` starts beside it (a
+    second job on the same folder, say): refused while the first trains, instead of both writing its checkpoints
+    (a new run did not lock its folder: the second resumed into it, and one save failed with a generic line)."""
+    import time
+
+    args = ["--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path / "logs"), *QUICK]
+    paced = ["--trainer.callbacks+=tests.slow_stages.Paced", "--trainer.callbacks.seconds", "2"]
+    first = subprocess.Popen([sys.executable, str(REPO / "train.py"), *args, *paced], cwd=REPO,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "logs").rglob("last.ckpt")):  # the first epoch's end: an unfinished run to resume
+        assert time.monotonic() < deadline and first.poll() is None, first.communicate()[1]
+        time.sleep(0.1)
+    run = run_folder(tmp_path / "logs")
+    wait_until_locked(run)
+    second = run_main(*args, "--ckpt_path", "last")
+    _, stderr = first.communicate(timeout=300)
+    assert first.returncode == 0, stderr
+    assert second.returncode == 2 and one_error_line(second.stderr).startswith(
+        f"error: {run} is being continued by another process"
     )
     assert results(tmp_path / "logs")["global_step"] == 6 and run_folder(tmp_path / "logs") == run
 
