@@ -43,8 +43,7 @@ class ImageClassifier(LightningModule):
             channels_last: channels-last memory order for conv weights and inputs (faster on GPUs and with oneDNN).
             eval_flip: average the scores of each image and its mirror image in evaluation, where it keeps its class.
             contract: what the data serves (project.data.DataContract as a dict), linked from the data module and
-                kept in checkpoints: export, predict and the pictures read class names, shape and normalization here.
-        """
+                kept in checkpoints: export, predict and the pictures read class names, shape and normalization here."""
         super().__init__()
         if not 0 <= label_smoothing <= 1:  # found now, not at the first training step
             raise ValueError(f"label_smoothing must be between 0 and 1, got {label_smoothing}")

@@ -185,7 +185,8 @@ def decode(path: Path, size: tuple[int, int], channels: int) -> np.ndarray:
             image = ImageOps.exif_transpose(opened)
             if image.mode in ("RGBA", "LA", "PA", "P"):
                 image = Image.alpha_composite(Image.new("RGBA", image.size, "white"), image.convert("RGBA"))
-            image = image.convert("L" if channels == 1 else "RGB")
+            wide = image.mode.startswith("I")  # 16-bit grey: scaled to 8 bits (convert would clip it to white)
+            image = (image.point(lambda v: v / 257) if wide else image).convert("L" if channels == 1 else "RGB")
             if image.size != size:
                 image = image.resize(size, Image.Resampling.BILINEAR)
             pixels = np.asarray(image, dtype=np.uint8)

@@ -55,8 +55,10 @@ def to_dataset_format(path: Path, box: int = 20, center_of_mass: bool = True) ->
                 image = image.convert("RGBA")
                 white = Image.new("RGBA", image.size, (255, 255, 255, 255))
                 image = Image.alpha_composite(white, image)
+            if image.mode.startswith("I"):  # 16-bit grey: scaled to 8 bits (convert would clip it to white)
+                image = image.point(lambda v: v / 257)
             grey = torch.from_numpy(np.asarray(image.convert("L"), dtype=np.float32).copy())
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as error:
         raise ValueError(f"{path}: not a readable image ({type(error).__name__}: {error})") from None
     border = torch.cat([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
     if border.median() > 127:

@@ -205,3 +205,15 @@ def test_a_cache_with_damaged_bytes_inside_a_tensor_is_decoded_again(tmp_path, c
     again.setup("fit")
     assert "decoding 108 images" in capfd.readouterr().err  # not used as it was
     assert torch.equal(again.load()["test"][0], images)
+
+
+def test_a_16_bit_grey_image_is_decoded_as_its_8_bit_twin(tmp_path):
+    """convert() clipped 16-bit grey values to 255: a white image, trained on without a word."""
+    from project.data.folder import decode
+
+    pixels = np.linspace(0, 255, 40 * 30).reshape(30, 40).astype(np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "eight.png")
+    Image.fromarray(pixels.astype(np.uint16) * 257).save(tmp_path / "sixteen.png")
+    for channels in (1, 3):
+        eight, sixteen = (decode(tmp_path / name, (20, 15), channels) for name in ("eight.png", "sixteen.png"))
+        assert sixteen.shape == (channels, 15, 20) and np.abs(eight.astype(int) - sixteen.astype(int)).max() <= 1

@@ -3,13 +3,14 @@
 import csv
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from project.classifier import ImageClassifier
 from project.data import DATASETS
-from project.extras.own_images import load_image
+from project.extras.own_images import load_image, load_images
 from tests.conftest import FAST_TRAINER, copy_of_run, results, run_cli, run_folder, run_main
 
 
@@ -131,3 +132,28 @@ def test_predict_in_several_processes_is_refused_once_before_any_batch(trained, 
     assert errors == ["error: predict makes its table in one process: pass --devices 1 (it takes seconds)"], errors
     assert done.stderr.strip().splitlines()[-1] == errors[0] and "Predicting" not in done.stderr
     assert sorted(p for p in logs.rglob("*")) == before  # no predictions.csv
+
+
+def sixteen_bit(image: Image.Image) -> Image.Image:
+    """The same picture with 16-bit grey values (a scanner's or a microscope's PNG)."""
+    return Image.fromarray(np.asarray(image, dtype=np.uint16) * 257)
+
+
+def test_a_16_bit_image_is_read_as_its_8_bit_twin_and_an_oversized_one_is_skipped(tmp_path, monkeypatch, capsys):
+    """A 16-bit grey PNG: convert("L") clipped every value above 255 to white, a blank image; it reads as the same
+    picture in 8 bits does. An image past Pillow's decompression-bomb limit is skipped by name, the rest predicted."""
+    image = bar_image((64, 48), dark_on_light=True)
+    image.save(tmp_path / "eight.png")
+    sixteen_bit(image).save(tmp_path / "sixteen.png")
+    assert Image.open(tmp_path / "sixteen.png").mode.startswith("I")
+    eight, sixteen = load_image(tmp_path / "eight.png"), load_image(tmp_path / "sixteen.png")
+    assert sixteen.float().std() > 50 and (eight.int() - sixteen.int()).abs().max() <= 1
+
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    image.save(folder / "a_small.png")
+    bar_image((200, 200), dark_on_light=True).save(folder / "b_huge.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)  # b_huge.png is then over twice the limit: a bomb
+    images, names = load_images(folder)
+    assert [Path(name).name for name in names] == ["a_small.png"] and images.shape == (1, 28, 28)
+    assert "b_huge.png: not a readable image (DecompressionBombError" in capsys.readouterr().err
