@@ -23,15 +23,22 @@ from lightning.pytorch.tuner import Tuner  # noqa: E402
 
 from project import Stopped  # noqa: E402
 from project.cli import ClassifierCLI, explain_failure  # noqa: E402
-from project.errors import UserError, fail  # noqa: E402
+from project.errors import SUBCOMMANDS, UserError, fail, option_error  # noqa: E402
 from project.extras.atomic import tensorboard, write_atomically  # noqa: E402
+
+MIN_STEPS = 13  # Lightning's suggestion leaves out the first 10 steps and the last, and needs two points between
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     debug, argv = "--debug" in argv, [word for word in argv if word != "--debug"]
     steps, cli = 100, None
+    # --num_training=5 as --num_training 5
+    argv = [part for word in argv for part in (word.split("=", 1) if word.startswith("--num_training=") else [word])]
     try:
+        if argv and argv[0] in SUBCOMMANDS:
+            raise UserError(f"lr_find takes no subcommand ({argv[0]!r}): it runs a range test of the fit that the "
+                            "same options would run; leave it out")  # fmt: skip
         if "--num_training" in argv:
             where = argv.index("--num_training")
             steps = int(argv[where + 1]) if where + 1 < len(argv) and argv[where + 1].isdigit() else 0
@@ -48,13 +55,18 @@ def main(argv: list[str] | None = None) -> int:
         if received is not None:
             raise Stopped(128 + received)
         losses = finder.results["loss"]  # smoothed; Lightning stops at 4 x the lowest (a diverged loss: the end)
+        if not losses:
+            raise UserError("the range test trained no step; give it training batches (--max_epochs 1 or more)")
         if len(losses) < steps and losses and losses[-1] <= 4 * min(losses):  # the training batches ran out
             epochs = cli.trainer.max_epochs
             enough = math.ceil(steps * max(epochs, 1) / len(losses))  # epochs that hold `steps` training batches
+            fewer = f", or --num_training {len(losses)} or fewer" if len(losses) >= MIN_STEPS else ""
             raise UserError(f"the range test ran {len(losses)} of its {steps} steps: the training data ends there "
-                            f"(--max_epochs {epochs}); give --max_epochs {enough} or more, or --num_training "
-                            f"{len(losses)} or fewer")  # fmt: skip
-        suggestion = finder.suggestion()
+                            f"(--max_epochs {epochs}); give --max_epochs {enough} or more{fewer}")  # fmt: skip
+        suggestion = finder.suggestion()  # from the steepest fall, leaving out the first 10 steps and the last
+        if suggestion is None and len(losses) < MIN_STEPS:
+            raise UserError(f"--num_training {steps}: too few steps for a suggestion (it leaves out the first 10 and "
+                            f"needs 3 more); give {MIN_STEPS} or more (default 100)")  # fmt: skip
         figure = finder.plot(suggest=True)
         figure.axes[0].set_title(f"learning-rate range test: suggested {suggestion:.2e}" if suggestion else "")
         folder, image = Path(cli.trainer.log_dir), io.BytesIO()
@@ -79,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             return error.code
         if debug or not isinstance(error, Exception):
             raise
-        return fail(explain_failure(error))
+        return fail(option_error(error, cli.config if cli else None) or explain_failure(error))  # the option named
     print(f"suggested learning rate: {suggestion:.2e}" if suggestion else "no suggestion: the loss never fell")
     print(f"plot: {Path(folder) / 'lr_find.png'}")
     return 0

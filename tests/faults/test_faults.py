@@ -561,11 +561,31 @@ def test_an_lr_find_range_cut_short_by_the_data_is_one_line_and_keeps_nothing(mn
     assert done.returncode == 2 and "suggested learning rate" not in done.stdout
     assert one_error_line(done.stderr) == (
         "error: the range test ran 3 of its 100 steps: the training data ends there (--max_epochs 1); give "
-        "--max_epochs 34 or more, or --num_training 3 or fewer"
+        "--max_epochs 34 or more"
     )
     assert not any(logs.iterdir())
-    enough = lr_find(*args, "--max_epochs", "1", "--limit_train_batches", "3", "--num_training", "3")
+    enough = lr_find(*args, "--max_epochs", "5", "--limit_train_batches", "3", "--num_training", "15")
     assert enough.returncode == 0, enough.stderr
+
+
+@pytest.mark.parametrize(
+    ("options", "line"),
+    [
+        (["--model.optimizer.lr", "0"], "--model.optimizer.lr must be above 0, got 0.0"),  # was a generic line
+        (["--num_training=5"], "--num_training 5: too few steps for a suggestion (it leaves out the first 10 and "
+                               "needs 3 more); give 13 or more (default 100)"),  # was exit 0, "the loss never fell"
+        (["--max_epochs", "0"], "the range test trained no step; give it training batches (--max_epochs 1 or more)"),
+        (["test"], "lr_find takes no subcommand ('test'): it runs a range test of the fit that the same options "
+                   "would run; leave it out"),
+    ],
+)  # fmt: skip
+def test_lr_find_mistakes_are_one_line_and_keep_nothing(mnist_dir, tmp_path, options, line):
+    logs = tmp_path / "logs"
+    args = ["--data.data_dir", str(mnist_dir), "--data.val_size", "100", "--default_root_dir", str(logs)]
+    done = lr_find(*options, *args, "--max_epochs", "3") if options[0] == "test" else lr_find(*args, *options)
+    assert done.returncode == 2 and "suggested learning rate" not in done.stdout, done.stderr
+    assert one_error_line(done.stderr) == f"error: {line}"
+    assert not logs.exists() or not any(logs.iterdir())
 
 
 def test_a_log_folder_that_turns_read_only_during_lr_find_is_one_line(mnist_dir, small_disk):
