@@ -97,6 +97,10 @@ def read_space(path: Path) -> dict:
                 values.update({end: float(values[end]) for end in ("low", "high") if isinstance(values[end], str)})
             except ValueError as error:
                 raise UserError(f"--space {path}: '{option}': {error}") from error
+            low, high = values["low"], values["high"]
+            if not low <= high or (values.get("log") and low <= 0):
+                need = "low above 0 for a log range" if low <= high else "low <= high"
+                raise UserError(f"--space {path}: '{option}' has low {low} and high {high}; it needs {need}")
     return space
 
 
@@ -366,7 +370,8 @@ def stopped(status: int, study: optuna.Study, trials: int, cut_short: bool) -> i
 
 
 def search(argv: list[str], stops: StopSignals) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     exit_on_error=False)  # fmt: skip
     parser.add_argument("--trials", type=int, default=20, help="total number of trials the study should reach")
     parser.add_argument("--study", default="mnist", help="study name (several workers on one name share it)")
     parser.add_argument("--storage", default="sqlite:///logs/optuna.db", help="any database URL Optuna takes")
@@ -374,9 +379,13 @@ def search(argv: list[str], stops: StopSignals) -> int:
     parser.add_argument("--out", type=Path, default=Path("logs/tune"), help="trial recipes and best.yaml go here")
     parser.add_argument("--space", type=Path, help="YAML search space replacing the built-in one (see above)")
     parser.add_argument("--prune_after", type=int, default=0, help="epochs every trial runs before it may be pruned")
-    args, train_args = parser.parse_known_args(argv)
-    if args.trials < 1:
-        return fail(f"--trials must be at least 1, got {args.trials}")
+    try:
+        args, train_args = parser.parse_known_args(argv)
+    except argparse.ArgumentError as error:  # a value of tune.py's own options (--net cnn, --trials two)
+        return fail(f"{error}; `python tune.py --help` lists the options")
+    if args.trials < 1 or args.prune_after < 0:
+        wrong = f"--trials must be at least 1, got {args.trials}" if args.trials < 1 else None
+        return fail(wrong or f"--prune_after must be 0 or more (epochs), got {args.prune_after}")
     args.out = Path(expand(str(args.out)))  # ~ and $VARS, as train.py expands its paths
     try:
         space = read_space(Path(expand(str(args.space)))) if args.space else None

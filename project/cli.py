@@ -174,16 +174,16 @@ class ClassifierCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
+        trainer, lengths = config.trainer, ("max_epochs", "max_steps", "limit_train_batches")
+        if self.subcommand in ("fit", None) and (zero := next((n for n in lengths if trainer.get(n) == 0), None)):
+            raise UserError(f"--{zero} 0 trains nothing; give 1 or more (to test a checkpoint: "
+                            "python train.py test --ckpt_path FILE)")  # fmt: skip
+        for name in ("accumulate_grad_batches", "val_check_interval", "check_val_every_n_epoch"):
+            if isinstance(value := trainer.get(name), int | float) and value <= 0:
+                raise UserError(f"--{name} must be above 0, got {value}")
         if self.subcommand:
             check_writable(self.run_folder or Path(config.trainer.default_root_dir))  # a test or resume writes there
             check_devices(config.trainer.accelerator, config.trainer.devices, config.trainer.num_nodes)
-            trainer, lengths = config.trainer, ("max_epochs", "max_steps", "limit_train_batches")
-            if self.subcommand == "fit" and (zero := next((n for n in lengths if trainer.get(n) == 0), None)):
-                raise UserError(f"--{zero} 0 trains nothing; give 1 or more (to test a checkpoint: "
-                                "python train.py test --ckpt_path FILE)")  # fmt: skip
-            for name in ("accumulate_grad_batches", "val_check_interval", "check_val_every_n_epoch"):
-                if isinstance(value := trainer.get(name), int | float) and value <= 0:
-                    raise UserError(f"--{name} must be above 0, got {value}")
             if config.get("weights_only") is None:
                 config.weights_only = True  # checkpoints hold tensors and plain data: load no code from a file
         if config.trainer.logger is None or config.trainer.logger is True:

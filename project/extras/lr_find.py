@@ -55,8 +55,6 @@ def main(argv: list[str] | None = None) -> int:
         if received is not None:
             raise Stopped(128 + received)
         losses = finder.results["loss"]  # smoothed; Lightning stops at 4 x the lowest (a diverged loss: the end)
-        if not losses:
-            raise UserError("the range test trained no step; give it training batches (--max_epochs 1 or more)")
         if len(losses) < steps and losses and losses[-1] <= 4 * min(losses):  # the training batches ran out
             epochs = cli.trainer.max_epochs
             enough = math.ceil(steps * max(epochs, 1) / len(losses))  # epochs that hold `steps` training batches

@@ -344,6 +344,29 @@ def test_tune_expands_home_and_variables_in_its_paths(mnist_dir, tmp_path, monke
     assert (tmp_path / "home" / "studies" / "study.db").is_file() and not list(tmp_path.glob("$*"))
 
 
+@pytest.mark.parametrize(
+    ("options", "line"),
+    [
+        (["--net", "cnn"], "argument --net: invalid choice: 'cnn' (choose from 'CNN', 'MLP'); `python tune.py --help` "
+                           "lists the options"),  # argparse's usage text and its own error line
+        (["--prune_after", "-1"], "--prune_after must be 0 or more (epochs), got -1"),  # Optuna's traceback
+        (["--max_epochs", "0"], "--max_epochs 0 trains nothing; give 1 or more (to test a checkpoint: python train.py "
+                                "test --ckpt_path FILE)"),  # KeyError: 'val/acc_best'
+        (["--space", "{low: 0.1, high: 0.01}"], "has low 0.1 and high 0.01; it needs low <= high"),  # "another space"
+        (["--space", "{low: 0, high: 0.1, log: true}"], "has low 0 and high 0.1; it needs low above 0 for a log range"),
+    ],
+)  # fmt: skip
+def test_tune_mistakes_in_its_options_are_one_line(mnist_dir, tmp_path, capfd, options, line):
+    if options[0] == "--space":
+        (tmp_path / "space.yaml").write_text(f"model.optimizer.init_args.lr: {options[1]}\n")
+        options = ["--space", str(tmp_path / "space.yaml")]
+    args = ["--trials", "1", "--storage", f"sqlite:///{tmp_path / 'study.db'}", "--out", str(tmp_path / "t"),
+            "--data.data_dir", str(mnist_dir), *FAST_RUN, *options]  # fmt: skip
+    assert tune.main(args) == 2
+    error = one_error_line(capfd.readouterr().err)
+    assert error == f"error: {line}" or (options[0] == "--space" and error.endswith(line)), error
+
+
 def test_tune_with_a_space_key_that_is_no_option_and_a_changed_space(mnist_dir, tmp_path, capfd):
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     common = ["--storage", storage, "--out", str(tmp_path / "tune"), "--data.data_dir", str(mnist_dir), *QUICK]
@@ -574,7 +597,8 @@ def test_an_lr_find_range_cut_short_by_the_data_is_one_line_and_keeps_nothing(mn
         (["--model.optimizer.lr", "0"], "--model.optimizer.lr must be above 0, got 0.0"),  # was a generic line
         (["--num_training=5"], "--num_training 5: too few steps for a suggestion (it leaves out the first 10 and "
                                "needs 3 more); give 13 or more (default 100)"),  # was exit 0, "the loss never fell"
-        (["--max_epochs", "0"], "the range test trained no step; give it training batches (--max_epochs 1 or more)"),
+        (["--max_epochs", "0"], "--max_epochs 0 trains nothing; give 1 or more (to test a checkpoint: python train.py "
+                                "test --ckpt_path FILE)"),
         (["test"], "lr_find takes no subcommand ('test'): it runs a range test of the fit that the same options "
                    "would run; leave it out"),
     ],
