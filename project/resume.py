@@ -136,8 +136,8 @@ def read_checkpoint(path: Path, option: str = "--ckpt_path") -> dict[str, Any]:
                             "(docs/reliability.md)") from error  # fmt: skip
         why = f"{type(error).__name__}: {' '.join(str(error).split())[:120]}"
         reason = why if archive else "it is not the zip archive that torch.save writes"
-        others = sorted(str(p) for p in path.parent.glob("*.ckpt") if p.name != path.name)  # a job's way on
-        also = f"; beside it: {', '.join(others)} (--ckpt_path one of them goes on from it)" if others else ""
+        others = sorted(str(p) for p in path.parent.glob("*.ckpt") if p.name != path.name and zipfile.is_zipfile(p))
+        also = f"; whole checkpoints beside it (a way on): {', '.join(others)}" if others else ""
         raise UserError(f"{option} {path} is not a PyTorch checkpoint, or one cut short or damaged ({reason}); pass "
                         f"a .ckpt file written by train.py{also}") from error  # fmt: skip
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:

@@ -21,14 +21,19 @@ import torch
 from project.classifier import ImageClassifier
 from project.cli import expand, explain_failure
 from project.data import DATASETS
-from project.errors import fail
+from project.errors import UserError, fail
 from project.extras.atomic import verify, write_together
 from project.resume import read_checkpoint, run_folder_of
 
 
 def export(ckpt_path: Path, out: Path, batch: int = 16) -> dict[str, float]:
     """Write the exports and return the largest absolute difference of each from the PyTorch net."""
-    verify(read_checkpoint(ckpt_path, option="checkpoint"), ckpt_path)
+    checkpoint = read_checkpoint(ckpt_path, option="checkpoint")
+    verify(checkpoint, ckpt_path)
+    if "net" not in checkpoint.get("hyper_parameters", {}):  # a model built in Python keeps only the net's weights
+        raise UserError(f"checkpoint {ckpt_path} does not name its net (a model built in Python keeps only its "
+                        "weights): load it with ImageClassifier.load_from_checkpoint(path, net=...) and export the "
+                        "net in Python (project.extras.export.export_program), or train it with train.py")  # fmt: skip
     model = ImageClassifier.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True).eval()
     contract = model.hparams.get("contract") or {**vars(DATASETS["mnist"].contract)}  # older checkpoints: MNIST's
     images = torch.randn(batch, *contract["shape"], generator=torch.Generator().manual_seed(0))

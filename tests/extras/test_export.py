@@ -55,3 +55,19 @@ def test_export_into_a_path_that_cannot_be_a_folder_is_one_clear_line(checkpoint
     line = f"error: cannot use ({tmp_path / out}): {why}; pass another path, then run again"
     assert capsys.readouterr().err.strip().splitlines()[-1] == line
     assert [p.name for p in tmp_path.iterdir()] == ["a_file"] and (tmp_path / "a_file").read_text() == "kept"
+
+
+def test_export_of_a_checkpoint_of_a_model_built_in_python_is_one_clear_line(tmp_path, capsys):
+    """ImageClassifier(net=MLP()) saved by a Trainer keeps the net's weights, not which net: export cannot build
+    it (it was a TypeError about a missing argument)."""
+    import lightning as L
+
+    from project.models import MLP
+
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, max_epochs=0, enable_progress_bar=False)
+    trainer.strategy.connect(ImageClassifier(net=MLP()))
+    trainer.save_checkpoint(tmp_path / "python.ckpt")
+    assert export_main([str(tmp_path / "python.ckpt"), "--out", str(tmp_path / "out")]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith(f"error: checkpoint {tmp_path / 'python.ckpt'} does not name its net"), line
+    assert not (tmp_path / "out").exists()

@@ -213,11 +213,12 @@ def test_a_last_ckpt_cut_short_names_the_checkpoints_beside_it_which_go_on(mnist
     checkpoints = run_folder(tmp_path / "logs") / "checkpoints"
     last, (best,) = checkpoints / "last.ckpt", [p for p in checkpoints.glob("epoch=*.ckpt")]
     last.write_bytes(last.read_bytes()[:5000])  # a copy cut short
+    (checkpoints / "copying.ckpt").write_bytes(b"")  # another file that is no checkpoint: not named as a way on
     done = run_main(*args, "--ckpt_path", "last")
     assert done.returncode == 2
     line = one_error_line(done.stderr)
     assert "is not a PyTorch checkpoint, or one cut short or damaged" in line, line
-    assert line.endswith(f"beside it: {best} (--ckpt_path one of them goes on from it)"), line
+    assert line.endswith(f"whole checkpoints beside it (a way on): {best}"), line
     again = run_main(*args, "--ckpt_path", str(best))
     assert again.returncode == 0, again.stderr
     assert results(tmp_path / "logs")["global_step"] == 6
