@@ -182,7 +182,7 @@ class ClassifierCLI(LightningCLI):
             if isinstance(value := trainer.get(name), int | float) and value <= 0:
                 raise UserError(f"--{name} must be above 0, got {value}")
         if self.subcommand:
-            check_writable(self.run_folder or Path(config.trainer.default_root_dir))  # a test or resume writes there
+            check_writable(self.run_folder or Path(config.trainer.default_root_dir), run=self.run_folder is not None)
             check_devices(config.trainer.accelerator, config.trainer.devices, config.trainer.num_nodes)
             if config.get("weights_only") is None:
                 config.weights_only = True  # checkpoints hold tensors and plain data: load no code from a file
@@ -302,8 +302,7 @@ def contract_part(datamodule, part: str | None):
 
 
 def class_path(config: Namespace, key: str) -> str | None:
-    value = config.get(key)
-    return value.get("class_path") if isinstance(value, Namespace) else None
+    return value.get("class_path") if isinstance(value := config.get(key), Namespace) else None
 
 
 def with_trainer_prefix(args: list[str], trainer_options: set[str]) -> list[str]:
@@ -316,14 +315,15 @@ def with_trainer_prefix(args: list[str], trainer_options: set[str]) -> list[str]
     return result
 
 
-def check_writable(folder: Path) -> None:
-    """Fail before anything is written when the log folder cannot be created or written."""
+def check_writable(folder: Path, run: bool = False) -> None:
+    """Fail before anything is written when the log folder (or the `run` a resume or test writes into) is not one."""
     existing = folder.absolute()
     while not existing.exists():
         existing = existing.parent
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         why = "is a file, not a folder" if not existing.is_dir() else "is not writable"
-        raise UserError(f"cannot write logs to {folder}: {existing} {why}; pass a writable --default_root_dir")
+        fix = "make it writable (a resume or test writes into the run)" if run else "pass a writable --default_root_dir"
+        raise UserError(f"cannot write logs to {folder}: {existing} {why}; {fix}")
 
 
 def hand_over_early_stops(callbacks: list[Callback]) -> None:

@@ -109,7 +109,10 @@ def test_test_of_a_checkpoint_whose_run_folder_is_read_only(mnist_dir, small_dis
     subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
     done = run_main("test", "--ckpt_path", results(logs)["best_checkpoint"])
     assert done.returncode == 2
-    assert one_error_line(done.stderr).startswith(f"error: cannot write logs to {run_folder(logs)}")
+    line = one_error_line(done.stderr)
+    assert line.startswith(f"error: cannot write logs to {run_folder(logs)}"), line
+    # Not "pass a writable --default_root_dir": a test (or resume) writes into the checkpoint's run, wherever that is.
+    assert line.endswith("is not writable; make it writable (a resume or test writes into the run)"), line
     assert files(logs) == before
 
 
