@@ -13,17 +13,24 @@ written whole or not at all. ONNX needs
 import argparse
 import io
 import json
+import signal
 import sys
 from pathlib import Path
 
-import torch
+import project
 
-from project.classifier import ImageClassifier
-from project.cli import expand, explain_failure
-from project.data import DATASETS
-from project.errors import UserError, fail
-from project.extras.atomic import verify, write_together
-from project.resume import read_checkpoint, run_folder_of
+if __name__ == "__main__":
+    project.note_stop_signals()  # a stop while torch loads: noted, said in one line by main()
+
+import torch  # noqa: E402
+
+from project import EARLY_STOPS, STOP_SIGNALS, Stopped, stop_now  # noqa: E402
+from project.classifier import ImageClassifier  # noqa: E402
+from project.cli import expand, explain_failure  # noqa: E402
+from project.data import DATASETS  # noqa: E402
+from project.errors import UserError, fail  # noqa: E402
+from project.extras.atomic import verify, write_together  # noqa: E402
+from project.resume import read_checkpoint, run_folder_of  # noqa: E402
 
 
 def export(ckpt_path: Path, out: Path, batch: int = 16) -> dict[str, float]:
@@ -51,7 +58,11 @@ def export(ckpt_path: Path, out: Path, batch: int = 16) -> dict[str, float]:
                      "input": f"float32 (N, {shape.replace('x', ', ')}): (pixel / 255 - mean) / std per channel",
                      "output": "logits (N, classes)"}  # fmt: skip
     files[out / "preprocessing.json"] = (json.dumps(preprocessing, indent=2) + "\n").encode()
-    write_together(files)  # torch's own file writers abort the process on a full disk: each file made in memory
+    try:
+        write_together(files)  # torch's own file writers abort the process on a full disk: each file made in memory
+    except Stopped as stop:  # a stop noted during the renames, raised after the last: the new export is whole
+        stop.written = True
+        raise
     return differences
 
 
@@ -102,12 +113,23 @@ def main(argv: list[str] | None = None) -> int:
     args.ckpt_path, args.out = Path(expand(str(args.ckpt_path))), args.out and Path(expand(str(args.out)))  # ~, $VARS
     run = run_folder_of(args.ckpt_path.resolve())  # a checkpoint away from its run folder: export/ beside it
     out = args.out or (run or args.ckpt_path.resolve().parent) / "export"
+    handlers = {stop: signal.signal(stop, stop_now) for stop in STOP_SIGNALS}  # a stop: one line, as train.py's
     try:
+        for signum in EARLY_STOPS[:1]:  # noted while torch loaded
+            stop_now(signum, None)
         differences = export(args.ckpt_path, out)
+    except Stopped as stop:
+        name, written = signal.Signals(stop.code - 128).name, getattr(stop, "written", False)
+        what = f"the new export in {out} is whole" if written else f"nothing written ({out} as it was)"
+        print(f"{name}: stopped, {what}; run the same command again", file=sys.stderr)
+        return stop.code
     except Exception as error:  # one line, as train.py's: a full disk, a damaged checkpoint, ...
         if args.debug:
             raise
         return fail(explain_failure(error))
+    finally:
+        for stop, handler in handlers.items():  # a Python caller gets its own back
+            signal.signal(stop, handler)
     for name, difference in differences.items():
         print(f"{name}: max |difference| from PyTorch on a batch of 16 = {difference:.2e}")
     print(f"wrote {out}")

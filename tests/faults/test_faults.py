@@ -16,6 +16,7 @@ import pytest
 import torch
 import yaml
 
+import project
 import tune
 from project.extras.export import main as export_main
 from tests.conftest import (
@@ -812,6 +813,39 @@ def test_a_stop_signal_while_an_export_renames_its_files_waits_for_the_last(tmp_
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert {path.read_bytes() for path in files} == {b"new pt2", b"new onnx"} and not list(tmp_path.glob("*.tmp"))
+
+
+def test_an_export_stopped_by_a_signal_says_so_in_one_line(trained, tmp_path, monkeypatch, capsys):
+    """SIGTERM while export loads torch, or SIGHUP (a closed terminal) during its renames: one line each, status
+    128 + the signal; they ended it silently (the signals' default action), or after "wrote" with status 143."""
+    import time
+
+    import project.extras.atomic as atomic
+
+    checkpoint, out = results(trained[0] / "logs")["best_checkpoint"], tmp_path / "out"
+    process = subprocess.Popen([sys.executable, "-m", "project.extras.export", checkpoint, "--out", str(out)], cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    time.sleep(0.3)  # Python is up, torch is not loaded yet
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 143 and "Traceback" not in stderr, stderr
+    assert stderr.strip().splitlines()[-1] == f"SIGTERM: stopped, nothing written ({out} as it was); run the same " \
+                                              "command again"  # fmt: skip
+    assert not out.exists()
+
+    rename = os.replace
+
+    def rename_then_hang_up(source, target) -> None:
+        rename(source, target)
+        if Path(target).name == "model.pt2":
+            os.kill(os.getpid(), signal.SIGHUP)
+
+    monkeypatch.setattr(atomic.os, "replace", rename_then_hang_up)
+    assert export_main([checkpoint, "--out", str(out)]) == 128 + signal.SIGHUP
+    said = capsys.readouterr().err.strip().splitlines()[-1]
+    assert said == f"SIGHUP: stopped, the new export in {out} is whole; run the same command again"
+    assert {p.name for p in out.iterdir()} >= {"model.pt2", "preprocessing.json"}
+    assert signal.getsignal(signal.SIGHUP) is not project.stop_now  # the caller's handler back
 
 
 def as_a_user(*args: str) -> subprocess.CompletedProcess:
