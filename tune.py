@@ -241,14 +241,15 @@ def worker_gone(worker: object) -> bool:
     return False
 
 
-def fail_abandoned(study: optuna.Study) -> None:
-    """Trials left running by a worker that is gone fail and run again first: a worker of this machine is known to
+def fail_abandoned(study: optuna.Study, again: bool = True) -> None:
+    """Trials left running by a worker that is gone fail and run `again` first: a worker of this machine is known to
     be gone at once, another once its heartbeat is older than the grace period. Optuna checks the heartbeats before
     every trial it runs, not in a run that finds the study complete."""
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         if worker_gone(trial.user_attrs.get("worker")):
             study.tell(trial.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
-            retry(study, trial)
+            if again:
+                retry(study, trial)
     with warnings.catch_warnings():  # marked experimental: by its category
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
@@ -443,6 +444,9 @@ def search(argv: list[str], stops: StopSignals) -> int:
         return stopped(status, study, args.trials, cut_short=True)
     if stops.received and len(study.get_trials(states=FINISHED)) < args.trials:
         return stopped(128 + stops.received[0], study, args.trials, cut_short=False)
+    # The study is done; a trial still running whose worker died meanwhile (killed on this machine) would keep
+    # best.yaml from being written by anyone: it fails, not to run again (the total is reached).
+    fail_abandoned(study, again=False)
     best = study.best_trial
     print(best_trials_table(study))
     print(f"best trial {best.number}: val/acc_best {best.value:.4f} with {best.params}")
@@ -485,7 +489,7 @@ def writes_the_summary(study: optuna.Study, ran: set[int], path: Path) -> bool:
     trials = study.get_trials(deepcopy=False)
     if any(t.state == optuna.trial.TrialState.RUNNING for t in trials):
         return False
-    finished = [t for t in trials if t.datetime_complete is not None]
+    finished = [t for t in trials if t.state in FINISHED]  # not a failed one (a dead worker's, failed just now)
     if not ran or not finished:
         return not path.exists()
     return max(finished, key=lambda t: t.datetime_complete).number in ran

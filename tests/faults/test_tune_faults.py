@@ -182,3 +182,29 @@ def test_tune_when_the_disk_fills_inside_a_trial(mnist_dir, small_disk):  # more
     cut_short = trials(storage)[0].params
     (small_disk / "filler").unlink()
     assert finishes_the_study(args, storage, out)[1].params == cut_short
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
+def test_a_worker_killed_while_another_finishes_the_study_leaves_it_its_best_yaml(mnist_dir, tmp_path, capsys):
+    """Two workers on one study, one killed outright in its trial (on this machine) while the other finishes the
+    study's total: the survivor fails the dead worker's trial (not to run again: the total is reached) and writes
+    best.yaml. It said that the worker finishing the last trial writes it, and that worker was gone."""
+    import threading
+
+    storage, out = f"sqlite:///{tmp_path / 'study.db'}", tmp_path / "tune"
+    study = tune.open_study("mnist", storage)
+    trial = study.ask()
+    tune.trial_recipe(trial, "MLP")
+    study.tell(trial, 0.5)
+    doomed = subprocess.Popen(["sleep", "1"])  # the other worker: alive when the survivor starts, dead before it ends
+    threading.Thread(target=doomed.wait, daemon=True).start()  # reaped at once, as its parent would
+    gone = study.ask()
+    tune.trial_recipe(gone, "MLP")
+    gone.set_user_attr("worker", {**tune.this_worker(), "pid": doomed.pid})
+    paced = ["--trainer.callbacks+=tests.slow_stages.Paced", "--trainer.callbacks.seconds", "0.5"]
+    args = ["--trials", "2", "--storage", storage, "--out", str(out), "--net", "MLP", "--data.data_dir",
+            str(mnist_dir), *FAST_RUN, *paced]  # fmt: skip
+    assert tune.main(args) == 0
+    assert doomed.poll() is not None  # it died while the survivor trained
+    assert f"wrote {out / 'best.yaml'}" in capsys.readouterr().out
+    assert [t.state for t in trials(storage)] == [COMPLETE, FAIL, COMPLETE]  # nothing left running or waiting
