@@ -197,7 +197,7 @@ class ClassifierCLI(LightningCLI):
                 self.lock = resume.lock_run(self.claimed)  # a resume of it waits for this run to end (two writers)
                 where["version"] = int(self.claimed.name.removeprefix("version_"))
             if run:
-                where = {"save_dir": str(run.parents[1]), "name": run.parent.name, "version": int(run.name[8:])}
+                where = {"save_dir": str(run.parents[1]), "name": run.parent.name, "version": run.name}  # as named
             # Given to the Trainer, not written into config.yaml: a run of that file again is a run of its own.
             self.logger = {**where, "default_hp_metric": False}
 

@@ -105,11 +105,12 @@ def saved_config(run: Path) -> dict[str, Any]:
 
 
 def run_folder_of(ckpt: Path) -> Path | None:
-    """The run folder a checkpoint was written into (<root>/<name>/version_N/checkpoints/x.ckpt), if it was;
-    as the path was given (a relative path stays relative, so the run's own relative paths keep matching)."""
+    """The run folder a checkpoint was written into (<root>/<name>/version_N/checkpoints/x.ckpt, or one renamed: it
+    holds config.yaml), if any; as given (a relative path stays relative: the run's own relative paths match)."""
     for path in (ckpt, ckpt.resolve()):  # a link to a run folder (latest -> version_3) too
-        if path.parent.name == "checkpoints" and RUN_FOLDER.fullmatch(path.parents[1].name):
-            return path.parents[1]
+        run = path.parents[1] if path.parent.name == "checkpoints" else None
+        if run is not None and (RUN_FOLDER.fullmatch(run.name) or (run / "config.yaml").is_file()):
+            return run
     return None
 
 

@@ -10,8 +10,7 @@ def random_affine(images: torch.Tensor, rotation: float, translate: float, scale
     """Rotate by up to +-rotation degrees, shift by up to +-translate of the size, zoom by a factor in scale.
 
     images: normalized (N, C, H, W). Pixels moved in from outside take the image's background value (its
-    minimum), so a shifted digit sits on the same black as before.
-    """
+    minimum), so a shifted digit sits on the same black as before."""
     n, device = images.shape[0], images.device
     angle = (torch.rand(n, device=device) * 2 - 1) * math.radians(rotation)
     zoom = torch.empty(n, device=device).uniform_(*scale)

@@ -2,6 +2,7 @@
 signals, two runs at once, damaged files), not through mocks. Each asserts: no traceback, the documented exit
 status, nothing lost, nothing stray. docs/reliability.md's "Faults" table lists them."""
 
+import json
 import os
 import shutil
 import signal
@@ -625,6 +626,24 @@ def test_a_log_folder_that_turns_read_only_during_lr_find_is_one_line(mnist_dir,
     assert done.returncode == 2
     line = one_error_line(done.stderr)
     assert "Read-only file system" in line and "--ckpt_path" not in line, line
+
+
+def test_a_run_folder_renamed_to_a_name_of_its_own_is_continued_in_place(mnist_dir, tmp_path):
+    """A stopped run's folder moved and renamed (`mv logs/mnist_cnn/version_0 kept/first_try`), then resumed by its
+    checkpoint's path: it goes on in first_try/. It went on in a new logs/mnist_cnn/version_0, the run split in two."""
+    logs = tmp_path / "logs"
+    args = ["--data.data_dir", str(mnist_dir), "--default_root_dir", str(logs), *QUICK]
+    stop = ["--trainer.callbacks+=tests.slow_stages.SignalAt", "--trainer.callbacks.step", "4",
+            "--trainer.callbacks.signal", "SIGTERM"]  # fmt: skip
+    assert run_cli(*args, *stop).returncode == 143
+    (tmp_path / "kept").mkdir()
+    run = run_folder(logs).rename(tmp_path / "kept" / "first_try")
+    resumed = run_main(*args, "--ckpt_path", str(run / "checkpoints" / "last.ckpt"))
+    assert resumed.returncode == 0, resumed.stderr
+    assert not logs.exists() or not list(logs.rglob("*.*")), sorted(logs.rglob("*"))  # nothing new under logs/
+    summary = json.loads((run / "results.json").read_text())
+    assert summary["global_step"] == 6 and "test/acc" in summary["metrics"]
+    assert len(list(run.glob("events.out.tfevents.*"))) >= 2  # the first start's and the resume's, one run
 
 
 def test_a_moved_run_folder_is_tested_again_and_a_failed_attempt_keeps_its_earlier_files(mnist_dir, tmp_path):
