@@ -413,7 +413,7 @@ def explain_failure(error: Exception, then: str = "run again") -> str:
         return str(error)
     cause = next((e for e in (error, error.__cause__, error.__context__) if isinstance(e, OSError)), None)
     if cause is not None and cause.errno in (*DISK_FAULTS, *PATH_FAULTS):
-        where, path = f" ({cause.filename})" if cause.filename else "", cause.errno in PATH_FAULTS
+        where, path = f" ({os.fsdecode(cause.filename)})" if cause.filename else "", cause.errno in PATH_FAULTS
         verb, fix = ("use", "pass another path") if path else ("write", "free space or make the folder writable")
         verb, fix = ("use", "give this user access to it") if cause.errno == errno.EACCES else (verb, fix)
         return f"cannot {verb}{where}: {cause.strerror}; {fix}, then {then}"

@@ -891,3 +891,16 @@ def test_a_checkpoint_or_data_this_user_may_not_read_is_named_as_such(trained, m
     assert done.returncode == 2
     assert one_error_line(done.stderr).startswith(f"error: cannot use ({images}): Permission denied; give this")
     assert not (tmp_path / "new").exists() or not list((tmp_path / "new").rglob("*.ckpt"))
+
+
+def test_a_file_system_errors_line_names_its_path_as_text():
+    """TensorBoard's event writer reports its file's path as bytes: the line showed b'/...'."""
+    import errno
+
+    from project.cli import explain_failure
+
+    error = OSError(errno.EROFS, "Read-only file system", b"/runs/events.out.tfevents.1")
+    assert explain_failure(error) == (
+        "cannot write (/runs/events.out.tfevents.1): Read-only file system; free space or make the folder writable, "
+        "then run again"
+    )
