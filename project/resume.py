@@ -42,15 +42,16 @@ def finished(run: Path, tested: bool) -> bool:
     return summary.get("global_step") == last.get("global_step") and (not tested or "tested_checkpoint" in summary)
 
 
-def lock_run(run: Path) -> int:
-    """One process at a time continues a run (two would write the same checkpoints): a lock on the run folder
-    itself (no file made), taken before anything is written and held by the returned descriptor until it is closed
-    or the process ends."""
+def lock_run(run: Path) -> int | None:
+    """One process at a time writes a run: a lock on the run folder itself (no file made), held by the returned
+    descriptor until it is closed or the process ends; None where the file system has no locks (some NFS, Lustre)."""
     folder = os.open(run, os.O_RDONLY)
     try:
         fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    except OSError as error:
         os.close(folder)
+        if not isinstance(error, BlockingIOError):  # not held by another process: this file system cannot lock
+            return None
         raise UserError(f"{run} is being continued by another process; wait for it to end, or leave out "
                         "--ckpt_path to start a new run") from None  # fmt: skip
     return folder
@@ -107,8 +108,8 @@ def saved_config(run: Path) -> dict[str, Any]:
 def run_folder_of(ckpt: Path) -> Path | None:
     """The run folder a checkpoint was written into (<root>/<name>/version_N/checkpoints/x.ckpt, or one renamed: it
     holds config.yaml), if any; as given (a relative path stays relative: the run's own relative paths match)."""
-    for path in (ckpt, ckpt.resolve()):  # a link to a run folder (latest -> version_3) too
-        run = path.parents[1] if path.parent.name == "checkpoints" else None
+    for path in (ckpt, ckpt.resolve()):  # a link too (latest -> version_3); a relative path short of a parent: resolved
+        run = path.parents[1] if path.parent.name == "checkpoints" and len(path.parents) > 3 else None
         if run is not None and (RUN_FOLDER.fullmatch(run.name) or (run / "config.yaml").is_file()):
             return run
     return None

@@ -22,8 +22,7 @@ class DataContract:
         shape: (channels, height, width) of the images the net receives.
         mean: per channel, of the training pixels scaled to 0..1.
         std: per channel, of the training pixels scaled to 0..1.
-        mirrorable: whether a mirrored image keeps its class (a shirt does, a digit does not).
-    """
+        mirrorable: whether a mirrored image keeps its class (a shirt does, a digit does not)."""
 
     classes: tuple[str, ...]
     shape: tuple[int, int, int]

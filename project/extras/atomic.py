@@ -12,7 +12,7 @@ from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from project import STOP_SIGNALS
+from project import STOP_SIGNALS, Stopped
 from project.errors import UserError
 from project.files import write_atomically, write_beside
 
@@ -46,14 +46,20 @@ def write_together(files: dict[Path, bytes]) -> None:
             temporary[path] = write_beside(path, data)
         noted: list[int] = []
         handlers = {stop: signal.signal(stop, lambda signum, _: noted.append(signum)) for stop in SIGNALS}
+        renamed = False
         try:
             for path, tmp in temporary.items():
                 os.replace(tmp, path)
+            renamed = True
         finally:
             for stop, handler in handlers.items():
                 signal.signal(stop, handler)
             for signum in noted:
-                signal.raise_signal(signum)
+                try:
+                    signal.raise_signal(signum)
+                except Stopped as stop:  # project.stop_now's: the caller can say that the files are all new
+                    stop.written = renamed
+                    raise
     finally:
         for tmp in temporary.values():
             tmp.unlink(missing_ok=True)

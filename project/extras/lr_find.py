@@ -42,8 +42,9 @@ def main(argv: list[str] | None = None) -> int:
         if "--num_training" in argv:
             where = argv.index("--num_training")
             steps = int(argv[where + 1]) if where + 1 < len(argv) and argv[where + 1].isdigit() else 0
-            if steps < 1:
-                raise UserError("--num_training takes a number of steps, 1 or more (default 100)")
+            if steps < MIN_STEPS:
+                raise UserError(f"--num_training takes a number of steps, {MIN_STEPS} or more (default 100): a "
+                                "suggestion leaves out the first 10 and needs 3 more")  # fmt: skip
             argv = argv[:where] + argv[where + 2 :]
         cli = ClassifierCLI(argv, run=False)
         finder = Tuner(cli.trainer).lr_find(
@@ -62,9 +63,9 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"the range test ran {len(losses)} of its {steps} steps: the training data ends there "
                             f"(--max_epochs {epochs}); give --max_epochs {enough} or more{fewer}")  # fmt: skip
         suggestion = finder.suggestion()  # from the steepest fall, leaving out the first 10 steps and the last
-        if suggestion is None and len(losses) < MIN_STEPS:
-            raise UserError(f"--num_training {steps}: too few steps for a suggestion (it leaves out the first 10 and "
-                            f"needs 3 more); give {MIN_STEPS} or more (default 100)")  # fmt: skip
+        if suggestion is None and len(losses) < MIN_STEPS:  # Lightning stops where the loss is 4 x its lowest
+            raise UserError(f"the loss diverged at step {len(losses)} of the range test, before the {MIN_STEPS} steps "
+                            "a suggestion needs; no rate suggested")  # fmt: skip
         figure = finder.plot(suggest=True)
         figure.axes[0].set_title(f"learning-rate range test: suggested {suggestion:.2e}" if suggestion else "")
         folder, image = Path(cli.trainer.log_dir), io.BytesIO()

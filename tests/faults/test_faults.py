@@ -601,8 +601,8 @@ def test_an_lr_find_range_cut_short_by_the_data_is_one_line_and_keeps_nothing(mn
     ("options", "line"),
     [
         (["--model.optimizer.lr", "0"], "--model.optimizer.lr must be above 0, got 0.0"),  # was a generic line
-        (["--num_training=5"], "--num_training 5: too few steps for a suggestion (it leaves out the first 10 and "
-                               "needs 3 more); give 13 or more (default 100)"),  # was exit 0, "the loss never fell"
+        (["--num_training=5"], "--num_training takes a number of steps, 13 or more (default 100): a suggestion "
+                               "leaves out the first 10 and needs 3 more"),  # was exit 0, "the loss never fell"
         (["--max_epochs", "0"], "--max_epochs 0 trains nothing; give 1 or more (to test a checkpoint: python train.py "
                                 "test --ckpt_path FILE)"),
         (["test"], "lr_find takes no subcommand ('test'): it runs a range test of the fit that the same options "
@@ -638,7 +638,8 @@ def test_a_run_folder_renamed_to_a_name_of_its_own_is_continued_in_place(mnist_d
     assert run_cli(*args, *stop).returncode == 143
     (tmp_path / "kept").mkdir()
     run = run_folder(logs).rename(tmp_path / "kept" / "first_try")
-    resumed = run_main(*args, "--ckpt_path", str(run / "checkpoints" / "last.ckpt"))
+    # A relative path, from the folder that holds the run (its parent is then '.'; it failed with an IndexError).
+    resumed = run_main(*args, "--ckpt_path", "first_try/checkpoints/last.ckpt", cwd=tmp_path / "kept")
     assert resumed.returncode == 0, resumed.stderr
     assert not logs.exists() or not list(logs.rglob("*.*")), sorted(logs.rglob("*"))  # nothing new under logs/
     summary = json.loads((run / "results.json").read_text())
@@ -904,3 +905,18 @@ def test_a_file_system_errors_line_names_its_path_as_text():
         "cannot write (/runs/events.out.tfevents.1): Read-only file system; free space or make the folder writable, "
         "then run again"
     )
+
+
+def test_a_file_system_without_locks_still_trains(mnist_dir, tmp_path, monkeypatch):
+    """flock fails with ENOLCK on some NFS and Lustre mounts: a new run goes on without its lock (it would have
+    been refused as "being continued by another process"); only a lock another process holds refuses."""
+    import errno
+    import fcntl
+
+    def no_locks(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    done = run_main("--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path / "logs"), *QUICK)
+    assert done.returncode == 0, done.stderr
+    assert results(tmp_path / "logs")["global_step"] == 6
