@@ -384,17 +384,19 @@ def search(argv: list[str], stops: StopSignals) -> int:
         args, train_args = parser.parse_known_args(argv)
     except argparse.ArgumentError as error:  # a value of tune.py's own options (--net cnn, --trials two)
         return fail(f"{error}; `python tune.py --help` lists the options")
-    if args.trials < 1 or args.prune_after < 0:
-        wrong = f"--trials must be at least 1, got {args.trials}" if args.trials < 1 else None
-        return fail(wrong or f"--prune_after must be 0 or more (epochs), got {args.prune_after}")
+    if args.trials < 1:
+        return fail(f"--trials must be at least 1, got {args.trials}")
+    if args.prune_after < 0:
+        return fail(f"--prune_after must be 0 or more (epochs), got {args.prune_after}")
     args.out = Path(expand(str(args.out)))  # ~ and $VARS, as train.py expands its paths
     try:
         space = read_space(Path(expand(str(args.space)))) if args.space else None
     except UserError as error:
         return fail(str(error))
     if args.storage.startswith("sqlite:///"):  # a file's path: ~ and $VARS too (sqlite:////abs/path once expanded)
-        args.storage = "sqlite:///" + expand(args.storage.removeprefix("sqlite:///"))
-        Path(args.storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        database = expand(args.storage.removeprefix("sqlite:///"))
+        args.storage = "sqlite:///" + database
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
     train_args = ["--enable_progress_bar", "false", *train_args]
     scheme = args.storage.split(":")[0]
     try:

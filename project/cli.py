@@ -73,7 +73,7 @@ class ClassifierCLI(LightningCLI):
         self.run_folder: Path | None = None  # the --ckpt_path's run folder: fit continues in it, test writes there
         self.claimed: Path | None = None  # the new run folder this process made
         self.logger: dict | None = None  # the run's TensorBoardLogger: its folder
-        self.lock: int | None = None  # the run folder this process continues, locked while it does (fit and test)
+        self.lock: int | None = None  # the run folder this process writes, locked until __init__ returns (the run)
         self.parsers: list[LightningArgumentParser] = []  # one per subcommand, in subcommands() order
         raise_errors = {"exit_on_error": False}  # parse errors come back as exceptions, for main()'s one line
         try:
