@@ -3,9 +3,9 @@
 import sys
 
 if __name__ == "__main__":
-    from project import note_stop_signals
+    from project.run.signals import note_stop_signals
 
     note_stop_signals()  # before the seconds that importing torch and Lightning takes
-    from project.cli import main
+    from project.run.cli import main
 
     sys.exit(main())

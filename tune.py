@@ -23,10 +23,10 @@ a YAML recipe that `python train.py --config logs/tune/best.yaml` takes as it is
 
 import signal
 
-import project  # first: a Ctrl-C while the libraries below load ends in one line (project/__init__.py)
+from project.run import signals  # first: a Ctrl-C while the libraries below load ends in one line
 
 if __name__ == "__main__":  # not on import: an importer's signals are its own
-    project.note_stop_signals()  # SIGTERM, SIGUSR1 and SIGHUP noted while the libraries load, acted on by main()
+    signals.note_stop_signals()  # SIGTERM, SIGUSR1 and SIGHUP noted while the libraries load, acted on by main()
 
 # isort: split
 import argparse
@@ -49,10 +49,12 @@ import yaml
 from lightning import Trainer
 from optuna_integration import PyTorchLightningPruningCallback
 
-from project import DISK_FAULTS, stop_now
-from project.cli import ClassifierCLI, expand, explain_failure
-from project.errors import UserError, fail
+from project.errors import UserError
 from project.files import write_atomically
+from project.run.cli import RunCLI
+from project.run.errors import explain_failure, fail
+from project.run.options import expand
+from project.run.signals import DISK_FAULTS, stop_now
 
 HEARTBEAT = 20  # seconds
 # Counted in the shared study after every trial, so that all workers together stop at --trials. Only finished
@@ -147,11 +149,11 @@ class StopSignals:
     (it fails and runs again first) or after it (the search stops there). While a trial trains they go to its run's
     own handler (project.extras.preemption: it saves and stops at the next step). A second Ctrl-C stops at once."""
 
-    SIGNALS = (signal.SIGINT, *project.STOP_SIGNALS)
+    SIGNALS = (signal.SIGINT, *signals.STOP_SIGNALS)
 
     def __init__(self) -> None:
-        self.received = list(project.EARLY_STOPS)  # noted while tune.py loaded
-        project.EARLY_STOPS.clear()
+        self.received = list(signals.EARLY_STOPS)  # noted while tune.py loaded
+        signals.EARLY_STOPS.clear()
         self.trial_run = None  # the training trial's handler
         self.previous = {stop: signal.getsignal(stop) for stop in self.SIGNALS}
         self.install()
@@ -182,7 +184,7 @@ def objective(trial: optuna.Trial, recipe: dict, train_args: list[str], folder: 
     try:
         write_atomically(run_root / "recipe.yaml", yaml.safe_dump(recipe, sort_keys=False))
         args = [*train_args, "--config", str(run_root / "recipe.yaml"), "--default_root_dir", str(run_root)]
-        cli = ClassifierCLI(args, run=False)
+        cli = RunCLI(args, run=False)
         cli.trainer.callbacks.append(PyTorchLightningPruningCallback(trial, monitor="val/acc"))
         run = next((c for c in cli.trainer.callbacks if callable(getattr(c, "notice", None))), None)
         stops.trial_run = run.notice if run is not None else stop_now  # stop_now: the preemption callback is off

@@ -5,7 +5,7 @@
     python benchmarks/benchmark.py --accelerator gpu --models cnn --batch-size 512
 
 Three ways to train, each in a subprocess of its own (so each has its own peak memory), one after the other:
-  lightning  the project as train.py builds it (ClassifierCLI: its callbacks, logger and checkpoints; progress
+  lightning  the project as train.py builds it (RunCLI: its callbacks, logger and checkpoints; progress
              bar off), with the benchmark's net, optimizer and data; --callbacks-off leaves the callbacks out
   per_image  a plain PyTorch loop over a per-image pipeline: torchvision's dataset class with per-image
              ToTensor + Normalize, a shuffling DataLoader, the loop
@@ -71,7 +71,7 @@ def run_lightning(args, device: torch.device) -> dict:
     import lightning as L
     import yaml
 
-    from project.cli import BASE_CONFIG, ClassifierCLI
+    from project.run.cli import RunCLI
 
     class EpochTimer(L.Callback):
         """Training time of each epoch (up to the start of validation) and the validation accuracy after it."""
@@ -103,10 +103,10 @@ def run_lightning(args, device: torch.device) -> dict:
         "--default_root_dir", args.log_dir,
     ]  # fmt: skip
     if args.callbacks_off:
-        names = yaml.safe_load(BASE_CONFIG.read_text())["callbacks"]
+        names = yaml.safe_load(RunCLI.base_configs[-1].read_text())["callbacks"]
         flags += [word for name in names for word in (f"--callbacks.{name}", "null")]
         flags += ["--enable_checkpointing", "false"]
-    cli = ClassifierCLI(flags, run=False)
+    cli = RunCLI(flags, run=False)
     cli.model.net.load_state_dict(make_net(args.model).state_dict())  # the same initial weights as the loops
     timer = EpochTimer()
     cli.trainer.callbacks.append(timer)

@@ -4,7 +4,7 @@ per-image transforms and a DataLoader, same net, batch size, optimizer and image
     python benchmarks/image_folder.py                    # writes 10,000 32x32 RGB PNGs (10 classes) to a temp folder
     python benchmarks/image_folder.py --folder DIR --net mlp --accelerator gpu --json report.json
 
-template  train.py's CLI (ClassifierCLI, its callbacks, logger and checkpoints; progress bar off) on
+template  train.py's CLI (RunCLI, its callbacks, logger and checkpoints; progress bar off) on
           --data ImageFolderDataModule: the images decoded once into uint8 tensors (cached on disk; the decoding is
           timed apart, with an empty cache), then batches sliced from memory and normalized on the device
 classic   a plain PyTorch loop over torchvision.datasets.ImageFolder with ToTensor + Normalize per image and a
@@ -31,7 +31,7 @@ from torchvision import datasets, transforms
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from project.cli import ClassifierCLI  # noqa: E402
+from project.run.cli import RunCLI  # noqa: E402
 
 
 def write_folder(root: Path, train: int, test: int, classes: int = 10, size: int = 32) -> Path:
@@ -70,7 +70,7 @@ def template(folder: Path, args, logs: Path) -> dict:
                "--enable_progress_bar", "false", "--enable_model_summary", "false", "--limit_val_batches", "1",
                "--accelerator", args.accelerator, "--seed_everything", "0"]  # fmt: skip
     start = time.perf_counter()
-    cli = ClassifierCLI(options, run=False)  # builds the data module: its contract decodes the images
+    cli = RunCLI(options, run=False)  # builds the data module: its contract decodes the images
     decode = time.perf_counter() - start
     initial = copy.deepcopy(cli.model.net)  # the classic loop starts from the same weights
     timer = EpochTimes()

@@ -13,7 +13,6 @@ from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from project.data.contract import contract_of
-from project.errors import UserError
 from project.models import CNN, MLP
 from project.optim import OneCycle, needs_monitor, parameter_groups, takes
 
@@ -104,22 +103,10 @@ class ImageClassifier(LightningModule):
             loss = loss + penalty
         # update(), not forward(): forward would also compute the accuracy of this batch alone, every step.
         self.train_acc.update(logits, labels)
-        if self.logger_writes_this_step():
-            self.log("train/loss", loss, prog_bar=True)
-            if penalty is not None:
-                self.log("train/l1", penalty)
+        self.log("train/loss", loss, prog_bar=True)
+        if penalty is not None:
+            self.log("train/l1", penalty)
         return loss
-
-    def logger_writes_this_step(self) -> bool:
-        """Whether Lightning hands this step's logged values to the logger (every log_every_n_steps steps): a
-        self.log call costs as much as a small MLP step on a CPU, and values logged on other steps are never written.
-        Lightning's own test is private, so its rule is repeated here (a test fails, naming this, if it changes)."""
-        try:
-            trainer = self.trainer
-        except RuntimeError:  # called by hand, outside a Trainer: log as usual
-            return True
-        every = trainer.log_every_n_steps
-        return bool(trainer.fast_dev_run) or (every > 0 and (self.global_step + 1) % every == 0)
 
     def on_train_epoch_end(self) -> None:
         # Logged once per epoch rather than from every step: each self.log call costs Python time per step.
@@ -159,10 +146,6 @@ class ImageClassifier(LightningModule):
         return self(images).softmax(dim=-1)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Before Lightning copies the weights: its own size-mismatch error is a page long.
-        fitting = self._trainer is not None and self.trainer.state.fn == "fit"  # resuming: only on the same data
-        check_same_data(checkpoint.get("hyper_parameters", {}).get("contract"), self.hparams.contract, fitting)
-        check_same_network(checkpoint["state_dict"], self.state_dict())
         if "val_acc_best" in checkpoint:
             self.val_acc_best.update(torch.tensor(checkpoint["val_acc_best"], device=self.device))
         # Steps a resumed OneCycle/WarmupCosine schedule was planned for, checked in configure_optimizers.
@@ -194,30 +177,3 @@ class ImageClassifier(LightningModule):
         scheduler = self.scheduler(optimizer)
         monitor = needs_monitor(scheduler)  # ReduceLROnPlateau: stepped with a validation metric
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": monitor}}
-
-
-def check_same_data(saved: dict[str, Any] | None, current: dict[str, Any] | None, strict: bool = True) -> None:
-    """Raise a UserError when a checkpoint was trained on data with other classes, shape or normalization (not
-    strict: another shape or class count; a test on other data of the same kind is allowed)."""
-    if saved is None or current is None or saved == current:
-        return
-    if not strict and saved["shape"] == current["shape"] and len(saved["classes"]) == len(current["classes"]):
-        return
-    key = next(k for k in ("shape", "classes", *current) if saved.get(k) != current[k])
-    raise UserError(f"the checkpoint was trained on other data: its {key} is {saved.get(key)}, this data's is "
-                    f"{current[key]}; use the data it was trained on (its run folder's config.yaml)")  # fmt: skip
-
-
-def check_same_network(saved: dict[str, Tensor], current: dict[str, Tensor]) -> None:
-    """Raise a UserError naming the first tensor that a checkpoint lacks, adds or shapes differently."""
-    problems = [
-        f"this model has {name}, the checkpoint does not"
-        if name not in saved
-        else f"{name} is {tuple(saved[name].shape)} in the checkpoint, {tuple(tensor.shape)} in this model"
-        for name, tensor in current.items()
-        if name not in saved or saved[name].shape != tensor.shape
-    ]
-    problems += [f"the checkpoint has {name}, this model does not" for name in saved if name not in current]
-    if problems:
-        raise UserError(f"the checkpoint was trained with a different network ({problems[0]}); build the model with "
-                        "the net it was trained with (the run folder's config.yaml has it)")  # fmt: skip

@@ -92,7 +92,7 @@ def run_main(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
     """What run_cli gives, from train.py's main() in this process: no Python start and imports (seconds each).
     For tests where the process is not the point; warnings already shown in this process are not shown again, so
     tests of what the console shows use run_cli."""
-    from project.cli import main
+    from project.run.cli import main
 
     out, err = io.StringIO(), io.StringIO()
     # Lightning's console loggers hold the stderr of import time: pointed at the capture for this run.

@@ -75,3 +75,14 @@ class SignalAt(Callback):
     def on_train_batch_end(self, trainer, *args) -> None:
         if trainer.global_step == self.step and self.rank in (None, trainer.global_rank):
             os.kill(os.getpid(), getattr(signal, self.signal))
+
+
+class FailAt(Callback):
+    """Raises an error after training step `step`: a run that crashed, with what it saved before."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step == self.step:
+            raise RuntimeError(f"crashed after step {self.step}")

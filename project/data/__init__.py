@@ -1,7 +1,7 @@
-"""Data: the contract a data module meets, the MNIST family (IDX files) and folders of your own images."""
+"""Data: the contract a data module meets and the MNIST family (IDX files). Folders of your own pictures:
+project.data.folder.ImageFolderDataModule (`--data ImageFolderDataModule`)."""
 
 from project.data.contract import DataContract
-from project.data.folder import ImageFolderDataModule
 from project.data.mnist import DATASETS, MNISTDataModule
 
-__all__ = ["DATASETS", "DataContract", "ImageFolderDataModule", "MNISTDataModule"]
+__all__ = ["DATASETS", "DataContract", "MNISTDataModule"]

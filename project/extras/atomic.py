@@ -12,9 +12,9 @@ from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from project import STOP_SIGNALS, Stopped
 from project.errors import UserError
 from project.files import write_atomically, write_beside
+from project.run.signals import STOP_SIGNALS, Stopped
 
 __all__ = ["AtomicCheckpointIO", "tensorboard", "write_atomically", "write_together"]
 

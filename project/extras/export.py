@@ -17,20 +17,21 @@ import signal
 import sys
 from pathlib import Path
 
-import project
+from project.run import signals
 
 if __name__ == "__main__":
-    project.note_stop_signals()  # a stop while torch loads: noted, said in one line by main()
+    signals.note_stop_signals()  # a stop while torch loads: noted, said in one line by main()
 
 import torch  # noqa: E402
 
-from project import EARLY_STOPS, STOP_SIGNALS, Stopped, stop_now  # noqa: E402
 from project.classifier import ImageClassifier  # noqa: E402
-from project.cli import expand, explain_failure  # noqa: E402
 from project.data import DATASETS  # noqa: E402
-from project.errors import UserError, fail  # noqa: E402
+from project.errors import UserError  # noqa: E402
 from project.extras.atomic import verify, write_together  # noqa: E402
-from project.resume import read_checkpoint, run_folder_of  # noqa: E402
+from project.run.errors import explain_failure, fail  # noqa: E402
+from project.run.options import expand  # noqa: E402
+from project.run.resume import read_checkpoint, run_folder_of  # noqa: E402
+from project.run.signals import EARLY_STOPS, STOP_SIGNALS, Stopped, stop_now  # noqa: E402
 
 
 def export(ckpt_path: Path, out: Path, batch: int = 16) -> dict[str, float]:

@@ -21,10 +21,12 @@ import matplotlib
 matplotlib.use("Agg")
 from lightning.pytorch.tuner import Tuner  # noqa: E402
 
-from project import Stopped  # noqa: E402
-from project.cli import ClassifierCLI, explain_failure  # noqa: E402
-from project.errors import SUBCOMMANDS, UserError, fail, option_error  # noqa: E402
+from project.cli import SUBCOMMANDS  # noqa: E402
+from project.errors import UserError  # noqa: E402
 from project.extras.atomic import tensorboard, write_atomically  # noqa: E402
+from project.run.cli import RunCLI  # noqa: E402
+from project.run.errors import explain_failure, fail, option_error  # noqa: E402
+from project.run.signals import Stopped  # noqa: E402
 
 MIN_STEPS = 13  # Lightning's suggestion leaves out the first 10 steps and the last, and needs two points between
 
@@ -46,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise UserError(f"--num_training takes a number of steps, {MIN_STEPS} or more (default 100): a "
                                 "suggestion leaves out the first 10 and needs 3 more")  # fmt: skip
             argv = argv[:where] + argv[where + 2 :]
-        cli = ClassifierCLI(argv, run=False)
+        cli = RunCLI(argv, run=False)
         finder = Tuner(cli.trainer).lr_find(
             cli.model, datamodule=cli.datamodule, min_lr=1e-6, max_lr=1.0, num_training=steps, update_attr=False
         )

@@ -5,7 +5,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from project.errors import UserError
-from project.extras.last_checkpoint import LastCheckpoint
+from project.run.last_checkpoint import LastCheckpoint
 
 
 class NonFiniteLossError(UserError):

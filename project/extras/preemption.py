@@ -34,9 +34,9 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.callbacks import Checkpoint
 
-from project import STOP_SIGNALS
-from project import note as early_note
-from project.extras.last_checkpoint import LAST, LastCheckpoint
+from project.run.last_checkpoint import LAST, LastCheckpoint
+from project.run.signals import STOP_SIGNALS
+from project.run.signals import note as early_note
 
 
 class Preempted(SystemExit):

@@ -15,7 +15,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from torch.utils.tensorboard.summary import hparams
 
 from project.extras.atomic import write_atomically
-from project.resume import best_checkpoint
+from project.run.resume import best_checkpoint
 
 # Metrics shown against the hyper-parameters in TensorBoard, so runs can be compared and sorted there.
 HPARAM_METRICS = ("val/acc_best", "test/acc")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from project import resume
+from project.run import resume
 from tests.conftest import FAST_TRAINER, NARROW_CNN, REPO, results, run_cli, run_folder, run_main, scalars_by_step
 from tests.engines import wait_until
 from tests.idx_files import write_dataset

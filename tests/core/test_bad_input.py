@@ -10,9 +10,9 @@ import torch
 from torchvision.datasets import MNIST
 
 from project.classifier import ImageClassifier
-from project.cli import ClassifierCLI, main
 from project.errors import UserError
 from project.models import MLP
+from project.run.cli import RunCLI, main
 from tests.conftest import FAST_TRAINER, REPO, run_cli
 from tests.idx_files import write_idx
 from tests.image_folders import write_image_folder
@@ -292,7 +292,7 @@ def test_a_real_process_prints_no_traceback_and_debug_shows_it(tmp_path):
 
 
 def test_each_parse_error_wording_is_still_recognized(tmp_path):
-    """jsonargparse words its errors in English only; project.extras.parse_errors.explain reads that wording. Each
+    """jsonargparse words its errors in English only; project.run.parse_errors.explain reads that wording. Each
     case must still come out as the template's own line, not as jsonargparse's text passed through."""
     cases = {
         ("--max_epocs", "3"): "unknown option --max_epocs; did you mean --max_epochs?",
@@ -315,8 +315,8 @@ def test_each_parse_error_wording_is_still_recognized(tmp_path):
     }
     for args, expected in cases.items():
         with pytest.raises(UserError) as error:
-            ClassifierCLI(["fit", *args])  # fails while parsing: runs nothing
-        changed = f"project.extras.parse_errors.explain no longer recognizes jsonargparse's words for {args}"
+            RunCLI(["fit", *args])  # fails while parsing: runs nothing
+        changed = f"project.run.parse_errors.explain no longer recognizes jsonargparse's words for {args}"
         assert str(error.value).startswith(expected), f"{changed}: {error.value}"
 
 
@@ -328,4 +328,4 @@ def test_the_net_names_offered_are_those_of_project_models(monkeypatch):
     with pytest.raises(
         UserError, match=r"no class named 'LeNet'; did you mean LeNet5\?; choose one of CNN, LeNet5, MLP"
     ):
-        ClassifierCLI(["fit", "--model.net", "LeNet"])
+        RunCLI(["fit", "--model.net", "LeNet"])

@@ -7,7 +7,7 @@ import pytest
 import torch
 import yaml
 
-from project.cli import main
+from project.run.cli import main
 from tests.conftest import (
     FAST_RUN,
     FAST_TRAINER,
@@ -51,7 +51,7 @@ def test_the_console_names_the_run_folder_and_has_no_warning_of_the_templates_ma
     # and a resumed run's checkpoint folder taken for another.
     assert "multiple `ModelCheckpoint`" not in done.stderr and "dirpath has changed" not in done.stderr
     # Upstream noise the CLI filters by category and module: torch's deprecation of a class Lightning uses.
-    assert "LeafSpec" not in done.stderr, "project.cli.main's FutureWarning filter names a module Lightning moved"
+    assert "LeafSpec" not in done.stderr, "project.run.cli's FutureWarning filter names a module Lightning moved"
 
 
 def test_tensorboard_has_the_metrics_and_real_hparams(trained):
@@ -260,16 +260,14 @@ def test_train_loss_is_logged_on_the_steps_the_logger_writes(mnist_dir, tmp_path
 
 def test_callbacks_that_are_off_are_not_registered(mnist_dir, tmp_path):
     """Lightning calls every registered callback's hooks on every step: one that is switched off is left out."""
-    from project.cli import ClassifierCLI
-    from project.extras.last_checkpoint import StepCheckpoint
     from project.extras.non_finite import StopOnNonFiniteLoss
     from project.extras.pictures import GradientNorm, ModelGraph, WeightHistograms
+    from project.run.cli import RunCLI
+    from project.run.last_checkpoint import StepCheckpoint
 
     def registered(*flags: str) -> set[type]:
         args = ["--data.data_dir", str(mnist_dir), *flags]
-        return {
-            type(c) for c in ClassifierCLI([*args, "--default_root_dir", str(tmp_path)], run=False).trainer.callbacks
-        }
+        return {type(c) for c in RunCLI([*args, "--default_root_dir", str(tmp_path)], run=False).trainer.callbacks}
 
     default = registered()
     assert not default & {GradientNorm, WeightHistograms, ModelGraph, StepCheckpoint}  # off by default
@@ -292,14 +290,14 @@ def test_every_default_callback_can_be_switched_off_and_a_config_adds_its_own(mn
     trainer.callbacks come beside the template's."""
     from lightning.pytorch.callbacks import EarlyStopping
 
-    from project.cli import BASE_CONFIG, ClassifierCLI
+    from project.run.cli import RunCLI
 
     def registered(*flags: str) -> list[str]:
         args = ["--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path)]
-        return [type(c).__name__ for c in ClassifierCLI([*args, *flags], run=False).trainer.callbacks]
+        return [type(c).__name__ for c in RunCLI([*args, *flags], run=False).trainer.callbacks]
 
     default = registered()
-    listed = yaml.safe_load(BASE_CONFIG.read_text())["callbacks"]
+    listed = yaml.safe_load(RunCLI.base_configs[-1].read_text())["callbacks"]
     made = {key: spec["class_path"].rsplit(".", 1)[-1] for key, spec in listed.items() if spec}
     assert set(made.values()) <= set(default)
     for key, name in made.items():
@@ -325,12 +323,12 @@ def test_fast_dev_run_is_a_smoke_test_that_writes_nothing(mnist_dir, tmp_path, s
 def test_a_batch_limit_of_1_is_one_batch_and_1_0_all_batches(mnist_dir, tmp_path):
     """As in Lightning's Trainer(limit_val_batches=1): a whole number counts batches, a fraction is a share. Lightning
     types these options float | int, which jsonargparse read as 1.0 (all batches) for 1."""
-    from project.cli import ClassifierCLI
+    from project.run.cli import RunCLI
 
     (tmp_path / "one.yaml").write_text("trainer:\n  limit_test_batches: 1\n")
     args = ["--data.data_dir", str(mnist_dir), "--limit_val_batches", "1", "--limit_train_batches=1.0", "--config",
             str(tmp_path / "one.yaml"), "--default_root_dir", str(tmp_path)]  # fmt: skip
-    cli = ClassifierCLI(args, run=False)
+    cli = RunCLI(args, run=False)
     limits = (cli.trainer.limit_val_batches, cli.trainer.limit_train_batches, cli.trainer.limit_test_batches)
     assert [(value, type(value)) for value in limits] == [(1, int), (1.0, float), (1, int)]
 

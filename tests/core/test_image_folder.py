@@ -12,7 +12,7 @@ import torch
 import yaml
 from PIL import Image
 
-from project.data import ImageFolderDataModule
+from project.data.folder import ImageFolderDataModule
 from tests.image_folders import CLASSES, write_image_folder
 
 
@@ -146,7 +146,7 @@ def test_help_lists_the_options_of_the_data_module_the_run_is_built_with(tmp_pat
     root = write_image_folder(tmp_path / "pictures")
     done = run_main("--data", "ImageFolderDataModule", "--data.data_dir", str(root), "--help")
     assert done.returncode == 0, done.stderr
-    assert "--data project.data.ImageFolderDataModule:" in done.stdout
+    assert "--data project.data.folder.ImageFolderDataModule:" in done.stdout
     options = [line.split()[0] for line in done.stdout.splitlines() if line.startswith("  --data.")]
     assert {"--data.image_size", "--data.mirrorable", "--data.batch_size", "--data.augment"} <= set(options)
     assert "--data.dataset" not in options  # MNIST's
@@ -165,7 +165,7 @@ def test_the_data_class_and_its_options_in_any_order(tmp_path, order):
     done = run_main(*args, "--data.batch_size", "8", "--print_config")
     assert done.returncode == 0, done.stderr
     config = yaml.safe_load(done.stdout)
-    assert config["data"]["class_path"] == "project.data.ImageFolderDataModule"
+    assert config["data"]["class_path"] == "project.data.folder.ImageFolderDataModule"
     assert config["data"]["init_args"]["data_dir"] == str(root) and config["data"]["init_args"]["batch_size"] == 8
     assert config["data"]["init_args"]["val_size"] == 0.1  # its own default, not MNIST's 5000
 
@@ -175,7 +175,7 @@ def test_two_runs_decoding_one_folder_at_once_share_one_cache(tmp_path):
     whole cache file is left (each writes its own temporary file; the renames replace each other)."""
     root = write_image_folder(tmp_path / "pictures")
     cache = tmp_path / "cache"
-    code = (f"from project.data import ImageFolderDataModule; dm = ImageFolderDataModule({str(root)!r}, "
+    code = (f"from project.data.folder import ImageFolderDataModule; dm = ImageFolderDataModule({str(root)!r}, "
             f"cache_dir={str(cache)!r}); dm.setup('fit'); print(len(dm.train_set) + len(dm.val_set))")  # fmt: skip
     from tests.conftest import REPO
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from project.cli import ClassifierCLI
+from project.run.cli import RunCLI
 from tests.conftest import NARROW_CNN, REPO, scalars_by_step
 from tests.idx_files import write_dataset
 
@@ -110,7 +110,7 @@ BASELINES: dict[tuple[str, ...], dict] = {}
 def train(data: Path, root: Path, flags: list[str]) -> dict:
     """A few steps through the CLI's classes; what the run computed."""
     args = ["--data.data_dir", str(data), *SHORT, *flags]
-    cli = ClassifierCLI([*args, "--default_root_dir", str(root / f"run{next(RUNS)}")], run=False)
+    cli = RunCLI([*args, "--default_root_dir", str(root / f"run{next(RUNS)}")], run=False)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     return {
         "weights": {k: v.clone() for k, v in cli.model.net.state_dict().items()},

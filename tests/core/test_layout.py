@@ -1,32 +1,76 @@
-"""The core stays small and never imports an extra: what train.py imports, plus the default data module and net.
-The budget was 1,200 lines before the data contract, ImageFolderDataModule and the fault handling (run folders
-claimed, paths expanded, whole files, the one-line exit for every error, stop signals while loading, background
-threads, `--ckpt_path last` telling finished runs from unfinished ones, the Trainer options that train nothing,
-checksummed image caches, the lock of a resumed run) joined it: about 580 lines. Then 1,780 to 1,800: a Trainer
-whose batch limits read 1 as one batch (jsonargparse made it 1.0, all batches) and a config.yaml that names no run
-folder (running it again overwrote the old run)."""
+"""Three layers, held here: the core (what `python -m project.cli` runs: at most 1,000 lines, its CLI at most 150),
+the run layer around it (project/run/: train.py is core + run layer, at most 1,500 lines together) and the extras
+(project/extras/, wired in by configs/train.yaml). Imports run one way: extras -> run layer -> core."""
 
+import ast
 import json
 import subprocess
 import sys
-from pathlib import Path
+
+import pytest
+import yaml
 
 from tests.conftest import REPO
 
 PROBE = """
 import json, sys
 from pathlib import Path
-import project.cli, project.data, project.models.cnn
+import {modules}
 root = Path.cwd() / "project"
-files = sorted({str(Path(m.__file__).resolve()) for m in list(sys.modules.values())
-                if getattr(m, "__file__", None) and Path(m.__file__).resolve().is_relative_to(root)})
+files = sorted({{str(Path(m.__file__).resolve().relative_to(root.parent)) for m in list(sys.modules.values())
+                if getattr(m, "__file__", None) and Path(m.__file__).resolve().is_relative_to(root)}})
 print(json.dumps(files))
 """
+DEFAULTS = "project.data.mnist, project.models.cnn"  # the default data module and net
 
 
-def test_the_core_is_at_most_1800_lines_and_imports_no_extra():
-    done = subprocess.run([sys.executable, "-c", PROBE], cwd=REPO, capture_output=True, text=True, check=True)
-    files = json.loads(done.stdout)
-    assert not [f for f in files if "/project/extras/" in f], "the core imports an extra"
-    lines = sum(len(Path(f).read_text().splitlines()) for f in files)
-    assert lines <= 1800, f"the core is {lines} lines in {len(files)} files"
+def imported(modules: str) -> dict[str, int]:
+    """The project's files that importing `modules` loads (in a fresh interpreter), with their line counts."""
+    done = subprocess.run([sys.executable, "-c", PROBE.format(modules=modules)], cwd=REPO, capture_output=True,
+                          text=True, check=True)  # fmt: skip
+    return {file: len((REPO / file).read_text().splitlines()) for file in json.loads(done.stdout)}
+
+
+def layer(file: str) -> int:
+    """0: the core, 1: the run layer, 2: an extra (a module the core's files do not reach is no core module)."""
+    return 2 if file.startswith("project/extras/") else 1 if file.startswith("project/run/") else 0
+
+
+def test_the_core_is_at_most_1000_lines_and_runs_without_the_other_layers():
+    files = imported(f"project.cli, {DEFAULTS}")
+    assert [f for f in files if layer(f)] == [], "the core imports the run layer or an extra"
+    assert files["project/cli.py"] <= 150, f"the core's CLI is {files['project/cli.py']} lines"
+    assert sum(files.values()) <= 1000, f"the core is {sum(files.values())} lines in {len(files)} files"
+
+
+@pytest.mark.xfail(reason="core + run layer are 1,871 lines (limit 1,500): see the note of issue 28", strict=True)
+def test_core_and_run_layer_are_at_most_1500_lines():
+    files = imported(f"project.run.cli, {DEFAULTS}")
+    assert [f for f in files if layer(f) == 2] == [], "the run layer imports an extra"
+    assert sum(files.values()) <= 1500, f"core and run layer are {sum(files.values())} lines in {len(files)} files"
+
+
+def test_imports_run_one_way_and_only_at_the_top_of_a_module():
+    """extras -> run layer -> core: a core module imports neither of the others, the run layer no extra, and no
+    function imports a module of its own (a hidden tie that the line counts above would miss)."""
+    wrong = []
+    for path in sorted((REPO / "project").rglob("*.py")):
+        file = str(path.relative_to(REPO))
+        tree = ast.parse(path.read_text())
+        blocks = [node for node in tree.body if isinstance(node, ast.If | ast.Try)]  # if __name__ == "__main__"
+        top = {id(node) for node in [*tree.body, *(n for block in blocks for n in ast.iter_child_nodes(block))]}
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            names += [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            for name in (n for n in names if n.startswith("project")):
+                target = "project/extras/" if ".extras" in name else "project/run/" if ".run" in name else "project/"
+                if layer(target) > layer(file) or id(node) not in top:
+                    wrong.append(f"{file}:{node.lineno} imports {name}")
+    assert wrong == []
+
+
+def test_the_core_config_names_no_code_of_the_other_layers():
+    """configs/base.yaml is the core's: a class path in it reaches only core code (train.yaml wires the extras)."""
+    base = (REPO / "configs" / "base.yaml").read_text()
+    assert "project.extras" not in base and "project.run" not in base
+    assert "callbacks" not in yaml.safe_load(base)

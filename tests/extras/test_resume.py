@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from project.cli import main
 from project.extras.atomic import AtomicCheckpointIO
 from project.extras.random_state import RandomState
+from project.run.cli import main
 from tests.conftest import NARROW_CNN, REPO, read_events, results, run_cli, run_folder, run_main, scalars_by_step
 from tests.idx_files import write_dataset
 
@@ -97,7 +97,7 @@ def save(obj, file, *args, **kwargs):
             time.sleep(600)
     return real_save(obj, file, *args, **kwargs)
 torch.save = save
-from project.cli import main
+from project.run.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 

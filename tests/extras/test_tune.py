@@ -174,14 +174,14 @@ def test_no_trial_is_pruned_before_prune_after_epochs(tmp_path):
 @pytest.mark.parametrize("name", ["cnn", "mlp"])
 def test_the_search_spaces_that_found_the_recipes_are_valid(name, tmp_path):
     """configs/search/*.yaml: every key a train.py option, and a trial's values are what train.py then runs with."""
-    from project.cli import ClassifierCLI
+    from project.run.cli import RunCLI
 
     space = tune.read_space(REPO / "configs" / "search" / f"{name}.yaml")
     trial = optuna.create_study().ask()
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(tune.space_recipe(trial, space)))
     recipe = ["--config", str(REPO / "configs" / f"{name}.yaml"), "--config", str(path)]
-    config = ClassifierCLI(recipe, run=False).config
+    config = RunCLI(recipe, run=False).config
     config = {key.replace("data.init_args.", "data."): value for key, value in config.items()}  # flags' spelling
     assert trial.params and all(
         config[option] == (json.loads(value) if isinstance(value, str) and value.startswith("[") else value)

@@ -17,9 +17,9 @@ import pytest
 import torch
 import yaml
 
-import project
 import tune
 from project.extras.export import main as export_main
+from project.run import signals
 from tests.conftest import (
     FAST_RUN,
     FAST_TRAINER,
@@ -865,7 +865,7 @@ def test_an_export_stopped_by_a_signal_says_so_in_one_line(trained, tmp_path, mo
     said = capsys.readouterr().err.strip().splitlines()[-1]
     assert said == f"SIGHUP: stopped, the new export in {out} is whole; run the same command again"
     assert {p.name for p in out.iterdir()} >= {"model.pt2", "preprocessing.json"}
-    assert signal.getsignal(signal.SIGHUP) is not project.stop_now  # the caller's handler back
+    assert signal.getsignal(signal.SIGHUP) is not signals.stop_now  # the caller's handler back
 
 
 def as_a_user(*args: str) -> subprocess.CompletedProcess:
@@ -898,7 +898,7 @@ def test_a_file_system_errors_line_names_its_path_as_text():
     """TensorBoard's event writer reports its file's path as bytes: the line showed b'/...'."""
     import errno
 
-    from project.cli import explain_failure
+    from project.run.errors import explain_failure
 
     error = OSError(errno.EROFS, "Read-only file system", b"/runs/events.out.tfevents.1")
     assert explain_failure(error) == (

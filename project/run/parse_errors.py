@@ -1,6 +1,5 @@
 """The one line the CLI prints for the parser's many-line complaints, with the closest valid name where there is
-one (configs/base.yaml names `explain` as `explain_errors`; without it the CLI prints jsonargparse's own message
-on one line)."""
+one."""
 
 import contextlib
 import difflib
@@ -14,7 +13,8 @@ from torch import nn
 
 import project.data
 import project.models
-from project.errors import SUBCOMMANDS
+from project.cli import SUBCOMMANDS
+from project.run.options import SHORT_NAMES
 
 # Lines of jsonargparse's messages that describe its search, not the user's mistake.
 NOISE = ("Does not validate against any of the Union subtypes", "Subtypes:", "Errors:", "Given value type:",
@@ -106,7 +106,8 @@ def class_choices(key: str) -> list[str]:
     if key.endswith("net"):  # the nets of project.models, a fork's own among them
         return sorted(name for name, obj in vars(project.models).items() if is_subclass(obj, nn.Module))
     if key == "data":  # the data modules of project.data
-        return sorted(name for name, obj in vars(project.data).items() if is_subclass(obj, LightningDataModule))
+        data = [name for name, obj in vars(project.data).items() if is_subclass(obj, LightningDataModule)]
+        return sorted([*data, *SHORT_NAMES])
     return []
 
 

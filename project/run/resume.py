@@ -1,5 +1,6 @@
-"""What `--ckpt_path` points at: `last` is the newest run of this experiment that holds a last.ckpt, and any
-checkpoint is read once, weights only, with an error a person can act on when it is not one."""
+"""Run folders and what `--ckpt_path` points at: a new run claims logs/<data>_<net>/version_N, `last` is the newest
+unfinished run of this recipe, and any checkpoint is read once, weights only, and checked against the model it is
+loaded into, with an error a person can act on when it does not fit."""
 
 import contextlib
 import fcntl
@@ -17,6 +18,7 @@ import yaml
 
 from project.data.contract import CONTRACT_LINKS
 from project.errors import UserError
+from project.run.options import expand
 
 RUN_FOLDER = re.compile(r"version_(\d+)")
 
@@ -31,15 +33,18 @@ def latest_run(experiment: Path, recipe: dict[str, Any] | None = None) -> Path |
     return max(runs, key=lambda run: int(RUN_FOLDER.fullmatch(run.name)[1]), default=None)
 
 
-def finished(run: Path, tested: bool) -> bool:
-    """Whether the run's fit reached its end after its last.ckpt was saved (results.json, written then by the
-    run summary, holds that step) and, with `tested`, its test after that too. Unreadable files: not finished."""
+def finished(run: Path) -> bool:
+    """Whether the run's fit reached its end, by what Lightning saves: its last.ckpt holds as many epochs as its
+    config.yaml's max_epochs, or max_steps steps, or an EarlyStopping that stopped it. Unreadable: not finished."""
     try:
-        summary = json.loads((run / "results.json").read_text())
         last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True, mmap=True)
+        trainer = saved_config(run).get("trainer") or {}
+        epochs = last["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"]
     except Exception:
         return False
-    return summary.get("global_step") == last.get("global_step") and (not tested or "tested_checkpoint" in summary)
+    stopped = any(isinstance(s, dict) and s.get("stopped_epoch") for s in (last.get("callbacks") or {}).values())
+    max_epochs, max_steps = trainer.get("max_epochs"), trainer.get("max_steps") or -1
+    return stopped or (max_epochs not in (None, -1) and epochs >= max_epochs) or 0 < max_steps <= last["global_step"]
 
 
 def lock_run(run: Path) -> int | None:
@@ -146,3 +151,58 @@ def read_checkpoint(path: Path, option: str = "--ckpt_path") -> dict[str, Any]:
         raise UserError(f"{option} {path} is a PyTorch file but not a Lightning checkpoint (it has no state_dict); "
                         "pass a .ckpt file written by train.py")  # fmt: skip
     return checkpoint
+
+
+def check_fits(checkpoint: dict[str, Any], model: torch.nn.Module, fitting: bool) -> None:
+    """A UserError where the checkpoint was trained on other data (`fitting`: another contract; else another shape
+    or class count) or with another network, before Lightning loads it (its size-mismatch error is a page long)."""
+    saved, current = checkpoint.get("hyper_parameters", {}).get("contract") or {}, model.hparams.get("contract") or {}
+    sizes = [(len(contract.get("classes", ())), contract.get("shape")) for contract in (saved, current)]
+    if saved and current and (sizes[0] != sizes[1] or (fitting and saved != current)):
+        key = next(k for k in ("shape", "classes", *current) if saved.get(k) != current[k])
+        raise UserError(f"the checkpoint was trained on other data: its {key} is {saved.get(key)}, this data's is "
+                        f"{current[key]}; use the data it was trained on (its run folder's config.yaml)")  # fmt: skip
+    weights, own = checkpoint["state_dict"], model.state_dict()
+    problems = [f"this model has {name}, the checkpoint does not" if name not in weights else
+                f"{name} is {tuple(weights[name].shape)} in the checkpoint, {tuple(tensor.shape)} in this model"
+                for name, tensor in own.items()
+                if name not in weights or weights[name].shape != tensor.shape]  # fmt: skip
+    problems += [f"the checkpoint has {name}, this model does not" for name in weights if name not in own]
+    if problems:
+        raise UserError(f"the checkpoint was trained with a different network ({problems[0]}); build the model with "
+                        "the net it was trained with (the run folder's config.yaml has it)")  # fmt: skip
+
+
+def claim_run_folder(experiment: Path) -> Path:
+    """A new experiment/version_N, made here: two runs started at once never share one (mkdir either makes the
+    folder or fails, also on network file systems), so neither touches the other's files."""
+    experiment.mkdir(parents=True, exist_ok=True)
+    taken = [int(p.name[8:]) for p in experiment.glob("version_*") if p.name[8:].isdigit()]
+    version = max(taken, default=-1) + 1
+    while True:
+        try:
+            (experiment / f"version_{version}").mkdir()
+            return experiment / f"version_{version}"
+        except FileExistsError:
+            version += 1
+
+
+def run_data_defaults(args: list[str]) -> list[str]:
+    """With `--ckpt_path FILE`, the data options the checkpoint was trained with (its run's config.yaml, or the
+    data set saved in the checkpoint) go in first, so that a checkpoint is tested on its own data while later
+    `--config` files and flags still override them."""
+    paths = [b for a, b in zip(args, args[1:], strict=False) if a == "--ckpt_path"]
+    given = [a.split("=", 1)[1] for a in args if a.startswith("--ckpt_path=")] + paths
+    ckpt = Path(expand(given[-1])) if given else None
+    if ckpt is None or not ckpt.is_file():
+        return args  # `last`, or no file: find_checkpoint says what is wrong
+    run = run_folder_of(ckpt)
+    data = saved_config(run).get("data") if run else None
+    if not data:  # a checkpoint away from its run folder: the data module and options it keeps
+        checkpoint = read_checkpoint(ckpt)
+        saved, path = checkpoint.get("datamodule_hyper_parameters") or {}, checkpoint.get("datamodule_class_path")
+        arguments = {k: v for k, v in saved.items() if not k.startswith("_")}  # not Lightning's bookkeeping
+        data = {"class_path": path, "init_args": arguments} if path else None
+        if path is None and "dataset" in saved:  # older checkpoints: an MNIST-family data set
+            data = {"init_args": {"dataset": saved["dataset"]}}
+    return [*args[:1], "--data", json.dumps(data, default=str), *args[1:]] if data else args

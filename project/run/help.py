@@ -1,5 +1,5 @@
 """`python train.py --help`: one line per option of the classes this run is built from, with the value this run
-will use and the first sentence of the option's documentation (configs/base.yaml names it as `help_text`)."""
+will use and the first sentence of the option's documentation."""
 
 import inspect
 import json
@@ -9,7 +9,11 @@ from jsonargparse import Namespace
 from lightning import Trainer
 
 from project.classifier import ImageClassifier
-from project.cli import CLASS_KEYS, DESCRIPTION, import_class, own_parameters
+from project.run.options import CLASS_KEYS, import_class, own_parameters
+
+DESCRIPTION = """Train and test an image classifier. Without a subcommand: fit, then test the best checkpoint.
+`python train.py fit|validate|test|predict [options]` runs one Lightning stage. Trainer options work flat
+(--max_epochs 3) and prefixed (--trainer.max_epochs 3). An error prints one line; --debug shows its traceback."""
 
 
 def help_text(config: Namespace) -> str:

@@ -1,0 +1,240 @@
+"""train.py's command line: the core's ClassifierCLI (project.cli) with the run layer around it. configs/train.yaml
+after configs/base.yaml, flat Trainer flags, paths expanded, one folder per run (logs/<data set>_<net>/version_N)
+that resume and test write into, `--ckpt_path last`, checks before any work, --help, and one line for every error."""
+
+import os
+import signal
+import sys
+import warnings
+from argparse import ArgumentError
+from pathlib import Path
+from typing import Optional
+
+import torch
+import yaml
+from jsonargparse import Namespace
+from lightning import Trainer
+from lightning.fabric.plugins.environments import SLURMEnvironment
+from lightning.pytorch.callbacks import Callback, Checkpoint, LearningRateMonitor
+from lightning.pytorch.cli import LightningArgumentParser, SaveConfigCallback
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+from project.cli import CONFIGS, SUBCOMMANDS, ClassifierCLI
+from project.errors import UserError
+from project.files import write_atomically
+from project.run import resume
+from project.run.errors import explain_failure, fail, option_error
+from project.run.help import help_text
+from project.run.last_checkpoint import LastCheckpoint
+from project.run.options import (
+    PATH_KEYS,
+    ClassifierTrainer,
+    check_devices,
+    check_writable,
+    expand,
+    fresh_classes,
+    with_trainer_prefix,
+)
+from project.run.parse_errors import explain
+from project.run.signals import Stopped, hand_over_early_stops
+
+
+class RunCLI(ClassifierCLI):
+    """ClassifierCLI with the run layer: what train.py runs."""
+
+    base_configs = (CONFIGS / "base.yaml", CONFIGS / "train.yaml")
+
+    def __init__(self, args: list[str], test_after_fit: bool = False, run: bool = True) -> None:
+        # torch 2.14 deprecates the LeafSpec class that Lightning 2.6 builds on every batch it moves to the device:
+        # upstream noise on every run (train.py, tune.py, lr_find), silenced by its category and module (not its
+        # wording) until Lightning moves on.
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"lightning\.pytorch\.utilities\._pytree")
+        self.run_folder: Path | None = None  # the --ckpt_path's run folder: fit continues in it, test writes there
+        self.claimed: Path | None = None  # the new run folder this process made
+        self.logger: dict | None = None  # the run's TensorBoardLogger: its folder
+        self.lock: int | None = None  # the run folder this process writes, locked until __init__ returns (the run)
+        self.parsers: list[LightningArgumentParser] = []  # one per subcommand, in SUBCOMMANDS order
+        raise_errors = {"exit_on_error": False}  # parse errors come back as exceptions, for main()'s one line
+        try:
+            super().__init__(args, test_after_fit, save_config_callback=KeepRunConfig, run=run,
+                             trainer_class=ClassifierTrainer,
+                             parser_kwargs={**raise_errors, **{k: raise_errors for k in SUBCOMMANDS}})  # fmt: skip
+        except BaseException as error:
+            for folder in (self.claimed, self.claimed and self.claimed.parent):  # for a run that never started
+                if folder is not None and folder.is_dir() and not any(folder.iterdir()):
+                    folder.rmdir()
+            if not isinstance(error, ValueError | TypeError):
+                raise
+            # A configured class refused its arguments.
+            config = getattr(self, "config", None)
+            message = option_error(error, config.get(str(config.get("subcommand")), config) if config else None)
+            if message is None:
+                raise
+            raise UserError(message) from error
+        finally:
+            if self.lock is not None:  # the run is free for the next process (a caller in Python: the next call)
+                os.close(self.lock)
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        super().add_arguments_to_parser(parser)
+        # The callbacks registry is configs/train.yaml's `callbacks`: each name a class with options, or null.
+        for name in yaml.safe_load(self.base_configs[-1].read_text()).get("callbacks") or {}:
+            callback = Optional[Callback]  # noqa: UP045 (a typing form jsonargparse reads on every Python)
+            parser.add_argument(f"--callbacks.{name}", type=callback, default=None, help=f"{name}, or null: off")
+        self.parsers.append(parser)
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: list[str]) -> None:
+        # LightningCLI's own, with flat Trainer flags, fresh arguments for a switched class and one-line errors.
+        head = [] if len(self.parsers) == 1 else args[:1]  # run=False: one parser, no subcommand
+        sub = self.parsers[SUBCOMMANDS.index(head[0])] if head else self.parsers[0]
+        keys = [key.replace(".init_args.", ".") for key in sub.get_defaults().keys()]  # noqa: SIM118 (a Namespace)
+        flat = {key.removeprefix("trainer.") for key in keys if key.count(".") == 1 and key.startswith("trainer.")}
+        rest = with_trainer_prefix(args[len(head) :], flat)
+        shown = [word for word in rest if word.split("=")[0] == "--print_config" or word in ("-h", "--help")]
+        rest = [word for word in rest if word not in shown]
+        bases = self.with_base_configs([])
+        try:
+            config = parser.parse_args([*head, *bases, *rest])
+            sub_config = config[head[0]] if head else config
+            for key, value in fresh_classes(sub, bases, rest, sub_config).items():
+                sub_config[key] = value
+            for key in PATH_KEYS:  # one rule for paths: ~ and $VARS expanded once, here, for everything after
+                if isinstance(value := sub_config.get(key), str) and value not in ("last", "best", "hpc", "registry"):
+                    sub_config[key] = expand(value)
+        except (ArgumentError, UnicodeDecodeError) as error:
+            options = [f"--{key}" for key in keys] + [f"--{name}" for name in flat]
+            raise UserError(explain(str(error), options, keys)) from error
+        if shown:  # --help or --print_config: printed once the whole config is known, then nothing runs
+            helps = {"-h", "--help"} & set(shown)
+            print(help_text(sub_config) if helps else sub.dump(sub_config, skip_none=False), end="")
+            raise SystemExit(0)
+        self.config = config
+        if head:
+            self.find_checkpoint(sub_config)
+
+    def find_checkpoint(self, config: Namespace) -> None:
+        """`--ckpt_path last` becomes the newest run of this recipe; any checkpoint is checked, its run folder noted."""
+        if config.get("ckpt_path") is None and self.config.subcommand in ("test", "predict"):  # an untrained net's
+            raise UserError(f"{self.config.subcommand} needs a trained model: pass --ckpt_path FILE, or last")
+        if config.get("ckpt_path") in (None, "best", "hpc", "registry"):  # Lightning's own names
+            return
+        if config.ckpt_path == "last":
+            experiment = Path(config.trainer.default_root_dir) / resume.experiment_name(config.as_dict())
+            run = resume.latest_run(experiment, resume.recipe_of(config.as_dict()))
+            if self.config.subcommand == "fit" and (run is None or resume.finished(run)):
+                # Nothing to resume: a job script that always passes `--ckpt_path last` starts afresh. A longer
+                # run of a finished one is asked for by its checkpoint's path.
+                why = f"the newest, {run}, is finished" if run else f"none under {experiment} has a last.ckpt"
+                print(f"--ckpt_path last: no unfinished run of this recipe ({why}): a new run", file=sys.stderr)
+                config.ckpt_path = None
+                return
+            if run is None:
+                raise UserError(f"--ckpt_path last: no run of this recipe under {experiment} has a checkpoints/"
+                                "last.ckpt; train first, or give a checkpoint's path")  # fmt: skip
+            config.ckpt_path = str(run / "checkpoints" / "last.ckpt")
+        self.checkpoint = resume.read_checkpoint(Path(config.ckpt_path))  # one line now, not a page later
+        self.run_folder = resume.run_folder_of(Path(config.ckpt_path))
+        if self.run_folder is not None and self.config.subcommand == "fit" and rank_zero_only.rank == 0:
+            self.lock = resume.lock_run(self.run_folder)
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        trainer, lengths = config.trainer, ("max_epochs", "max_steps", "limit_train_batches")
+        if self.subcommand in ("fit", None) and (zero := next((n for n in lengths if trainer.get(n) == 0), None)):
+            raise UserError(f"--{zero} 0 trains nothing; give 1 or more (to test a checkpoint: "
+                            "python train.py test --ckpt_path FILE)")  # fmt: skip
+        for name in ("accumulate_grad_batches", "val_check_interval", "check_val_every_n_epoch"):
+            if isinstance(value := trainer.get(name), int | float) and value <= 0:
+                raise UserError(f"--{name} must be above 0, got {value}")
+        if self.subcommand:
+            check_writable(self.run_folder or Path(config.trainer.default_root_dir), run=self.run_folder is not None)
+            check_devices(config.trainer.accelerator, config.trainer.devices, config.trainer.num_nodes)
+            if config.get("weights_only") is None:
+                config.weights_only = True  # checkpoints hold tensors and plain data: load no code from a file
+        if config.trainer.logger is None or config.trainer.logger is True:
+            # TensorBoard in default_root_dir/<data set>_<net>/version_N, without the -1 "hp_metric" placeholder.
+            # One run, one folder: a resumed fit continues in its checkpoint's folder, a test writes into it.
+            run = self.run_folder
+            root, name = config.trainer.default_root_dir, resume.experiment_name(config.as_dict())
+            where = {"save_dir": root, "name": name}
+            if run is None and rank_zero_only.rank == 0 and not config.trainer.fast_dev_run:  # process 0 names it
+                self.claimed = resume.claim_run_folder(Path(root) / name)
+                self.lock = resume.lock_run(self.claimed)  # a resume of it waits for this run to end (two writers)
+                where["version"] = int(self.claimed.name.removeprefix("version_"))
+            if run:
+                where = {"save_dir": str(run.parents[1]), "name": run.parent.name, "version": run.name}  # as named
+            # Given to the Trainer, not written into config.yaml: a run of that file again is a run of its own.
+            self.logger = {**where, "default_hp_metric": False}
+
+    def instantiate_classes(self) -> None:
+        super().instantiate_classes()
+        if getattr(self, "checkpoint", None) is not None:  # before Lightning's page-long size mismatch
+            resume.check_fits(self.checkpoint, self.model, self.subcommand == "fit")
+
+    def instantiate_trainer(self, **kwargs) -> Trainer:
+        config = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        callbacks = [*(config.trainer.callbacks or []), *(c for c in vars(config.callbacks).values() if c)]
+        # `--enable_checkpointing false`: Lightning refuses checkpoint callbacks; `--logger false`: no rates to log.
+        checkpoints, logged = config.trainer.enable_checkpointing is not False, config.trainer.logger is not False
+        if checkpoints:  # last.ckpt after every epoch: what `--ckpt_path last` resumes, whatever the callbacks
+            first = next((i for i, c in enumerate(callbacks) if isinstance(c, Checkpoint)), len(callbacks) - 1)
+            callbacks.insert(first + 1, LastCheckpoint())  # after the best's: that one is the `best` that test takes
+        kwargs["callbacks"] = [c for c in callbacks if (checkpoints or not isinstance(c, Checkpoint))
+                               and (logged or not isinstance(c, LearningRateMonitor))]  # fmt: skip
+        plugins = list(config.trainer.plugins) if isinstance(config.trainer.plugins, list) else [config.trainer.plugins]
+        kwargs["plugins"] = [plugin for plugin in plugins if plugin is not None]
+        if self.logger is not None:
+            kwargs["logger"] = TensorBoardLogger(**self.logger)
+        try:
+            trainer = super().instantiate_trainer(**kwargs)
+        except (TypeError, ValueError) as error:  # Lightning's check of a Trainer option (--devices -1 on the CPU)
+            raise UserError(f"a Trainer option: {error}") from error
+        hand_over_early_stops(lightning_requeues=SLURMEnvironment.detect())
+        return trainer
+
+    def best_checkpoint(self) -> str | None:
+        return resume.best_checkpoint(self.trainer.checkpoint_callback)
+
+
+class KeepRunConfig(SaveConfigCallback):
+    """Writes the run's config.yaml when the run starts; a resumed run, or a test of the run's checkpoint, keeps it
+    as the run was started (resuming means "with the same config")."""
+
+    def setup(self, trainer: Trainer, pl_module, stage: str) -> None:
+        path = Path(trainer.log_dir) / self.config_filename  # log_dir on every process: a collective call
+        if not trainer.strategy.broadcast(trainer.is_global_zero and path.is_file()) and trainer.is_global_zero:
+            write_atomically(path, self.parser.dump(self.config, skip_none=False))  # whole or not at all
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; a mistake the user can fix ends with one line on stderr and exit status 2 (`--debug`: the
+    traceback instead)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug, args = "--debug" in argv, [word for word in argv if word != "--debug"]
+    test_after_fit = not args or args[0] not in SUBCOMMANDS  # a subcommand is the first word only
+    args = ["fit", *args] if test_after_fit else args
+    try:
+        cli = RunCLI(resume.run_data_defaults(args), test_after_fit=test_after_fit)
+    except (Stopped, SIGTERMException) as stop:  # a stop signal that no callback saved on
+        status = stop.code if isinstance(stop.code, int) else 128 + signal.SIGTERM  # Lightning's has none: 0
+        why = "--callbacks.preemption is off" if isinstance(stop, Stopped) else "before training started"
+        print(f"{signal.Signals(status - 128).name}: stopped, nothing saved on it ({why}); --ckpt_path last goes on "
+              "from the newest epoch-end last.ckpt, if any", file=sys.stderr)  # fmt: skip
+        return status
+    except SystemExit as stop:
+        if isinstance(stop.__context__, KeyboardInterrupt):  # Lightning's end of a stage at Ctrl-C: status 1
+            return 128 + signal.SIGINT
+        raise
+    except Exception as error:
+        if debug:
+            raise
+        resumes = " (with --ckpt_path last, a run continues from its last saved checkpoint)" if args[0] == "fit" else ""
+        return fail(explain_failure(error, then=f"run again{resumes}"))
+    finally:  # under DDP, else gloo's threads may abort the process as Python exits (pytorch issue 190489)
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    if cli.trainer.is_global_zero and isinstance(folder := getattr(cli.trainer.logger, "log_dir", None), str):
+        print(f"run folder: {folder}", file=sys.stderr)  # none under --fast_dev_run or --logger false
+    return 0

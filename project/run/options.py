@@ -1,0 +1,151 @@
+"""What train.py's options mean beyond LightningCLI's: flat Trainer flags, a switched class's own defaults, paths
+with ~ and $VARS, short data module names, batch limits read as Lightning reads them, and checks of the devices."""
+
+import importlib
+import inspect
+import os
+from pathlib import Path
+
+import torch
+from jsonargparse import ArgumentParser, Namespace
+from lightning import Trainer
+from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
+
+from project.errors import UserError
+
+CLASS_KEYS = ("model.net", "model.optimizer", "model.scheduler", "data")  # the classes a flag or config can switch
+PATH_KEYS = ("trainer.default_root_dir", "ckpt_path", "data.init_args.data_dir", "data.init_args.predict_path",
+             "data.init_args.cache_dir")  # fmt: skip
+# Data modules known by their class name without being imported by the core (jsonargparse resolves a short name
+# only among the subclasses already imported).
+SHORT_NAMES = {"ImageFolderDataModule": "project.data.folder.ImageFolderDataModule"}
+
+
+class ClassifierTrainer(Trainer):
+    """Lightning's Trainer with its batch limits typed int first: jsonargparse reads Lightning's `float | int` as
+    float first, so `--limit_val_batches 1` became 1.0, all batches, where Lightning's 1 is one batch."""
+
+    def __init__(self, *, limit_train_batches: int | float | None = None, limit_val_batches: int | float | None = None,
+                 limit_test_batches: int | float | None = None, limit_predict_batches: int | float | None = None,
+                 **kwargs) -> None:  # fmt: skip
+        super().__init__(limit_train_batches=limit_train_batches, limit_val_batches=limit_val_batches,
+                         limit_test_batches=limit_test_batches, limit_predict_batches=limit_predict_batches,
+                         **kwargs)  # fmt: skip
+
+
+def with_trainer_prefix(args: list[str], trainer_options: set[str]) -> list[str]:
+    """`--max_epochs 3` -> `--trainer.max_epochs 3` for every Trainer option, as Lightning's own Trainer(...)
+    arguments read (LightningCLI has no such switch); a data module's short name -> its import path."""
+    result = []
+    for word in args:
+        name, equals, value = word[2:].partition("=")
+        if word.startswith("--") and name in trainer_options:
+            word = f"--trainer.{name}{equals}{value}"
+        elif name == "data" and value in SHORT_NAMES:  # --data=ImageFolderDataModule
+            word = f"--data={SHORT_NAMES[value]}"
+        elif result[-1:] == ["--data"]:  # --data ImageFolderDataModule
+            word = SHORT_NAMES.get(word, word)
+        result.append(word)
+    return result
+
+
+def fresh_classes(parser: ArgumentParser, bases: list[str], args: list[str], config: Namespace) -> dict[str, Namespace]:
+    """The classes that `args` switch away from the base configs' (`bases`: their --config words), each with only
+    the arguments given to it.
+
+    jsonargparse keeps the arguments a newly named class shares with the one before it (SGD would inherit the
+    base's AdamW weight_decay, a fork's data module MNIST's val_size). Where that happened, the arguments are
+    read again one layer at a time (a --config file, a flag), and a layer that switches a class starts it
+    afresh: what it gets is its own defaults and what this layer and the later ones say."""
+    base = parser.parse_args(bases)
+    if all(class_path(config, key) in (None, class_path(base, key)) for key in CLASS_KEYS):
+        return {}
+    layers: list[list[str]] = []
+    for word in args:  # a layer: an option with its values and the options inside it (--x X --x.y 1)
+        head = layers[-1][0].split("=")[0].rstrip("+") if layers else ""  # --trainer.callbacks+=X too
+        if word.startswith("--") and not word.startswith(f"{head}."):
+            layers.append([word])
+        else:
+            layers[-1].append(word)
+
+    def flags(key: str, among: list[list[str]], accepted: set[str] | None = None) -> list[str]:
+        """The words of the flags for a class's arguments (--key.name value) among these layers, in order."""
+        names = [layer[0].split("=")[0].removeprefix(f"--{key}.").split(".")[0] for layer in among]
+        chosen = [layer for layer, name in zip(among, names, strict=True) if layer[0].startswith(f"--{key}.")
+                  and (accepted is None or name in accepted)]  # fmt: skip
+        return [word for layer in chosen for word in layer]
+
+    config = base
+    for i, layer in enumerate(layers):
+        later = [word for key in CLASS_KEYS for word in flags(key, layers[i + 1 :])]  # a required one may come later
+        new = parser.parse_args([*layer, *later], namespace=config.clone(), defaults=False)
+        for key in CLASS_KEYS:
+            if class_path(new, key) not in (None, class_path(config, key)):
+                # Flags before the switch carry over where the new class takes them (as jsonargparse's own rule).
+                accepted = set(own_parameters(import_class(class_path(new, key))))
+                words = [*flags(key, layers[:i], accepted), *layer, *flags(key, layers[i + 1 :])]
+                start = config.clone()
+                start[key] = Namespace(class_path=class_path(new, key))
+                new[key] = parser.parse_args(words, namespace=start, defaults=False)[key]
+        config = new
+    switched = [key for key in CLASS_KEYS if class_path(config, key) not in (None, class_path(base, key))]
+    for key in switched:  # what was not given is the class's own default, written out as in config.yaml
+        params = own_parameters(import_class(config[key].class_path)).items()
+        own = {name: p.default for name, p in params if p.default is not p.empty}
+        config[key].init_args = Namespace(**{**own, **vars(config[key].get("init_args") or Namespace())})
+    return {key: config[key] for key in switched}
+
+
+def own_parameters(cls: type) -> dict[str, inspect.Parameter]:
+    """A class's named arguments, its parents' too where it passes **kwargs on to them (as jsonargparse reads
+    them), the nearest class's first."""
+    own: dict[str, inspect.Parameter] = {}
+    for klass in cls.__mro__:
+        params = inspect.signature(klass.__init__).parameters.values()
+        named = [p for p in params if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        own |= {p.name: p for p in named if p.name not in own}
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            return own
+    return own
+
+
+def class_path(config: Namespace, key: str) -> str | None:
+    return value.get("class_path") if isinstance(value := config.get(key), Namespace) else None
+
+
+def import_class(class_path: str) -> type:
+    module, _, name = class_path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def expand(path: str) -> str:
+    """~ and $VARS in a path, as a shell would expand them (it does not after `--option=`, YAML never does)."""
+    return os.path.expanduser(os.path.expandvars(path))
+
+
+def check_writable(folder: Path, run: bool = False) -> None:
+    """Fail before anything is written when the log folder (or the `run` a resume or test writes into) is not one."""
+    existing = folder.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        why = "is a file, not a folder" if not existing.is_dir() else "is not writable"
+        fix = "make it writable (a resume or test writes into the run)" if run else "pass a writable --default_root_dir"
+        raise UserError(f"cannot write logs to {folder}: {existing} {why}; {fix}")
+
+
+def check_devices(accelerator, devices, num_nodes: int = 1) -> None:
+    """A GPU that is not there, more CPU processes than cores (which would only slow DDP down), or several
+    machines with nothing that starts the others (Lightning would wait for them forever): one line."""
+    launched = SLURMEnvironment.detect() or TorchElasticEnvironment.detect() or "NODE_RANK" in os.environ
+    if num_nodes > 1 and not launched:
+        raise UserError(f"--num_nodes {num_nodes}: nothing starts the other machines (no SLURM job, no torchrun); "
+                        "launch each machine's process with srun or torchrun (docs/scaling.md)")  # fmt: skip
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise UserError(f"--accelerator {accelerator} needs a GPU, but PyTorch sees none on this machine "
+                        "(torch.cuda.is_available() is False); leave out --accelerator for the CPU")  # fmt: skip
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    count = int(devices) if str(devices).isdigit() else None
+    if on_cpu and count and count > (os.cpu_count() or 1):
+        raise UserError(f"--devices {count} asks for {count} processes on the CPU, but this machine has "
+                        f"{os.cpu_count()} cores; pass --devices {os.cpu_count()} or fewer")  # fmt: skip

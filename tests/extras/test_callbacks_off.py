@@ -1,0 +1,38 @@
+"""No convention ties: switching off any callback of configs/train.yaml's registry leaves fit-then-test, resume
+after a crash and `--ckpt_path last` as they are (the run layer knows a finished run from Lightning's own
+checkpoint, and writes last.ckpt itself)."""
+
+import pytest
+import torch
+import yaml
+
+from project.run.cli import RunCLI
+from tests.conftest import FAST_TRAINER, run_main
+
+REGISTRY = yaml.safe_load(RunCLI.base_configs[-1].read_text())["callbacks"]
+ON = [name for name, entry in REGISTRY.items() if entry]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ON)
+def test_a_run_without_a_callback_fits_tests_resumes_and_knows_when_it_is_finished(name, mnist_dir, tmp_path):
+    logs = tmp_path / "logs"
+    args = ["--data.data_dir", str(mnist_dir), "--default_root_dir", str(logs), *FAST_TRAINER, "--max_epochs", "2",
+            f"--callbacks.{name}", "null"]  # fmt: skip
+    crash = ["--trainer.callbacks+=tests.slow_stages.FailAt", "--trainer.callbacks.step", "4"]  # in epoch 2 of 2
+    crashed = run_main(*args, *crash)
+    assert crashed.returncode == 2 and "crashed after step 4" in crashed.stderr
+    run = logs / "mnist_cnn" / "version_0"
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3  # epoch 1's end
+
+    resumed = run_main(*args, "--ckpt_path", "last")  # goes on in the same folder, to the planned end, then tests
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"run folder: {run}" in resumed.stderr and "test/acc" in resumed.stdout
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 6
+    assert sorted(p.name for p in run.parent.iterdir()) == ["version_0"]
+
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
+    again = run_main(*args, "--ckpt_path", "last")  # finished: a new run beside it, the old one untouched
+    assert again.returncode == 0, again.stderr
+    assert f"the newest, {run}, is finished" in again.stderr and "version_1" in again.stderr
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before
