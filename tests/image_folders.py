@@ -40,3 +40,15 @@ def write_image_folder(root: Path, per_class: int = 24, size: tuple[int, int] = 
                 else:
                     image.save(folder / f"{i}.png")
     return root
+
+
+def write_photo(path: Path, upright: np.ndarray, orientation: int = 6) -> Path:
+    """An image file as a phone writes it: `upright` (height, width, 3) as the sensor stored it, turned away by an
+    EXIF orientation (6: a quarter turn, 8: the other quarter, 3: upside down) that turns it back when shown."""
+    stored = {1: upright, 3: np.rot90(upright, 2), 6: np.rot90(upright, 1), 8: np.rot90(upright, -1)}[orientation]
+    exif = Image.Exif()
+    exif[0x0112] = orientation  # the Orientation tag
+    path.parent.mkdir(parents=True, exist_ok=True)
+    quality = {"quality": 95} if path.suffix == ".jpg" else {}
+    Image.fromarray(np.ascontiguousarray(stored), "RGB").save(path, exif=exif, **quality)
+    return path

@@ -10,13 +10,14 @@ import json
 import os
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image
 from torch.utils.data import TensorDataset
 
 from project.data.contract import DataContract
@@ -26,6 +27,9 @@ from project.files import write_atomically
 
 SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
+T = Image.Transpose  # EXIF orientation -> the turn that shows the stored pixels upright (as ImageOps.exif_transpose)
+TURNS = {2: T.FLIP_LEFT_RIGHT, 3: T.ROTATE_180, 4: T.FLIP_TOP_BOTTOM, 5: T.TRANSPOSE, 6: T.ROTATE_270, 7: T.TRANSVERSE,
+         8: T.ROTATE_90}  # fmt: skip
 
 
 class ImageFolderDataModule(InMemoryImages):
@@ -36,9 +40,10 @@ class ImageFolderDataModule(InMemoryImages):
                  cache_dir: str | None = None, predict_path: str | None = None, **kwargs) -> None:  # fmt: skip
         """
         Args:
-            data_dir: the folder that holds train/ and test/ (and optionally val/), each with one folder per class.
+            data_dir: the folder that holds train/ and test/ (and optionally val/), each with one folder per class
+                (read as a file browser shows it: project.data.folder.image_files).
             image_size: (height, width), or one number for square, every image is resized to; default: the most
-                common size in train/.
+                common size in train/, as shown (a photo's EXIF orientation turns it upright first).
             channels: 1 (grey) or 3 (colour); default: 3 if any training image has colour, else 1.
             mirrorable: a mirrored image keeps its class (augment then flips, eval_flip averages with the mirror).
             val_size: without val/, the share of train/ (below 1) or the number of images held out for validation.
@@ -50,6 +55,10 @@ class ImageFolderDataModule(InMemoryImages):
         self.root = Path(os.path.expandvars(data_dir)).expanduser()
         if val_size <= 0:
             raise ValueError(f"val_size must be above 0 (validation picks the best epoch), got {val_size}")
+        if image_size is not None and min([image_size] if isinstance(image_size, int) else image_size) < 1:
+            raise ValueError(f"image_size must be at least 1 pixel, got {image_size}")
+        if channels not in (None, 1, 3):
+            raise ValueError(f"channels must be 1 (grey) or 3 (colour), got {channels}")
         if not self.root.is_dir():
             what = "is a file" if self.root.exists() else "does not exist"
             raise ValueError(f"data_dir {self.root} {what}; give the folder that holds train/ and test/")
@@ -62,10 +71,23 @@ class ImageFolderDataModule(InMemoryImages):
         if not self.classes:
             raise ValueError(f"data_dir: {self.root / 'train'} has no images in class folders; put each class's "
                              "images in a folder of its own: train/<class>/<image>")  # fmt: skip
+        if len(self.classes) == 1:
+            raise ValueError(f"data_dir: {self.root / 'train'} holds one class ({self.classes[0]}); a classifier needs "
+                             "two or more: add a folder of images for each other class")  # fmt: skip
         for split in ("val", "test"):
             if extra := sorted({name for name, _ in self.files[split]} - set(self.classes)):
                 raise ValueError(f"data_dir: {split}/ has classes that train/ does not: {', '.join(extra)}; every "
                                  f"{split} class must be a training class")  # fmt: skip
+        (width, height), depth = self.size_and_channels  # before any decoding: the pictures must fit in memory
+        count = sum(map(len, self.files.values()))
+        need, have = count * depth * height * width, memory_available()
+        if have is not None and need > have:
+            raise ValueError(f"image_size: {count} images as {depth}x{height}x{width} take {need / 2**30:.1f} GiB "
+                             f"decoded, more than the {have / 2**30:.1f} GiB of memory available; give a smaller "
+                             "image_size")  # fmt: skip
+        if not self.files["val"] and self.val_count(train := len(self.files["train"])) >= train:
+            raise ValueError(f"val_size {val_size:g} leaves no training images: train/ has {train}; choose a smaller "
+                             "value")  # fmt: skip
 
     @cached_property
     def contract(self) -> DataContract:
@@ -140,7 +162,8 @@ class ImageFolderDataModule(InMemoryImages):
         """predict_path's images brought to the data's size and channels, and their names."""
         if not path.exists():
             raise ValueError(f"predict_path {path} does not exist; give an image file or a folder of images")
-        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in SUFFIXES) if path.is_dir() else [path]
+        real = Path(os.path.realpath(path))
+        files = list(walk(path, real, real, {real, *real.parents})) if path.is_dir() else [path]
         if not files:
             raise ValueError(f"predict_path: no image file in {path} (looked for {', '.join(sorted(SUFFIXES))})")
         size, channels = self.size_and_channels
@@ -157,42 +180,88 @@ class ImageFolderDataModule(InMemoryImages):
 
 
 def image_files(folder: Path) -> list[tuple[str, Path]]:
-    """(class, file) for every image in folder/<class>/ (hidden files and other suffixes are not images)."""
+    """(class, file) for every image in folder/<class>/, as a file browser shows them: hidden files and folders (a
+    name starting with '.': .thumbnails/, ._x.png, .DS_Store) and other suffixes are not images. A link is followed
+    where it leads out of folder (a class kept on another disk), but what folder holds counts once, where it lies: a
+    link to a sibling class folder is not another class, a file linked into another folder is not another image,
+    and a link back up (a loop) is not walked."""
     if not folder.is_dir():
         return []
-    found = []
-    for class_folder in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        files = sorted(p for p in class_folder.rglob("*") if p.suffix.lower() in SUFFIXES and p.name[0] != ".")
-        if not files:
+    split = Path(os.path.realpath(folder))
+    seen, found = {split, *split.parents}, []
+    for class_folder, real, is_dir in visible(folder, split, split, seen):
+        if not is_dir:  # a file beside the class folders
+            continue
+        if not (files := list(walk(class_folder, real, split, seen))):
             raise ValueError(f"data_dir: class folder {class_folder} holds no images ({', '.join(sorted(SUFFIXES))}); "
                             "add images or remove the folder")  # fmt: skip
         found += [(class_folder.name, file) for file in files]
     return found
 
 
+def walk(folder: Path, real: Path, split: Path, seen: set[Path]) -> Iterator[Path]:
+    """The image files under folder (whose real path is real) in name order, each once (image_files says which)."""
+    for path, target, is_dir in visible(folder, real, split, seen):
+        if is_dir:
+            yield from walk(path, target, split, seen)
+        elif path.suffix.lower() in SUFFIXES:
+            yield path
+
+
+def visible(folder: Path, real: Path, split: Path, seen: set[Path]) -> Iterator[tuple[Path, Path, bool]]:
+    """folder's entries in name order as (path, real path, is a folder), less hidden ones, links into split and what
+    was reached before."""
+    for entry in sorted(os.scandir(folder), key=lambda entry: entry.name):
+        link = entry.is_symlink()  # only links are resolved (a realpath per file costs a stat per folder above it)
+        target = Path(os.path.realpath(entry.path)) if link else real / entry.name  # realpath ends a loop, no raise
+        if entry.name[0] != "." and target not in seen and not (link and target.is_relative_to(split)):
+            seen.add(target)
+            yield Path(entry.path), target, entry.is_dir()
+
+
+def orientation(image: Image.Image) -> int:
+    """The EXIF orientation (1: upright as stored) from the file's header; Image's own getexif, since PNG's would
+    decode the pixels to look for an eXIf chunk after them."""
+    return Image.Image.getexif(image).get(ExifTags.Base.Orientation, 1)
+
+
 def image_header(path: Path) -> tuple[tuple[int, int], str]:
+    """(width, height) as shown, upright, and the mode, read without decoding."""
     try:
         with Image.open(path) as image:
-            return image.size, image.mode
+            return (image.size[::-1] if orientation(image) in (5, 6, 7, 8) else image.size), image.mode
     except Exception as error:
         raise UserError(f"cannot read image {path} ({type(error).__name__}: {error}); remove or replace it") from None
 
 
-def decode(path: Path, size: tuple[int, int], channels: int) -> np.ndarray:
-    """One image file as uint8 (channels, height, width): upright (EXIF), transparency on white, resized."""
+def decode(path: Path, size: tuple[int, int] | None, channels: int) -> np.ndarray:
+    """One image file as uint8 (channels, height, width): upright (EXIF), transparency on white, resized to size
+    (width, height) unless None."""
     try:
         with Image.open(path) as opened:
-            image = ImageOps.exif_transpose(opened)
+            image = opened.transpose(TURNS[turn]) if (turn := orientation(opened)) in TURNS else opened
             if image.mode in ("RGBA", "LA", "PA", "P"):
                 image = Image.alpha_composite(Image.new("RGBA", image.size, "white"), image.convert("RGBA"))
             wide = image.mode.startswith("I")  # 16-bit grey: scaled to 8 bits (convert would clip it to white)
             image = (image.point(lambda v: v / 257) if wide else image).convert("L" if channels == 1 else "RGB")
-            if image.size != size:
+            if size and image.size != size:
                 image = image.resize(size, Image.Resampling.BILINEAR)
             pixels = np.asarray(image, dtype=np.uint8)
-    except Exception as error:
-        raise UserError(f"cannot read image {path} ({type(error).__name__}: {error}); remove or replace it") from None
+    except Exception as error:  # the cause stays on the error for callers with words of their own (own_images)
+        raise UserError(f"cannot read image {path} ({type(error).__name__}: {error}); remove or replace it") from error
     return pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
+
+
+def memory_available() -> int | None:
+    """Bytes of memory free for new data: Linux's MemAvailable, else the free pages; None where neither is known."""
+    try:
+        meminfo = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+        return int(meminfo["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        try:
+            return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (AttributeError, OSError, ValueError):  # no sysconf (Windows), or no such name (macOS)
+            return None
 
 
 def checksum(splits: dict) -> str:

@@ -1,7 +1,8 @@
 """Your own images brought to the training format: grey, 28x28, light object on black, centred like the data set.
 
 The steps, in order (MNIST's own preparation, as its authors describe it):
-1. Read with PIL, honour the EXIF orientation, flatten transparency onto white, convert to grey.
+1. Read as an image folder's pictures are (project.data.folder.decode): upright by the EXIF orientation,
+   transparency flattened onto white, 16-bit grey scaled to 8 bits, converted to grey.
 2. Polarity: the data sets have a light object on a black background. If the image's border is brighter
    than its middle grey (a dark digit on light paper), it is inverted.
 3. Crop to the box of pixels brighter than a quarter of the maximum, so margins and paper do not count.
@@ -17,7 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
+
+from project.data.folder import decode
+from project.errors import UserError
 
 SIZE = 28
 
@@ -49,17 +53,10 @@ def load_image(path: Path, dataset: str = "mnist") -> torch.Tensor:
 def to_dataset_format(path: Path, box: int = 20, center_of_mass: bool = True) -> torch.Tensor:
     """One image file as a (28, 28) uint8 tensor, steps 1-5 above; raises ValueError if unreadable."""
     try:
-        with Image.open(path) as opened:
-            image = ImageOps.exif_transpose(opened)
-            if image.mode in ("RGBA", "LA", "P"):
-                image = image.convert("RGBA")
-                white = Image.new("RGBA", image.size, (255, 255, 255, 255))
-                image = Image.alpha_composite(white, image)
-            if image.mode.startswith("I"):  # 16-bit grey: scaled to 8 bits (convert would clip it to white)
-                image = image.point(lambda v: v / 257)
-            grey = torch.from_numpy(np.asarray(image.convert("L"), dtype=np.float32).copy())
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as error:
-        raise ValueError(f"{path}: not a readable image ({type(error).__name__}: {error})") from None
+        grey = torch.from_numpy(decode(path, None, 1)[0].astype(np.float32))
+    except UserError as error:
+        cause = error.__cause__
+        raise ValueError(f"{path}: not a readable image ({type(cause).__name__}: {cause})") from None
     border = torch.cat([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
     if border.median() > 127:
         grey = 255 - grey

@@ -123,7 +123,7 @@ class RunCLI(ClassifierCLI):
         if config.ckpt_path == "last":
             experiment = Path(config.trainer.default_root_dir) / resume.experiment_name(config.as_dict())
             run = resume.latest_run(experiment, resume.recipe_of(config.as_dict()))
-            if self.config.subcommand == "fit" and (run is None or resume.finished(run)):
+            if self.config.subcommand == "fit" and (run is None or resume.finished(run, self.test_after_fit)):
                 # Nothing to resume: a job script that always passes `--ckpt_path last` starts afresh. A longer
                 # run of a finished one is asked for by its checkpoint's path.
                 why = f"the newest, {run}, is finished" if run else f"none under {experiment} has a last.ckpt"

@@ -10,11 +10,14 @@ import os
 import re
 import sys
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
+from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+from tensorboard.compat.proto.event_pb2 import Event
 
 from project.data.contract import CONTRACT_LINKS
 from project.errors import UserError
@@ -33,18 +36,29 @@ def latest_run(experiment: Path, recipe: dict[str, Any] | None = None) -> Path |
     return max(runs, key=lambda run: int(RUN_FOLDER.fullmatch(run.name)[1]), default=None)
 
 
-def finished(run: Path) -> bool:
+def finished(run: Path, tested: bool) -> bool:
     """Whether the run's fit reached its end, by what Lightning saves: its last.ckpt holds as many epochs as its
-    config.yaml's max_epochs, or max_steps steps, or an EarlyStopping that stopped it. Unreadable: not finished."""
+    config.yaml's max_epochs, or max_steps steps, or an EarlyStopping that stopped it; with `tested`, its test after
+    that too (test/ metrics in its TensorBoard events, newer than last.ckpt). Unreadable: not finished."""
     try:
         last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True, mmap=True)
         trainer = saved_config(run).get("trainer") or {}
         epochs = last["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"]
+        saved = (run / "checkpoints" / "last.ckpt").stat().st_mtime
     except Exception:
         return False
     stopped = any(isinstance(s, dict) and s.get("stopped_epoch") for s in (last.get("callbacks") or {}).values())
     max_epochs, max_steps = trainer.get("max_epochs"), trainer.get("max_steps") or -1
-    return stopped or (max_epochs not in (None, -1) and epochs >= max_epochs) or 0 < max_steps <= last["global_step"]
+    fitted = stopped or (max_epochs not in (None, -1) and epochs >= max_epochs) or 0 < max_steps <= last["global_step"]
+    return fitted and (not tested or any(event.wall_time >= saved and any(v.tag.startswith("test/") for v in
+                                         event.summary.value) for event in events(run)))  # fmt: skip
+
+
+def events(run: Path) -> Iterator[Event]:
+    """The events of a run's TensorBoard files, read with TensorBoard's own reader (a damaged file: none of it)."""
+    for path in sorted(run.glob("events.out.tfevents.*")):
+        with contextlib.suppress(Exception):
+            yield from EventFileLoader(str(path)).Load()
 
 
 def lock_run(run: Path) -> int | None:

@@ -513,7 +513,8 @@ def test_a_stop_while_train_py_loads_is_one_line_and_leaves_nothing(mnist_dir, t
 def test_an_error_in_a_background_thread_is_one_line():
     """Any thread of an entry point: one line; none for a full or read-only disk under TensorBoard's writer thread,
     which hands that error to the run, where it gets its line (the tmpfs tests above)."""
-    code = """import errno, threading, project
+    code = """import errno, threading
+import project.run.signals
 def fail(error): raise error
 for error in (ZeroDivisionError("division by zero"), OSError(errno.ENOSPC, "No space left on device")):
     thread = threading.Thread(target=fail, args=(error,), name="worker")
