@@ -74,3 +74,17 @@ def test_the_core_config_names_no_code_of_the_other_layers():
     base = (REPO / "configs" / "base.yaml").read_text()
     assert "project.extras" not in base and "project.run" not in base
     assert "callbacks" not in yaml.safe_load(base)
+
+
+def test_the_core_alone_trains_and_tests_the_default_recipe(mnist_dir, tmp_path):
+    """`python -m project.cli`: LightningCLI's own options and run folders (lightning_logs/version_N), fit, then
+    the test of the checkpoint it saved, with no run layer and no extra loaded."""
+    options = ("--trainer.max_epochs 1 --trainer.limit_train_batches 3 --trainer.limit_val_batches 1 "
+               "--trainer.limit_test_batches 2 --trainer.enable_progress_bar false --data.batch_size 32 "
+               "--data.val_size 100 --model.net.channels [4,8,16] --model.net.hidden 16").split()  # fmt: skip
+    code = "import runpy, sys; runpy.run_module('project.cli', run_name='__main__'); print(sorted(sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code, "--data.data_dir", str(mnist_dir), "--trainer.default_root_dir",
+                           str(tmp_path), *options], cwd=REPO, capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "test/acc" in done.stdout and not [m for m in done.stdout.split("'") if m.startswith("project.run")]
+    assert [p.name for p in (tmp_path / "lightning_logs" / "version_0" / "checkpoints").iterdir()] != []
