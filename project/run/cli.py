@@ -15,7 +15,7 @@ import yaml
 from jsonargparse import Namespace
 from lightning import Trainer
 from lightning.fabric.plugins.environments import SLURMEnvironment
-from lightning.pytorch.callbacks import Callback, Checkpoint, LearningRateMonitor
+from lightning.pytorch.callbacks import Callback, Checkpoint, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -179,8 +179,12 @@ class RunCLI(ClassifierCLI):
         # `--enable_checkpointing false`: Lightning refuses checkpoint callbacks; `--logger false`: no rates to log.
         checkpoints, logged = config.trainer.enable_checkpointing is not False, config.trainer.logger is not False
         if checkpoints:  # last.ckpt after every epoch: what `--ckpt_path last` resumes, whatever the callbacks
-            first = next((i for i, c in enumerate(callbacks) if isinstance(c, Checkpoint)), len(callbacks) - 1)
-            callbacks.insert(first + 1, LastCheckpoint())  # after the best's: that one is the `best` that test takes
+            # After the best checkpoint (the first ModelCheckpoint is the one test takes), before the other
+            # checkpoint callbacks (preemption), which Lightning runs in this order at an epoch's end.
+            kinds = [ModelCheckpoint, Checkpoint]
+            at = next((i + (kind is ModelCheckpoint) for kind in kinds for i, c in enumerate(callbacks)
+                       if isinstance(c, kind)), len(callbacks))  # fmt: skip
+            callbacks.insert(at, LastCheckpoint())
         kwargs["callbacks"] = [c for c in callbacks if (checkpoints or not isinstance(c, Checkpoint))
                                and (logged or not isinstance(c, LearningRateMonitor))]  # fmt: skip
         plugins = list(config.trainer.plugins) if isinstance(config.trainer.plugins, list) else [config.trainer.plugins]
