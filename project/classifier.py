@@ -103,10 +103,23 @@ class ImageClassifier(LightningModule):
             loss = loss + penalty
         # update(), not forward(): forward would also compute the accuracy of this batch alone, every step.
         self.train_acc.update(logits, labels)
-        self.log("train/loss", loss, prog_bar=True)
-        if penalty is not None:
-            self.log("train/l1", penalty)
+        if self.logger_writes_this_step():
+            self.log("train/loss", loss, prog_bar=True)
+            if penalty is not None:
+                self.log("train/l1", penalty)
         return loss
+
+    def logger_writes_this_step(self) -> bool:
+        """Whether Lightning hands this step's logged values to the logger (every log_every_n_steps steps): a
+        self.log call on every step made an MLP epoch on Fashion-MNIST about 14% slower on a 2-core CPU, and values
+        logged on other steps are never written. Lightning has no public test for it (its LearningRateMonitor uses a
+        private one), so its rule is repeated here (a test fails, naming this, if it changes)."""
+        try:
+            trainer = self.trainer
+        except RuntimeError:  # called by hand, outside a Trainer: log as usual
+            return True
+        every = trainer.log_every_n_steps
+        return bool(trainer.fast_dev_run) or (every > 0 and (self.global_step + 1) % every == 0)
 
     def on_train_epoch_end(self) -> None:
         # Logged once per epoch rather than from every step: each self.log call costs Python time per step.

@@ -48,7 +48,9 @@ class ClassifierCLI(LightningCLI):
     def after_fit(self) -> None:
         if self.test_after_fit and not self.trainer.interrupted:
             # The checkpoint that validated best (val/acc), not the weights of the last epoch.
-            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=self.best_checkpoint())
+            self.trainer.test(
+                self.model, datamodule=self.datamodule, ckpt_path=self.best_checkpoint(), weights_only=True
+            )  # a checkpoint of tensors and plain data: no code is loaded
 
     def best_checkpoint(self) -> str | None:
         return getattr(self.trainer.checkpoint_callback, "best_model_path", None) or None

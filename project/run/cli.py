@@ -55,6 +55,7 @@ class RunCLI(ClassifierCLI):
         self.claimed: Path | None = None  # the new run folder this process made
         self.logger: dict | None = None  # the run's TensorBoardLogger: its folder
         self.lock: int | None = None  # the run folder this process writes, locked until __init__ returns (the run)
+        self.checkpoint: dict | None = None  # the --ckpt_path's contents, checked against the model once it is built
         self.parsers: list[LightningArgumentParser] = []  # one per subcommand, in SUBCOMMANDS order
         raise_errors = {"exit_on_error": False}  # parse errors come back as exceptions, for main()'s one line
         try:
@@ -170,7 +171,7 @@ class RunCLI(ClassifierCLI):
 
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
-        if getattr(self, "checkpoint", None) is not None:  # before Lightning's page-long size mismatch
+        if self.checkpoint is not None:  # before Lightning's page-long size mismatch
             resume.check_fits(self.checkpoint, self.model, self.subcommand == "fit")
 
     def instantiate_trainer(self, **kwargs) -> Trainer:
@@ -181,10 +182,9 @@ class RunCLI(ClassifierCLI):
         if checkpoints:  # last.ckpt after every epoch: what `--ckpt_path last` resumes, whatever the callbacks
             # After the best checkpoint (the first ModelCheckpoint is the one test takes), before the other
             # checkpoint callbacks (preemption), which Lightning runs in this order at an epoch's end.
-            kinds = [ModelCheckpoint, Checkpoint]
-            at = next((i + (kind is ModelCheckpoint) for kind in kinds for i, c in enumerate(callbacks)
-                       if isinstance(c, kind)), len(callbacks))  # fmt: skip
-            callbacks.insert(at, LastCheckpoint())
+            after_best = [i + 1 for i, c in enumerate(callbacks) if isinstance(c, ModelCheckpoint)]
+            before_others = [i for i, c in enumerate(callbacks) if isinstance(c, Checkpoint)]
+            callbacks.insert((after_best or before_others or [len(callbacks)])[0], LastCheckpoint())
         kwargs["callbacks"] = [c for c in callbacks if (checkpoints or not isinstance(c, Checkpoint))
                                and (logged or not isinstance(c, LearningRateMonitor))]  # fmt: skip
         plugins = list(config.trainer.plugins) if isinstance(config.trainer.plugins, list) else [config.trainer.plugins]

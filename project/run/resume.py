@@ -50,8 +50,12 @@ def finished(run: Path, tested: bool) -> bool:
     stopped = any(isinstance(s, dict) and s.get("stopped_epoch") for s in (last.get("callbacks") or {}).values())
     max_epochs, max_steps = trainer.get("max_epochs"), trainer.get("max_steps") or -1
     fitted = stopped or (max_epochs not in (None, -1) and epochs >= max_epochs) or 0 < max_steps <= last["global_step"]
-    return fitted and (not tested or any(event.wall_time >= saved and any(v.tag.startswith("test/") for v in
-                                         event.summary.value) for event in events(run)))  # fmt: skip
+    return fitted and (not tested or tested_since(run, saved))
+
+
+def tested_since(run: Path, time: float) -> bool:
+    """Whether a test wrote its metrics (test/...) into the run's TensorBoard events after `time`."""
+    return any(e.wall_time >= time and any(v.tag.startswith("test/") for v in e.summary.value) for e in events(run))
 
 
 def events(run: Path) -> Iterator[Event]:
