@@ -73,7 +73,10 @@ class MNISTDataModule(InMemoryImages):
             self._download()
 
     def _download(self) -> None:
-        raw = self.search_folders()[0]
+        raw, root, name = self.search_folders()[0], Path(self.hparams.data_dir), self.info.torchvision_class.__name__
+        if (root / "train").is_dir() and (root / "test").is_dir():  # a fork's pictures, not a data set's files
+            raise ValueError(f"data_dir {root} holds train/ and test/ folders, not {name}'s IDX files: a folder of "
+                             "pictures is read by ImageFolderDataModule (--data ImageFolderDataModule)")  # fmt: skip
         reason = "download switched off (download false)"
         if self.hparams.download:
             created, before = [p for p in (raw.parents[1], raw.parent, raw) if not p.exists()], set(raw.glob("*"))
@@ -87,7 +90,6 @@ class MNISTDataModule(InMemoryImages):
             for folder in reversed(created):  # and so do the folders made for them
                 if folder.exists() and not any(folder.iterdir()):
                     folder.rmdir()
-        name = self.info.torchvision_class.__name__
         raise ValueError(f"data_dir: {name} files not found: expected {', '.join(IDX_FILES.values())} (plain or .gz) "
                          f"in {' or '.join(map(str, self.search_folders()))}; {reason}. Put the four files in one of "
                          "these folders or point data_dir at them.")  # fmt: skip

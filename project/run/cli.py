@@ -3,6 +3,7 @@ after configs/base.yaml, flat Trainer flags, paths expanded, one folder per run 
 that resume and test write into, `--ckpt_path last`, checks before any work, --help, and one line for every error."""
 
 import os
+import re
 import signal
 import sys
 import warnings
@@ -97,6 +98,7 @@ class RunCLI(ClassifierCLI):
         rest = [word for word in rest if word not in shown]
         bases = self.with_base_configs([])
         try:
+            rest = with_required_shown(parser, [*head, *bases], rest) if shown else rest
             config = parser.parse_args([*head, *bases, *rest])
             sub_config = config[head[0]] if head else config
             for key, value in fresh_classes(sub, bases, rest, sub_config).items():
@@ -200,6 +202,23 @@ class RunCLI(ClassifierCLI):
 
     def best_checkpoint(self) -> str | None:
         return resume.best_checkpoint(self.trainer.checkpoint_callback)
+
+
+def with_required_shown(parser: LightningArgumentParser, head: list[str], args: list[str]) -> list[str]:
+    """`args` for --help or --print_config, with <required> for each required argument not given (a switched
+    class's data_dir), so that the options of any class are shown before its values are known."""
+    while True:
+        try:
+            parser.parse_args([*head, *args])
+            return args
+        except ArgumentError as error:
+            missing = re.search(r'key "([^"]+)":.*the following arguments are required: ([\w, ]+)', str(error), re.S)
+            if missing is None or f"--{missing[1]}.{missing[2].split(', ')[0]}" in args:
+                return args  # another mistake: the parse after this one names it
+            args = [
+                *args,
+                *(word for name in missing[2].split(", ") for word in (f"--{missing[1]}.{name}", "<required>")),
+            ]
 
 
 class KeepRunConfig(SaveConfigCallback):

@@ -194,6 +194,14 @@ CASES = [
         lambda t, d: ["--data", "plain_data.Plain"],
         "data module Plain does not meet the data contract: it needs a `contract` attribute",
     ),
+    (
+        "a folder of pictures given to MNIST's data module",
+        lambda t, d: (
+            [(t / "pics" / "test").mkdir(parents=True), (t / "pics" / "train").mkdir()]
+            and ["--data.data_dir", str(t / "pics")]
+        ),  # fmt: skip
+        "holds train/ and test/ folders, not MNIST's IDX files: a folder of pictures is read by ImageFolderDataModule",
+    ),
 ]
 
 

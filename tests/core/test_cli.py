@@ -341,3 +341,14 @@ def test_predict_with_fast_dev_run_prints_its_table_and_writes_nothing(trained, 
     assert done.returncode == 0, done.stderr
     assert "test[0]" in done.stdout and "wrote" not in done.stdout
     assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_help_after_a_switched_class_shows_its_options_whatever_it_requires(tmp_path):
+    """`--data ImageFolderDataModule --help`: its options, data_dir as <required> (it stopped at the missing
+    data_dir); without --help the missing option is still one line."""
+    shown = run_main("--data", "ImageFolderDataModule", "--help", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert '--data.data_dir "<required>"' in shown.stdout and "--data.image_size null" in shown.stdout
+    refused = run_main("--data", "ImageFolderDataModule", "--default_root_dir", str(tmp_path / "logs"))
+    assert refused.returncode == 2
+    assert refused.stderr.splitlines()[-1] == "error: --data: the following arguments are required: data_dir"
