@@ -54,9 +54,10 @@ from project.files import write_atomically
 from project.run.cli import RunCLI
 from project.run.errors import explain_failure, fail
 from project.run.options import expand
-from project.run.signals import DISK_FAULTS, stop_now
+from project.run.signals import DISK_FAULTS, Stopped, stop_now
 
 HEARTBEAT = 20  # seconds
+CONNECT_SECONDS = 5  # the longest wait for a database server's answer to a connection
 # Counted in the shared study after every trial, so that all workers together stop at --trials. Only finished
 # trials count: one left "running" by a killed worker is made up for.
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -315,6 +316,10 @@ def open_study(name: str, url: str, prune_after: int = 0, attempts: int = 5) -> 
             try:
                 # Workers sharing one SQLite file wait for each other's writes instead of failing after 5 s.
                 connect = {"connect_args": {"timeout": 60}} if database else {}
+                if url.split(":")[0].split("+")[0] in ("postgresql", "mysql"):  # a server that never answers:
+                    connect = {
+                        "connect_args": {"connect_timeout": CONNECT_SECONDS}
+                    }  # seconds, not the driver's minutes
                 # A heartbeat per running trial: a trial whose worker died (killed, its machine gone) is marked
                 # failed after the grace period and tried again, instead of counting as running forever.
                 with warnings.catch_warnings():  # Optuna's heartbeat is marked experimental: by its category
@@ -327,7 +332,8 @@ def open_study(name: str, url: str, prune_after: int = 0, attempts: int = 5) -> 
                     pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=prune_after),
                 )  # fmt: skip
             except sqlalchemy.exc.SQLAlchemyError as error:
-                if attempt == attempts - 1 or disk_fault(error):
+                unreachable = isinstance(error, sqlalchemy.exc.OperationalError) and not database  # not the race
+                if attempt == attempts - 1 or disk_fault(error) or unreachable:
                     raise
                 time.sleep(0.5 + random.random())  # apart, so that the next tries do not collide again
     except BaseException:
@@ -401,8 +407,15 @@ def search(argv: list[str], stops: StopSignals) -> int:
         Path(database).parent.mkdir(parents=True, exist_ok=True)
     train_args = ["--enable_progress_bar", "false", *train_args]
     scheme = args.storage.split(":")[0]
+    stops.trial_run = stop_now  # a stop signal while the database is reached: one line at once, not after the wait
     try:
+        for signum in stops.received[:1]:  # noted while tune.py loaded
+            stop_now(signum, None)
         study = open_study(args.study, args.storage, args.prune_after)
+    except Stopped as stop:
+        print(f"stopped by {signal.Signals(stop.code - 128).name} while opening the study's database (--storage "
+              f"{scheme}://...); nothing was written", file=sys.stderr)  # fmt: skip
+        return stop.code
     except ImportError as error:  # SQLAlchemy found no driver for the database (Optuna re-raises it)
         extra = 'pip install -e ".[postgres]"' if scheme.startswith("postgresql") else "install its Python driver"
         return fail(
@@ -414,6 +427,8 @@ def search(argv: list[str], stops: StopSignals) -> int:
         reason = " ".join(str(getattr(error, "orig", None) or error).split())[:200]
         return fail(f"--storage {scheme}://...: cannot open the study's database ({reason}); check the URL and "
                     "that the database server runs")  # fmt: skip
+    finally:
+        stops.trial_run = None
     args.out.mkdir(parents=True, exist_ok=True)
     fail_abandoned(study)
     enough = optuna.study.MaxTrialsCallback(args.trials, states=FINISHED)

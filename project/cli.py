@@ -7,6 +7,7 @@ contract linked into the model and its net, and `fit` then `test` of the best ch
 train.py is this plus the run layer (project/run/): named run folders, flat flags, one-line errors, the callbacks."""
 
 import sys
+import warnings
 from pathlib import Path
 
 from lightning import LightningDataModule
@@ -25,6 +26,9 @@ class ClassifierCLI(LightningCLI):
     base_configs: tuple[Path, ...] = (CONFIGS / "base.yaml",)
 
     def __init__(self, args: list[str] | None = None, test_after_fit: bool = False, **kwargs) -> None:
+        # torch 2.14 deprecates the LeafSpec class that Lightning 2.6 builds on every batch it moves to the device:
+        # upstream noise on every run, silenced by its category and module (not its wording) until Lightning moves on.
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"lightning\.pytorch\.utilities\._pytree")
         self.test_after_fit = test_after_fit
         # Any data module (subclass mode); ImageClassifier.configure_optimizers uses the optimizer and schedule
         # given as its arguments, so Lightning's automatic --optimizer/--lr_scheduler are off.
@@ -37,7 +41,7 @@ class ClassifierCLI(LightningCLI):
             parser.link_arguments("data", target, lambda data, part=part: contract_part(data, part), "instantiate")
 
     def parse_arguments(self, parser: LightningArgumentParser, args: list[str] | None) -> None:
-        super().parse_arguments(parser, self.with_base_configs(sys.argv[1:] if args is None else args))
+        self.config = parser.parse_args(self.with_base_configs(sys.argv[1:] if args is None else args))
 
     def with_base_configs(self, args: list[str]) -> list[str]:
         """`--config` for each base config, after the subcommand: jsonargparse's default_config_files cannot hold

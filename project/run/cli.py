@@ -6,7 +6,6 @@ import os
 import re
 import signal
 import sys
-import warnings
 from argparse import ArgumentError
 from pathlib import Path
 from typing import Optional
@@ -48,10 +47,6 @@ class RunCLI(ClassifierCLI):
     base_configs = (CONFIGS / "base.yaml", CONFIGS / "train.yaml")
 
     def __init__(self, args: list[str], test_after_fit: bool = False, run: bool = True) -> None:
-        # torch 2.14 deprecates the LeafSpec class that Lightning 2.6 builds on every batch it moves to the device:
-        # upstream noise on every run (train.py, tune.py, lr_find), silenced by its category and module (not its
-        # wording) until Lightning moves on.
-        warnings.filterwarnings("ignore", category=FutureWarning, module=r"lightning\.pytorch\.utilities\._pytree")
         self.run_folder: Path | None = None  # the --ckpt_path's run folder: fit continues in it, test writes there
         self.claimed: Path | None = None  # the new run folder this process made
         self.logger: dict | None = None  # the run's TensorBoardLogger: its folder
@@ -167,7 +162,9 @@ class RunCLI(ClassifierCLI):
                 self.lock = resume.lock_run(self.claimed)  # a resume of it waits for this run to end (two writers)
                 where["version"] = int(self.claimed.name.removeprefix("version_"))
             if run:
-                where = {"save_dir": str(run.parents[1]), "name": run.parent.name, "version": run.name}  # as named
+                number = resume.RUN_FOLDER.fullmatch(run.name)  # a number, which the progress bar shows whole
+                version = int(number[1]) if number else run.name  # a string: its last 4 characters
+                where = {"save_dir": str(run.parents[1]), "name": run.parent.name, "version": version}  # as named
             # Given to the Trainer, not written into config.yaml: a run of that file again is a run of its own.
             self.logger = {**where, "default_hp_metric": False}
 

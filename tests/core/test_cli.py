@@ -51,7 +51,7 @@ def test_the_console_names_the_run_folder_and_has_no_warning_of_the_templates_ma
     # and a resumed run's checkpoint folder taken for another.
     assert "multiple `ModelCheckpoint`" not in done.stderr and "dirpath has changed" not in done.stderr
     # Upstream noise the CLI filters by category and module: torch's deprecation of a class Lightning uses.
-    assert "LeafSpec" not in done.stderr, "project.run.cli's FutureWarning filter names a module Lightning moved"
+    assert "LeafSpec" not in done.stderr, "project.cli's FutureWarning filter names a module Lightning moved"
 
 
 def test_tensorboard_has_the_metrics_and_real_hparams(trained):

@@ -208,3 +208,31 @@ def test_a_worker_killed_while_another_finishes_the_study_leaves_it_its_best_yam
     assert doomed.poll() is not None  # it died while the survivor trained
     assert f"wrote {out / 'best.yaml'}" in capsys.readouterr().out
     assert [t.state for t in trials(storage)] == [COMPLETE, FAIL, COMPLETE]  # nothing left running or waiting
+
+
+def test_a_database_server_that_never_answers_is_one_line_in_seconds_and_a_stop_ends_the_wait(mnist_dir, tmp_path):
+    """A port that accepts connections and never answers (a socket that listens and never reads): one line after
+    tune.CONNECT_SECONDS, not the driver's default of minutes; a SIGTERM while it waits (or before, while tune.py
+    loads) ends tune.py then, with its own line and 143. Nothing is written (--out is not made)."""
+    import socket
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        args = command(f"postgresql://user@127.0.0.1:{silent.getsockname()[1]}/study", tmp_path / "out", mnist_dir)
+        started = time.monotonic()
+        done = tune_py(*args)
+        assert done.returncode == 2 and time.monotonic() - started < 30 + tune.CONNECT_SECONDS
+        assert one_error_line(done.stderr) == ("error: --storage postgresql://...: cannot open the study's database "
+                                               "(connection timeout expired); check the URL and that the database "
+                                               "server runs")  # fmt: skip
+
+        process = subprocess.Popen(args, cwd=REPO, stderr=subprocess.PIPE, text=True, preexec_fn=default_ctrl_c)
+        time.sleep((time.monotonic() - started) * 0.8)  # most of a start: connecting (the imports take seconds)
+        process.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 143 and time.monotonic() - signalled <= tune.CONNECT_SECONDS + 10, stderr
+    assert stderr.splitlines()[-1] == ("stopped by SIGTERM while opening the study's database (--storage "
+                                       "postgresql://...); nothing was written")  # fmt: skip
+    assert not (tmp_path / "out").exists()
