@@ -184,6 +184,7 @@ class RunCLI(ClassifierCLI):
             after_best = [i + 1 for i, c in enumerate(callbacks) if isinstance(c, ModelCheckpoint)]
             before_others = [i for i, c in enumerate(callbacks) if isinstance(c, Checkpoint)]
             callbacks.insert((after_best or before_others or [len(callbacks)])[0], LastCheckpoint())
+        callbacks.append(LogEveryEpoch())
         kwargs["callbacks"] = [c for c in callbacks if (checkpoints or not isinstance(c, Checkpoint))
                                and (logged or not isinstance(c, LearningRateMonitor))]  # fmt: skip
         plugins = list(config.trainer.plugins) if isinstance(config.trainer.plugins, list) else [config.trainer.plugins]
@@ -216,6 +217,24 @@ def with_required_shown(parser: LightningArgumentParser, head: list[str], args: 
                 *args,
                 *(word for name in missing[2].split(", ") for word in (f"--{missing[1]}.{name}", "<required>")),
             ]
+
+
+class LogEveryEpoch(Callback):
+    """log_every_n_steps no longer than an epoch: a small picture folder's run (29 steps an epoch, under the
+    default 50) logs train/loss and the learning rate as curves, not a point a run, and Lightning has nothing to
+    warn about. Runs with longer epochs (MNIST's 430 steps) are unchanged."""
+
+    def setup(self, trainer: Trainer, pl_module, stage: str) -> None:
+        # Before configure_optimizers: a schedule over the whole run has Lightning load the training data then.
+        if stage != "fit":
+            return
+        try:
+            steps, limit = len(trainer.datamodule.train_dataloader()), trainer.limit_train_batches
+        except (AttributeError, TypeError):  # loaders given to fit() directly, or with no length: Lightning's rule
+            return
+        steps = min(steps, limit) if isinstance(limit, int) else int(steps * limit)
+        if trainer.log_every_n_steps > 0:  # 0: logging off
+            trainer.log_every_n_steps = max(1, min(trainer.log_every_n_steps, steps))
 
 
 class KeepRunConfig(SaveConfigCallback):

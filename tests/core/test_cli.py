@@ -11,6 +11,7 @@ from project.run.cli import main
 from tests.conftest import (
     FAST_RUN,
     FAST_TRAINER,
+    NARROW_CNN,
     copy_of_run,
     read_events,
     results,
@@ -352,3 +353,14 @@ def test_help_after_a_switched_class_shows_its_options_whatever_it_requires(tmp_
     refused = run_main("--data", "ImageFolderDataModule", "--default_root_dir", str(tmp_path / "logs"))
     assert refused.returncode == 2
     assert refused.stderr.splitlines()[-1] == "error: --data: the following arguments are required: data_dir"
+
+
+def test_an_epoch_shorter_than_the_logging_interval_still_logs_a_curve(mnist_dir, tmp_path):
+    """4 steps an epoch (500 images in batches of 128) under the default log_every_n_steps 50: train/loss every 4
+    steps, not once a run (or never), and no warning from Lightning about it."""
+    done = run_cli("--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path), *NARROW_CNN,
+                   "--max_epochs", "2", "--limit_val_batches", "1",
+                   "--limit_test_batches", "1", "--enable_progress_bar", "false", "--data.val_size", "100")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "logging interval" not in done.stderr
+    assert sorted(scalars_by_step(run_folder(tmp_path), "train/loss")) == [3, 7]
