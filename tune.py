@@ -316,10 +316,9 @@ def open_study(name: str, url: str, prune_after: int = 0, attempts: int = 5) -> 
             try:
                 # Workers sharing one SQLite file wait for each other's writes instead of failing after 5 s.
                 connect = {"connect_args": {"timeout": 60}} if database else {}
-                if url.split(":")[0].split("+")[0] in ("postgresql", "mysql"):  # a server that never answers:
-                    connect = {
-                        "connect_args": {"connect_timeout": CONNECT_SECONDS}
-                    }  # seconds, not the driver's minutes
+                # A server that never answers is given seconds, not the driver's default of minutes.
+                if url.split(":")[0].split("+")[0] in ("postgresql", "mysql"):
+                    connect = {"connect_args": {"connect_timeout": CONNECT_SECONDS}}
                 # A heartbeat per running trial: a trial whose worker died (killed, its machine gone) is marked
                 # failed after the grace period and tried again, instead of counting as running forever.
                 with warnings.catch_warnings():  # Optuna's heartbeat is marked experimental: by its category
@@ -332,7 +331,8 @@ def open_study(name: str, url: str, prune_after: int = 0, attempts: int = 5) -> 
                     pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=prune_after),
                 )  # fmt: skip
             except sqlalchemy.exc.SQLAlchemyError as error:
-                unreachable = isinstance(error, sqlalchemy.exc.OperationalError) and not database  # not the race
+                # A server that refuses or never answers: another try only waits longer (the race: IntegrityError).
+                unreachable = isinstance(error, sqlalchemy.exc.OperationalError) and not database
                 if attempt == attempts - 1 or disk_fault(error) or unreachable:
                     raise
                 time.sleep(0.5 + random.random())  # apart, so that the next tries do not collide again

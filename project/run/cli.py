@@ -213,10 +213,8 @@ def with_required_shown(parser: LightningArgumentParser, head: list[str], args: 
             missing = re.search(r'key "([^"]+)":.*the following arguments are required: ([\w, ]+)', str(error), re.S)
             if missing is None or f"--{missing[1]}.{missing[2].split(', ')[0]}" in args:
                 return args  # another mistake: the parse after this one names it
-            args = [
-                *args,
-                *(word for name in missing[2].split(", ") for word in (f"--{missing[1]}.{name}", "<required>")),
-            ]
+            names = missing[2].split(", ")
+            args = [*args, *(word for name in names for word in (f"--{missing[1]}.{name}", "<required>"))]
 
 
 class LogEveryEpoch(Callback):
