@@ -9,7 +9,7 @@ from torch.utils.data import TensorDataset
 
 from project.data.augment import random_affine, random_flip
 from project.data.contract import DataContract
-from project.data.loaders import index_batches
+from project.data.loaders import ResumableLoader, index_batches
 
 
 class InMemoryImages(L.LightningDataModule):
@@ -34,9 +34,10 @@ class InMemoryImages(L.LightningDataModule):
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        self.save_hyperparameters()  # a subclass's arguments too: Lightning collects every __init__ on the stack
+        self.save_hyperparameters(ignore="contract")  # every __init__'s on the stack; contract is the model's
         self.predict_names: list[str] = []  # a name per predict_set image, for the prediction table
         self.stats: dict[torch.device, list[torch.Tensor]] = {}  # the contract's mean and std, per device
+        self.resume: dict = {}  # a checkpoint's training loader state, for the next training loader
 
     def split(self, images: torch.Tensor, labels: torch.Tensor, val_size: int) -> tuple[TensorDataset, TensorDataset]:
         """(training, validation): a seeded random slice of val_size images held out for validation."""
@@ -53,7 +54,21 @@ class InMemoryImages(L.LightningDataModule):
         return index_batches(dataset, self.hparams.batch_size, shuffle, self.hparams.num_workers, to_gpu, rank, world)
 
     def train_dataloader(self) -> Iterable:
-        return self._loader(self.train_set, shuffle=True)
+        loader = self._loader(self.train_set, shuffle=True)
+        if isinstance(loader, ResumableLoader):
+            loader.load_state_dict(self.resume)
+        return loader
+
+    def state_dict(self) -> dict:
+        # The training loader's place in an unfinished epoch. Lightning keeps the loader's own state too, but does
+        # not give it back where the learning-rate schedule asked for the step count first (Lightning issue 20550):
+        # a data module's state is restored before that.
+        loader, trainer = self.trainer and self.trainer.train_dataloader, self.trainer
+        unfinished = isinstance(loader, ResumableLoader) and loader.served < trainer.num_training_batches
+        return {"train_loader": loader.state_dict()} if unfinished else {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.resume = state_dict.get("train_loader", {})
 
     def val_dataloader(self) -> Iterable:
         return self._loader(self.val_set, shuffle=False)
@@ -78,7 +93,10 @@ class InMemoryImages(L.LightningDataModule):
         # (Batches of a per-image pipeline, project.extras.per_image, arrive as float, already normalized.)
         images, labels = batch
         images = self.normalize(images) if images.dtype == torch.uint8 else images
-        if self.hparams.augment and self.trainer is not None and self.trainer.training:
+        if self.trainer is None or not self.trainer.training:
+            return images, labels
+        self.resume = {}  # the resumed epoch is under way: a training loader made later starts an epoch of its own
+        if self.hparams.augment:
             hp = self.hparams
             images = random_affine(images, hp.rotation, hp.translate, tuple(hp.scale))
             if hp.flip and self.contract.mirrorable:

@@ -1,4 +1,5 @@
-"""Index batches: whole batches sliced from in-memory uint8 images, and their share per process under DDP."""
+"""Index batches: whole batches sliced from in-memory uint8 images, their share per process under DDP, and the
+loader state a checkpoint carries so that a run resumed mid-epoch trains on the rest of that epoch's batches."""
 
 import math
 
@@ -30,16 +31,50 @@ class IndexBatches(Sampler):
 
     def __init__(self, count: int, batch_size: int, shuffle: bool) -> None:
         self.count, self.batch_size, self.shuffle = count, batch_size, shuffle
+        self.drawn_from = torch.get_rng_state()  # the generator state this epoch's order was drawn from
+        self.start: tuple[torch.Tensor, int] | None = None  # a resumed epoch: (its drawn_from, batches done)
 
     def __iter__(self):
         # A generator: the order is drawn at the first batch, not when a DataLoader merely calls iter() (which
         # it does twice with worker processes: with and without workers the same random numbers are used).
-        order = torch.randperm(self.count) if self.shuffle else torch.arange(self.count)
-        yield from order[: len(self) * self.batch_size].split(self.batch_size) if len(self) else ()
+        state, done = self.start or (None, 0)
+        generator = torch.default_generator if state is None else torch.Generator().set_state(state)
+        self.drawn_from = generator.get_state()
+        order = torch.randperm(self.count, generator=generator) if self.shuffle else torch.arange(self.count)
+        yield from order[: len(self) * self.batch_size].split(self.batch_size)[done:] if len(self) else ()
 
     def __len__(self) -> int:
         # Training leaves out a last batch of one image (another each epoch): batch norm cannot train on one.
         return math.ceil(self.count / self.batch_size) - (self.shuffle and self.count % self.batch_size == 1)
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader with a state that checkpoints keep (state_dict, load_state_dict: Lightning's interface): the
+    epoch's order and how many of its batches were served. A run resumed mid-epoch (Ctrl-C, preemption) trains on
+    the rest of that epoch's batches in that order, so its weights are those of the run that never stopped."""
+
+    served = 0  # batches of this epoch handed out (Lightning fetches ahead from loaders without a length only)
+    resume: dict | None = None  # from load_state_dict: the epoch that the next iter() finishes
+
+    def __iter__(self):
+        state, self.resume = self.resume or {}, None
+        if isinstance(self.sampler, IndexBatches):
+            self.sampler.start = (state["drawn_from"], state["served"]) if state else None
+        self.served = state.get("served", 0)
+        with torch.random.fork_rng(devices=[], enabled=bool(state)):  # its seed was drawn as the epoch began
+            batches = super().__iter__()
+        for batch in batches:
+            self.served += 1
+            yield batch
+
+    def state_dict(self) -> dict:
+        # {} where no epoch is under way, or where Lightning's DDP sampler wraps ours (a resumed epoch starts afresh)
+        if not isinstance(self.sampler, IndexBatches) or not 0 < self.served < len(self):
+            return {}
+        return {"drawn_from": self.sampler.drawn_from, "served": self.served}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.resume = state
 
 
 def index_batches(dataset: TensorDataset, batch_size: int, shuffle: bool, num_workers: int, pin_memory: bool = False,
@@ -49,5 +84,5 @@ def index_batches(dataset: TensorDataset, batch_size: int, shuffle: bool, num_wo
     if world_size > 1 and not shuffle:
         batches = Shard(list(batches), rank, world_size)
     # pin_memory: page-locked host memory, for faster, asynchronous copies to a GPU.
-    return DataLoader(dataset, sampler=batches, batch_size=None, num_workers=num_workers,
+    return ResumableLoader(dataset, sampler=batches, batch_size=None, num_workers=num_workers,
                       persistent_workers=num_workers > 0, pin_memory=pin_memory)  # fmt: skip

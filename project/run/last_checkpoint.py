@@ -22,8 +22,8 @@ class LastCheckpoint(ModelCheckpoint):
 
 class StepCheckpoint(ModelCheckpoint):
     """Overwrites the same last.ckpt every `every_n_steps` optimizer steps too (0: off, the default), for
-    epochs too long to lose. A resume from the middle of an epoch starts that epoch's data afresh: bitwise-equal
-    results are promised from end-of-epoch checkpoints only (docs/reliability.md)."""
+    epochs too long to lose. A resume from the middle of an epoch trains on the rest of that epoch's batches in
+    their order (the loader's state is in the checkpoint): the weights of a run that never stopped."""
 
     def __init__(self, every_n_steps: int = 0) -> None:
         if every_n_steps < 0:
