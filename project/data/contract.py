@@ -41,7 +41,8 @@ def contract_of(datamodule) -> dict:
     is missing."""
     contract = getattr(datamodule, "contract", None)
     if not isinstance(contract, DataContract):
-        got = "has none" if contract is None else f"has a {type(contract).__name__}"
+        got = ("has none when it is built (set it in __init__, or as a property of __init__'s arguments: the CLI "
+               "links it before setup() runs)") if contract is None else f"has a {type(contract).__name__}"  # fmt: skip
         names = ", ".join(field.name for field in fields(DataContract))
         raise UserError(f"data module {type(datamodule).__name__} does not meet the data contract: it needs a "
                         f"`contract` attribute, a project.data.DataContract({names}), and {got}")  # fmt: skip

@@ -37,7 +37,8 @@ class ImageFolderDataModule(InMemoryImages):
 
     def __init__(self, data_dir: str, image_size: int | tuple[int, int] | None = None,
                  channels: Literal[1, 3] | None = None, mirrorable: bool = False, val_size: float = 0.1,
-                 cache_dir: str | None = None, predict_path: str | None = None, **kwargs) -> None:  # fmt: skip
+                 cache_dir: str | None = None, predict_path: str | None = None, contract: dict | None = None,
+                 **kwargs) -> None:  # fmt: skip
         """
         Args:
             data_dir: the folder that holds train/ and test/ (and optionally val/), each with one folder per class
@@ -50,6 +51,8 @@ class ImageFolderDataModule(InMemoryImages):
             cache_dir: where the decoded images are kept (default: image-folders/ in $XDG_CACHE_HOME or ~/.cache);
                 nothing is written into data_dir, which may be read-only or shared by several runs.
             predict_path: an image file or a folder of them for `predict` (else it runs on the test set).
+            contract: predict's data contract, the checkpoint's (train.py passes it): images are brought to its
+                shape and normalized with its statistics; with predict_path, data_dir is not read at all.
             **kwargs: batch size, workers, split seed and augmentation: project.data.in_memory.InMemoryImages."""
         super().__init__(**kwargs)
         self.root = Path(os.path.expandvars(data_dir)).expanduser()
@@ -59,9 +62,15 @@ class ImageFolderDataModule(InMemoryImages):
             raise ValueError(f"image_size must be at least 1 pixel, got {image_size}")
         if channels not in (None, 1, 3):
             raise ValueError(f"channels must be 1 (grey) or 3 (colour), got {channels}")
+        if contract is not None:  # the checkpoint says everything predict needs: the training images may be gone
+            self.contract = DataContract(**contract)
+            self.size_and_channels = (contract["shape"][2], contract["shape"][1]), contract["shape"][0]
+            if predict_path:
+                return
         if not self.root.is_dir():
             what = "is a file" if self.root.exists() else "does not exist"
-            raise ValueError(f"data_dir {self.root} {what}; give the folder that holds train/ and test/")
+            on = " (predict without predict_path runs on its test/)" if contract else ""
+            raise ValueError(f"data_dir {self.root} {what}; give the folder that holds train/ and test/{on}")
         for split in ("train", "test"):
             if not (self.root / split).is_dir():
                 raise ValueError(f"data_dir {self.root} has no {split}/ folder: it needs train/ and test/ (and "

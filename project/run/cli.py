@@ -139,6 +139,11 @@ class RunCLI(ClassifierCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
+        if not isinstance(registry := config.get("callbacks"), Namespace):  # a list, as trainer.callbacks takes
+            got = type(registry).__name__ if registry is not None else "null"
+            raise UserError(f"callbacks: got {got}; it holds the callbacks by name (NAME: CLASS with options, or "
+                            "NAME: null to leave one out; the names are configs/train.yaml's); a list of callbacks "
+                            "goes under trainer.callbacks")  # fmt: skip
         trainer, lengths = config.trainer, ("max_epochs", "max_steps", "limit_train_batches")
         if self.subcommand in ("fit", None) and (zero := next((n for n in lengths if trainer.get(n) == 0), None)):
             raise UserError(f"--{zero} 0 trains nothing; give 1 or more (to test a checkpoint: "
@@ -175,7 +180,9 @@ class RunCLI(ClassifierCLI):
 
     def instantiate_trainer(self, **kwargs) -> Trainer:
         config = self.config_init[self.subcommand] if self.subcommand else self.config_init
-        callbacks = [*(config.trainer.callbacks or []), *(c for c in vars(config.callbacks).values() if c)]
+        given = config.trainer.callbacks  # a list, one callback or none: LightningCLI's Trainer takes each
+        given = [given] if isinstance(given, Callback) else given or []
+        callbacks = [*given, *filter(None, vars(config.callbacks).values())]
         # `--enable_checkpointing false`: Lightning refuses checkpoint callbacks; `--logger false`: no rates to log.
         checkpoints, logged = config.trainer.enable_checkpointing is not False, config.trainer.logger is not False
         if checkpoints:  # last.ckpt after every epoch: what `--ckpt_path last` resumes, whatever the callbacks

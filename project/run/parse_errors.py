@@ -37,10 +37,14 @@ def explain(message: str, options: list[str], keys: list[str]) -> str:
         return f"{word!r} after options is taken for an argument; {first_word}"
     if match := unexpected:
         flags = [word.split("=")[0] for word in match[1].split() if word.startswith("-")]
+        if flags and (entry := not_in_registry(flags[0].removeprefix("--"), keys)):
+            return f"unknown option {flags[0]}: {entry}"
         if flags:
             return f"unknown option {flags[0]}{closest(flags[0], options)}; `python train.py --help` lists them all"
         return f"unexpected argument {match[1]!r}: options start with --, and a subcommand (fit, test, ...) comes first"
     if match := re.search(r"does not accept option '([^']+)'", first):
+        if entry := not_in_registry(match[1], keys):
+            return f"unknown key {match[1]!r} in a config file: {entry}"
         return f"unknown key {match[1]!r} in a config file{closest(match[1], keys)}"
     if first.startswith("Unexpected config:"):  # YAML that is no mapping: nothing, a comment, a list or a word
         given = " ".join(first.removeprefix("Unexpected config:").split())
@@ -57,8 +61,25 @@ def explain(message: str, options: list[str], keys: list[str]) -> str:
     return " ".join(message.split())
 
 
+def not_in_registry(key: str, keys: list[str]) -> str | None:
+    """For `callbacks.NAME` where NAME is no entry of the callbacks registry: what the registry holds, and where a
+    callback of one's own goes (the registry's shape, NAME: CLASS, is not trainer.callbacks' list)."""
+    registry = sorted({k.split(".")[1] for k in keys if k.startswith("callbacks.")})
+    name = key.split(".")[1] if key.startswith("callbacks.") else None
+    if name is None or name in registry:
+        return None
+    return (f"the callbacks registry has no {name!r}{closest(name, registry, cutoff=0.8)} (its names, from "
+            f"configs/train.yaml: {', '.join(registry)}); a callback of your own goes under trainer.callbacks, a list "
+            "(- class_path: CLASS, init_args: {...}), or into configs/train.yaml's callbacks by a name")  # fmt: skip
+
+
 def explain_key_error(key: str, detail: str) -> str:
     """One line for jsonargparse's 'Parser key "x": ...' errors, which nest one level per class."""
+    if key == "trainer.callbacks" and re.search(r"Given value: \{'(?!class_path')", detail):  # NAME: CLASS's shape
+        return (
+            "--trainer.callbacks: a list of callbacks (- class_path: CLASS, init_args: {...}), not callbacks "
+            "by name; named entries (NAME: CLASS, or NAME: null) go into the top-level `callbacks:` registry"
+        )
     lines = [line.strip().removeprefix("- ").strip() for line in detail.splitlines()]
     if nested := re.search(r'Parser key "([^"]+)"', detail):
         key = f"{key}.{nested[1]}"
@@ -89,10 +110,10 @@ def explain_key_error(key: str, detail: str) -> str:
     return f"--{key}: {lines[-1] if lines else ' '.join(detail.split())}"
 
 
-def closest(name: str, candidates: list[str]) -> str:
+def closest(name: str, candidates: list[str], cutoff: float = 0.6) -> str:
     """'; did you mean X?' for the most similar candidate, or nothing."""
     by_lower = {candidate.lower(): candidate for candidate in candidates}  # Adamw -> AdamW, not Adam
-    match = difflib.get_close_matches(name.lower(), list(by_lower), n=1, cutoff=0.6)
+    match = difflib.get_close_matches(name.lower(), list(by_lower), n=1, cutoff=cutoff)
     return f"; did you mean {by_lower[match[0]]}?" if match else ""
 
 

@@ -65,12 +65,12 @@ def one_line_interrupt(kind: type[BaseException], error: BaseException, trace) -
 
 
 def one_line_thread_error(args: threading.ExceptHookArgs) -> None:
-    """A background thread's error as one line, and none for a full or read-only disk under TensorBoard's event
-    writer thread: the writer hands that error to the run, which ends with its own line."""
+    """A background thread's error as one line, and none for TensorBoard's event writer thread: the writer hands
+    its error (a full disk, a run folder removed) to the run at its next write, which ends with its own line."""
     error, writer = args.exc_value, type(args.thread).__module__.startswith("tensorboard.")
     if "--debug" in sys.argv:
         threading.__excepthook__(args)
-    elif not (writer and isinstance(error, OSError) and error.errno in DISK_FAULTS):
+    elif not writer:
         name = args.thread.name if args.thread else "a thread"
         print(f"note: {name} stopped: {type(error).__name__}: {error}", file=sys.stderr)
 

@@ -195,6 +195,30 @@ CASES = [
         "data module Plain does not meet the data contract: it needs a `contract` attribute",
     ),
     (
+        "a list of callbacks under the callbacks registry",
+        lambda t, d: ["--config", str(write(t / "list.yaml", "callbacks:\n  - class_path: EarlyStopping\n"))],
+        "callbacks: got list; it holds the callbacks by name (NAME: CLASS with options, or NAME: null to leave one "
+        "out; the names are configs/train.yaml's); a list of callbacks goes under trainer.callbacks",
+    ),
+    (
+        "callbacks by name under trainer.callbacks",
+        lambda t, d: ["--config", str(write(t / "named.yaml", "trainer:\n  callbacks:\n    stop: EarlyStopping\n"))],
+        "--trainer.callbacks: a list of callbacks (- class_path: CLASS, init_args: {...}), not callbacks by name; "
+        "named entries (NAME: CLASS, or NAME: null) go into the top-level `callbacks:` registry",
+    ),
+    (
+        "a new name in the callbacks registry of a config",
+        lambda t, d: ["--config", str(write(t / "new.yaml", "callbacks:\n  early_stop: EarlyStopping\n"))],
+        "unknown key 'callbacks.early_stop' in a config file: the callbacks registry has no 'early_stop' (its names, "
+        "from configs/train.yaml: best_checkpoint, ",
+    ),
+    (
+        "a misspelt name of the callbacks registry",
+        lambda t, d: ["--callbacks.best_chekpoint", "null"],
+        "unknown option --callbacks.best_chekpoint: the callbacks registry has no 'best_chekpoint'; did you mean "
+        "best_checkpoint? (its names",
+    ),
+    (
         "a folder of pictures given to MNIST's data module",
         lambda t, d: (
             [(t / "pics" / "test").mkdir(parents=True), (t / "pics" / "train").mkdir()]

@@ -152,3 +152,14 @@ class SignalBeforeTheTest(MNISTDataModule):
             sent.touch()
             os.kill(os.getpid(), signal_module.SIGUSR1)
         super().setup(stage)
+
+
+class RemoveRunFolder(Callback):
+    """After training step `step`, removes the run's folder (a user cleaning logs/ while a run writes into it)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step == self.step:
+            subprocess.run(["rm", "-r", trainer.log_dir], check=True)

@@ -4,6 +4,7 @@ status, nothing lost, nothing stray. docs/reliability.md's "Faults" table lists 
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -64,6 +65,18 @@ def test_a_disk_that_fills_mid_run_keeps_the_last_good_checkpoint(mnist_dir, sma
     (small_disk / "filler").unlink()  # space again: the same command goes on from there
     assert run_main(*args, "--ckpt_path", "last").returncode == 0
     assert results(logs)["global_step"] == 6 and run_folder(logs) == run
+
+
+def test_a_run_folder_removed_mid_run_is_one_line_with_no_note_of_the_writer_thread(mnist_dir, tmp_path):
+    """TensorBoard's writer thread meets the missing folder first; it hands its error to the run, so the one line
+    is the run's, saying what happened, and the thread adds nothing on top."""
+    args = ["--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path / "logs"), *QUICK]
+    removal = ["--trainer.callbacks+=tests.faults.injectors.RemoveRunFolder", "--trainer.callbacks.step", "2"]
+    done = run_cli(*args, *removal)
+    assert done.returncode == 2 and "note:" not in done.stderr, done.stderr
+    line = one_error_line(done.stderr)
+    assert re.fullmatch(r"error: cannot use \S+/logs/mnist_cnn/version_0/\S+: its folder was removed or moved while "
+                        r"in use; run again \(with --ckpt_path last.*\)", line), line  # fmt: skip
 
 
 def test_a_disk_that_fills_in_the_test_after_fit_leaves_no_empty_event_file(mnist_dir, small_disk):
@@ -279,8 +292,10 @@ def test_an_unexpected_error_is_one_line_and_debug_shows_it(mnist_dir, tmp_path)
     (tmp_path / "broken_net.py").write_text(
         "from project.models import MLP\n\n"
         "class Broken(MLP):\n"
-        "    def forward(self, images):\n"
-        "        raise RuntimeError('the net broke')\n"
+        "    def forward(self, images):\n"  # in training: the start-up check's forward (eval mode) passes
+        "        if self.training:\n"
+        "            raise RuntimeError('the net broke')\n"
+        "        return super().forward(images)\n"
     )
     args = ["--model.net", "broken_net.Broken", "--data.data_dir", str(mnist_dir), "--default_root_dir",
             str(tmp_path / "logs"), *FAST_RUN]  # fmt: skip
@@ -511,8 +526,8 @@ def test_a_stop_while_train_py_loads_is_one_line_and_leaves_nothing(mnist_dir, t
 
 
 def test_an_error_in_a_background_thread_is_one_line():
-    """Any thread of an entry point: one line; none for a full or read-only disk under TensorBoard's writer thread,
-    which hands that error to the run, where it gets its line (the tmpfs tests above)."""
+    """Any thread of an entry point: one line; none for TensorBoard's writer thread, which hands its error to the
+    run, where it gets its line (the tmpfs tests and the removed run folder above)."""
     code = """import errno, threading
 import project.run.signals
 def fail(error): raise error
