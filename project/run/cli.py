@@ -133,6 +133,9 @@ class RunCLI(ClassifierCLI):
                                 "last.ckpt; train first, or give a checkpoint's path")  # fmt: skip
             config.ckpt_path = str(run / "checkpoints" / "last.ckpt")
         self.checkpoint = resume.read_checkpoint(Path(config.ckpt_path))  # one line now, not a page later
+        data, contract = config.get("data.init_args") or {}, self.checkpoint.get("hyper_parameters", {}).get("contract")
+        if self.config.subcommand == "predict" and contract and "contract" in data:  # ImageFolderDataModule's
+            data.contract = contract  # predict needs what the checkpoint keeps, not the training pictures (gone?)
         self.run_folder = resume.run_folder_of(Path(config.ckpt_path))
         if self.run_folder is not None and self.config.subcommand == "fit" and rank_zero_only.rank == 0:
             self.lock = resume.lock_run(self.run_folder)

@@ -5,8 +5,6 @@ loaded into, with an error a person can act on when it does not fit."""
 import contextlib
 import fcntl
 import functools
-import importlib
-import inspect
 import json
 import os
 import re
@@ -210,8 +208,7 @@ def claim_run_folder(experiment: Path) -> Path:
 def run_data_defaults(args: list[str]) -> list[str]:
     """With `--ckpt_path FILE`, the data options the checkpoint was trained with (its run's config.yaml, or the
     data set saved in the checkpoint) go in first, so that a checkpoint is tested on its own data while later
-    `--config` files and flags still override them. For `predict`, also the checkpoint's data contract where the
-    data module takes one (ImageFolderDataModule): the training images are then not needed."""
+    `--config` files and flags still override them."""
     paths = [b for a, b in zip(args, args[1:], strict=False) if a == "--ckpt_path"]
     given = [a.split("=", 1)[1] for a in args if a.startswith("--ckpt_path=")] + paths
     ckpt = Path(expand(given[-1])) if given else None
@@ -219,24 +216,11 @@ def run_data_defaults(args: list[str]) -> list[str]:
         return args  # `last`, or no file: find_checkpoint says what is wrong
     run = run_folder_of(ckpt)
     data = saved_config(run).get("data") if run else None
-    checkpoint = read_checkpoint(ckpt) if args[0] == "predict" or not data else {}
     if not data:  # a checkpoint away from its run folder: the data module and options it keeps
+        checkpoint = read_checkpoint(ckpt)
         saved, path = checkpoint.get("datamodule_hyper_parameters") or {}, checkpoint.get("datamodule_class_path")
         arguments = {k: v for k, v in saved.items() if not k.startswith("_")}  # not Lightning's bookkeeping
         data = {"class_path": path, "init_args": arguments} if path else None
         if path is None and "dataset" in saved:  # older checkpoints: an MNIST-family data set
             data = {"init_args": {"dataset": saved["dataset"]}}
-    contract = checkpoint.get("hyper_parameters", {}).get("contract")
-    if args[0] == "predict" and contract and data and takes(data.get("class_path"), "contract"):
-        # Predict needs what the checkpoint keeps, not the training images (moved, gone, or changed since).
-        data["init_args"] = {**(data.get("init_args") or {}), "contract": contract}
     return [*args[:1], "--data", json.dumps(data, default=str), *args[1:]] if data else args
-
-
-def takes(class_path: str | None, name: str) -> bool:
-    """Whether the class at class_path takes an argument `name` (not where it cannot be imported: the CLI says why)."""
-    module, _, attribute = str(class_path).rpartition(".")
-    try:
-        return name in inspect.signature(getattr(importlib.import_module(module), attribute)).parameters
-    except Exception:
-        return False

@@ -138,3 +138,16 @@ def fails(run: Run, args: list[str], tmp_path: Path, error: str) -> None:
 
 def files(folder: Path) -> dict[Path, int]:
     return {path: path.stat().st_mtime_ns for path in folder.rglob("*") if path.is_file()}
+
+
+@pytest.mark.parametrize("run", ["image folder"], indirect=True)
+def test_predict_with_ckpt_path_last_after_the_training_data_is_deleted(run, tmp_path):
+    """`--ckpt_path last` names the run by its data options, as training did: the folder they name may be gone."""
+    data, logs = run.ckpt.parents[4] / "data", run.ckpt.parents[3]
+    done = run_main("predict", "--data", "ImageFolderDataModule", "--data.data_dir", str(data), *FAST_TRAINER,
+                    "--data.val_size", "0.1", "--ckpt_path", "last", "--data.predict_path", str(run.pictures),
+                    "--default_root_dir", str(logs), cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    written = (run.ckpt.parents[1] / "predictions.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in written[1:]] == [str(p) for p in sorted(run.pictures.iterdir())]
+    (run.ckpt.parents[1] / "predictions.csv").unlink()
