@@ -1,11 +1,14 @@
 """No convention ties: switching off any callback of configs/train.yaml's registry leaves fit-then-test, resume
-after a crash and `--ckpt_path last` as they are (the run layer knows a finished run from Lightning's own
-checkpoint, and writes last.ckpt itself)."""
+after a crash, `--ckpt_path last`, predict and export as they are (the run layer knows a finished run from
+Lightning's own checkpoint, and writes last.ckpt itself)."""
 
+import numpy as np
 import pytest
 import torch
 import yaml
+from PIL import Image
 
+from project.extras.export import main as export
 from project.run.cli import RunCLI
 from tests.conftest import FAST_TRAINER, run_main
 
@@ -15,7 +18,8 @@ ON = [name for name, entry in REGISTRY.items() if entry]
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ON)
-def test_a_run_without_a_callback_fits_tests_resumes_and_knows_when_it_is_finished(name, mnist_dir, tmp_path):
+def test_a_run_without_a_callback_fits_tests_resumes_knows_when_it_is_finished_predicts_and_exports(name, mnist_dir,
+                                                                                                     tmp_path):  # fmt: skip
     logs = tmp_path / "logs"
     args = ["--data.data_dir", str(mnist_dir), "--default_root_dir", str(logs), *FAST_TRAINER, "--max_epochs", "2",
             f"--callbacks.{name}", "null"]  # fmt: skip
@@ -36,3 +40,15 @@ def test_a_run_without_a_callback_fits_tests_resumes_and_knows_when_it_is_finish
     assert again.returncode == 0, again.stderr
     assert f"the newest, {run}, is finished" in again.stderr and "version_1" in again.stderr
     assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before
+
+    photo = tmp_path / "seven.png"  # predict on a photo of one's own, with the same callback off
+    Image.fromarray(np.eye(28, dtype=np.uint8) * 255).save(photo)
+    ckpt = run / "checkpoints" / "last.ckpt"
+    predicted = run_main("predict", "--ckpt_path", str(ckpt), "--data.predict_path", str(photo), f"--callbacks.{name}",
+                         "null")  # fmt: skip
+    assert predicted.returncode == 0, predicted.stderr
+    table = run / "predictions.csv"  # the prediction table's file: where it is off, nothing else writes one
+    assert table.is_file() == (name != "prediction_table")
+    assert not table.is_file() or table.read_text().splitlines()[1].startswith(f"{photo},")
+    assert export([str(ckpt), "--out", str(tmp_path / "export")]) == 0
+    assert {p.name for p in (tmp_path / "export").iterdir()} >= {"model.pt2", "model.onnx"}
