@@ -3,6 +3,7 @@ built, and one line instead of a traceback. Imported first by every entry point 
 python -m project.extras.*): importing it sets the one-line hooks."""
 
 import atexit
+import contextlib
 import errno
 import signal
 import sys
@@ -33,6 +34,21 @@ def note_stop_signals() -> None:
     for stop in STOP_SIGNALS:
         signal.signal(stop, note)
     atexit.register(ignore_stop_signals)  # exit handlers run last-registered first: this one, registered first, last
+
+
+@contextlib.contextmanager
+def ctrl_c_held():
+    """Ctrl-C held until the block (the imports of torch and Lightning) is done, then raised as KeyboardInterrupt:
+    one raised inside a library's import can be caught by that library's own fallbacks and leave a module
+    half-imported, and the next import fails with a page of unrelated errors."""
+    held: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if held:
+        raise KeyboardInterrupt
 
 
 def ignore_stop_signals() -> None:

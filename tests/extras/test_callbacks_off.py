@@ -18,8 +18,7 @@ ON = [name for name, entry in REGISTRY.items() if entry]
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ON)
-def test_a_run_without_a_callback_fits_tests_resumes_knows_when_it_is_finished_predicts_and_exports(name, mnist_dir,
-                                                                                                     tmp_path):  # fmt: skip
+def test_without_a_callback_a_run_fits_tests_resumes_knows_it_is_finished_predicts_exports(name, mnist_dir, tmp_path):
     logs = tmp_path / "logs"
     args = ["--data.data_dir", str(mnist_dir), "--default_root_dir", str(logs), *FAST_TRAINER, "--max_epochs", "2",
             f"--callbacks.{name}", "null"]  # fmt: skip
