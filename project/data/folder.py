@@ -145,7 +145,8 @@ class ImageFolderDataModule(InMemoryImages):
         size, channels = self.size_and_channels
         listing = [(split, str(path.relative_to(self.root)), path.stat().st_size, path.stat().st_mtime_ns)
                    for split in self.files for _, path in self.files[split]]  # fmt: skip
-        key = hashlib.sha256(json.dumps([listing, size, channels]).encode()).hexdigest()[:16]
+        # "CHW": each image channels-first in memory too (caches of before held them channels-last: decoded again)
+        key = hashlib.sha256(json.dumps([listing, size, channels, "CHW"]).encode()).hexdigest()[:16]
         user_cache = Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache") / "image-folders"
         folder = Path(os.path.expandvars(self.hparams.cache_dir or user_cache)).expanduser()
         prefix = hashlib.sha256(str(self.root.resolve()).encode()).hexdigest()[:16]
@@ -258,7 +259,7 @@ def decode(path: Path, size: tuple[int, int] | None, channels: int) -> np.ndarra
             pixels = np.asarray(image, dtype=np.uint8)
     except Exception as error:  # the cause stays on the error for callers with words of their own (own_images)
         raise UserError(f"cannot read image {path} ({type(error).__name__}: {error}); remove or replace it") from error
-    return pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
+    return pixels[None] if channels == 1 else np.ascontiguousarray(pixels.transpose(2, 0, 1))  # (C, H, W) in memory
 
 
 def memory_available() -> int | None:

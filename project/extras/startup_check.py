@@ -57,14 +57,19 @@ class CheckNetAgainstData(Callback):
             raise UserError(f"data module {name} serves {shape(images.shape[1:])} images while its contract says "
                             f"{shape(size)}: make `contract.shape` match what its batches hold")  # fmt: skip
         images = images[:2]  # two: a fraction of a step's cost (batch norm in eval mode takes any number)
+        if pl_module.hparams.get("channels_last"):  # in the memory order ImageClassifier.forward gives the net
+            images = images.contiguous(memory_format=torch.channels_last)
         modes = {module: module.training for module in net.modules()}  # a frozen part may be in eval mode already
         try:
             with torch.no_grad(), trainer.precision_plugin.forward_context():
                 scores = net.eval()(images)
         except Exception as error:
+            fix = (f"keep the batch dimension (x.flatten(1), not x.flatten()) and size the layers from `input_shape` "
+                   f"in its __init__ (the CLI links it from the data contract: {shape(size)})")  # fmt: skip
+            if "view size is not compatible" in str(error):  # x.view(len(x), -1) on channels-last images
+                fix = "flatten with x.flatten(1) or x.reshape(len(x), -1): the images are channels-last in memory"
             raise UserError(f"{type(net).__name__} failed on {describe(images)}: {type(error).__name__}: {error}; "
-                            "take `input_shape` in its __init__ and size its layers from it (the CLI links it from "
-                            f"the data contract: {shape(size)})") from error  # fmt: skip
+                            f"{fix}") from error  # fmt: skip
         finally:
             for module, training in modes.items():
                 module.train(training)

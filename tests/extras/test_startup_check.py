@@ -82,9 +82,29 @@ def test_scores_not_one_row_per_image_are_named(then, returned):
 def test_the_nets_own_error_names_it_and_the_shape_it_got():
     assert line(MyNet(inputs=784), (IMAGES, LABELS)) == (
         "MyNet failed on a float32 tensor of shape 2x1x8x8: RuntimeError: mat1 and mat2 shapes cannot be multiplied "
-        "(2x64 and 784x10); take `input_shape` in its __init__ and size its layers from it (the CLI links it from the "
-        "data contract: 1x8x8)"
+        "(2x64 and 784x10); keep the batch dimension (x.flatten(1), not x.flatten()) and size the layers from "
+        "`input_shape` in its __init__ (the CLI links it from the data contract: 1x8x8)"
     )
+
+
+class ViewNet(MyNet):
+    """Flattens with x.view, which channels-last images (the default: --model.channels_last) do not allow."""
+
+    def forward(self, images):
+        return self.layers[1](images.view(len(images), -1))
+
+
+def test_a_view_on_channels_last_images_gets_the_flatten_that_works():
+    contract = DataContract(tuple("abcdefghij"), (3, 4, 4), (0.5,) * 3, (0.25,) * 3)
+    images = torch.randn(4, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, callbacks=[CheckNetAgainstData()])  # fmt: skip
+    model = ImageClassifier(ViewNet(inputs=48), scheduler=None, num_classes=10)  # channels_last: the default
+    with pytest.raises(UserError) as raised:
+        trainer.fit(model, datamodule=Served((images, LABELS), contract))
+    assert str(raised.value).startswith("ViewNet failed on a float32 tensor of shape 2x3x4x4: RuntimeError: view size")
+    assert str(raised.value).endswith("; flatten with x.flatten(1) or x.reshape(len(x), -1): the images are "
+                                      "channels-last in memory")  # fmt: skip
 
 
 def test_batches_of_another_shape_than_the_contracts_name_both():
