@@ -183,8 +183,8 @@ class ImageClassifier(LightningModule):
             if (planned := getattr(self, "planned_steps", None)) is not None and planned != total_steps:
                 raise ValueError(f"scheduler: the checkpoint's learning-rate schedule was planned for {planned} steps, "
                                  f"this run has {total_steps}: a OneCycle or warm-up-cosine schedule cannot be "
-                                 "stretched. Resume with the max_epochs, batch size and gradient accumulation the run "
-                                 "started with")  # fmt: skip
+                                 "stretched. Resume with the options the run started with (the same command: "
+                                 "max_epochs, limit_train_batches, batch size, gradient accumulation)")  # fmt: skip
             scheduler = self.scheduler(optimizer, total_steps=total_steps)
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
         scheduler = self.scheduler(optimizer)

@@ -1,5 +1,6 @@
 """DataSummary: the data a run trains on, shown once as the fit starts: its classes with their picture counts per
-split, a note for a class far smaller than the others, and the same table in TensorBoard's text tab."""
+split, a note for a class far smaller than the others or with no validation pictures, and the same table in
+TensorBoard's text tab."""
 
 import statistics
 import sys
@@ -36,7 +37,7 @@ class DataSummary(Callback):
                   if isinstance(data := getattr(trainer.datamodule, f"{split}_set", None), TensorDataset)}  # fmt: skip
         table = summary(classes, counts, self.rows)
         print(table, file=sys.stderr)
-        for note in small_classes(classes, counts.get("train"), self.small):
+        for note in [*small_classes(classes, counts.get("train"), self.small), *unvalidated(classes, counts)]:
             print(f"note: {note}", file=sys.stderr)
         if (writer := tensorboard(trainer)) is not None:  # text as Markdown: a table TensorBoard shows as one
             writer.add_text("data", "\n".join(f"    {line}" for line in table.splitlines()), trainer.global_step)
@@ -64,3 +65,14 @@ def small_classes(classes: list[str], train: list[int] | None, small: float) -> 
     return [f"class {name!r} has {count} training pictures, the median class {median:g}: its accuracy will rest on "
             "few pictures; add pictures of it, or read its accuracy in TensorBoard's per-class chart with care"
             for name, count in zip(classes, train, strict=True) if count < small * median]  # fmt: skip
+
+
+def unvalidated(classes: list[str], counts: dict[str, list[int]]) -> list[str]:
+    """A note for each class with training pictures but none in validation (the slice is drawn at random, not per
+    class): val/acc, and so the best checkpoint, leave it out."""
+    train, val = counts.get("train"), counts.get("val")
+    if not train or not val:
+        return []
+    return [f"class {name!r} has no validation pictures: val/acc and the choice of the best checkpoint leave it "
+            "out; give it more pictures, a larger --data.val_size, or a val/ folder"
+            for name, n_train, n_val in zip(classes, train, val, strict=True) if n_train and not n_val]  # fmt: skip

@@ -177,13 +177,14 @@ class Preemption(Checkpoint):
         asked = self.received == signal.SIGUSR1
         requeue = (any_process(trainer, asked) if save else asked) and job is not None
         if trainer.is_global_zero and self.advises:
-            what = "stopping; --ckpt_path last goes on from it" if save else self.again()
+            what = "stopping; the same command with --ckpt_path last goes on from it" if save else self.again()
             what = f"requeueing SLURM job {job} on exit" if requeue else what
             name = self.received.name if self.received else "a signal to another process"
             verb = {"validate": "validating", "test": "testing", "predict": "predicting"}.get(trainer.state.fn)
             stopped = f"stopped {verb}" + (" (last.ckpt kept)" if self.fitted else ", nothing of it written")
             done = f"saved {path} at step {trainer.global_step}" if save else stopped
-            print(f"{name}: {done}; {what}", file=sys.stderr)
+            bar = "\n" if trainer.progress_bar_callback is not None else ""  # not on the bar's line
+            print(f"{bar}{name}: {done}; {what}", file=sys.stderr)
         job_id = None  # the job to requeue at exit, by process 0 only
         if requeue and trainer.is_global_zero:
             task = os.environ.get("SLURM_ARRAY_TASK_ID")  # an array task is known by its array form

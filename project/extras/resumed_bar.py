@@ -17,5 +17,6 @@ class ResumedEpochBar(Callback):
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
         # Here, not in on_train_start: Lightning makes its bar after the other callbacks' on_train_start.
         if self.resumed and isinstance(bar := trainer.progress_bar_callback, TQDMProgressBar):
-            bar.on_train_epoch_start(trainer, pl_module)  # its count follows batch_idx from the batch's end on
+            bar.on_train_epoch_start(trainer, pl_module)
+            bar.train_progress_bar.n = bar.train_progress_bar.initial = batch_idx  # the rate: of this run's batches
         self.resumed = False

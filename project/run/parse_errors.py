@@ -43,8 +43,8 @@ def explain(message: str, options: list[str], keys: list[str]) -> str:
             return f"unknown option {flags[0]}{closest(flags[0], options)}; `python train.py --help` lists them all"
         return f"unexpected argument {match[1]!r}: options start with --, and a subcommand (fit, test, ...) comes first"
     if match := re.search(r"does not accept option '([^']+)'", first):
-        if entry := not_in_registry(match[1], keys):
-            return f"unknown key {match[1]!r} in a config file: {entry}"
+        if entry := not_in_registry(match[1], keys):  # the entry's key, not its deepest (callbacks.x.init_args.y)
+            return f"unknown key {'.'.join(match[1].split('.')[:2])!r} in a config file: {entry}"
         return f"unknown key {match[1]!r} in a config file{closest(match[1], keys)}"
     if first.startswith("Unexpected config:"):  # YAML that is no mapping: nothing, a comment, a list or a word
         given = " ".join(first.removeprefix("Unexpected config:").split())
@@ -105,6 +105,10 @@ def explain_key_error(key: str, detail: str) -> str:
             accepted = [p for p in init_parameters(given_class[1]) if p not in filled] if given_class else []
             takes = f" ({given_class[1].rsplit('.', 1)[-1]} takes {', '.join(accepted)})" if accepted else ""
             return f"--{key}: unknown option {match[1]!r}{closest(match[1], accepted) or takes}"
+        if match := re.match(r"module '([\w.]+)' has no attribute '(\w+)'", line):  # a class_path one level off
+            where, hint = SHORT_NAMES.get(match[2]), closest(match[2], class_choices(key))
+            hint = f"; it is {where} (or by its short name, {match[2]})" if where else hint
+            return f"--{key}: {match[1]} has no {match[2]}{hint}"
         if match := re.match(r"File does not exist: (.+)", line):
             return f"--{key}: file not found: {match[1]}"
     return f"--{key}: {lines[-1] if lines else ' '.join(detail.split())}"

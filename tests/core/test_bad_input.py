@@ -195,6 +195,12 @@ CASES = [
         "data module Plain does not meet the data contract: it needs a `contract` attribute",
     ),
     (
+        "a class path one module off",
+        lambda t, d: ["--config", str(write(t / "p.yaml", "data: {class_path: project.data.ImageFolderDataModule}"))],
+        "--data: project.data has no ImageFolderDataModule; it is project.data.folder.ImageFolderDataModule (or by its "
+        "short name, ImageFolderDataModule)",
+    ),
+    (
         "a list of callbacks under the callbacks registry",
         lambda t, d: ["--config", str(write(t / "list.yaml", "callbacks:\n  - class_path: EarlyStopping\n"))],
         "callbacks: got list; it holds the callbacks by name (NAME: CLASS with options, or NAME: null to leave one "

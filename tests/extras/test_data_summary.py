@@ -1,7 +1,7 @@
 """The data a run trains on, shown once as the fit starts: classes and pictures per split, a note for a class far
 smaller than the others, and the same table in TensorBoard's text tab."""
 
-from project.extras.data_summary import summary
+from project.extras.data_summary import summary, unvalidated
 from project.run.resume import events
 from tests.conftest import FAST_TRAINER, run_folder, run_main
 from tests.image_folders import CLASSES, write_image_folder
@@ -30,3 +30,12 @@ def test_many_classes_are_one_line_with_the_range_of_their_counts():
     classes = [f"c{i}" for i in range(30)]
     line = summary(classes, {"train": list(range(1, 31)), "test": [5] * 30}, rows=20)
     assert line == "data: 30 classes, 465 train, 150 test pictures; per class: train 1-30, test 5-5"
+
+
+def test_a_class_with_no_validation_pictures_is_noted():
+    counts = {"train": [50, 8, 40], "val": [5, 0, 4], "test": [20, 20, 20]}
+    assert unvalidated(["a", "b", "c"], counts) == [
+        "class 'b' has no validation pictures: val/acc and the choice of the best checkpoint leave it out; give it "
+        "more pictures, a larger --data.val_size, or a val/ folder"
+    ]
+    assert unvalidated(["a", "b", "c"], {"train": [50, 8, 40], "test": [20, 20, 20]}) == []  # no validation at all

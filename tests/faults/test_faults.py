@@ -275,7 +275,8 @@ def test_ctrl_c_saves_the_step_exits_130_and_the_same_command_goes_on(mnist_dir,
     stopped = run_cli(*args, *ctrl_c)  # in the second epoch, after the first's validation
     assert stopped.returncode == 130 and "Traceback" not in stopped.stderr, stopped.stderr
     assert "Ctrl-C: saving last.ckpt after this step" in stopped.stderr
-    assert "SIGINT: saved" in stopped.stderr and "--ckpt_path last goes on from it" in stopped.stderr
+    assert "SIGINT: saved" in stopped.stderr
+    assert "the same command with --ckpt_path last goes on from it" in stopped.stderr
     run = run_folder(tmp_path / "logs")
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
     assert not (run / "results.json").exists()  # not a finished run
