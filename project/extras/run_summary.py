@@ -29,6 +29,7 @@ class RunSummary(Callback):
         self.results: dict[str, Any] = {"metrics": {}}
         self.folder: Path | None = None
         self.trainer: L.Trainer | None = None
+        self.fitted = False  # a fit ran in this process: its wall time is the run's (a later test has its own)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.trainer = trainer
@@ -77,6 +78,7 @@ class RunSummary(Callback):
         # as a test still to do).
         self.results.pop("tested_checkpoint", None)
         self.results["metrics"] = {k: v for k, v in self.results["metrics"].items() if not k.startswith("test/")}
+        self.fitted = True
         self._record(trainer)
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -86,7 +88,8 @@ class RunSummary(Callback):
     def _record(self, trainer: L.Trainer) -> None:
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         self.results["metrics"].update(metrics)
-        self.results["wall_seconds"] = round(time.perf_counter() - self.started, 2)
+        seconds = "wall_seconds" if self.fitted else "test_wall_seconds"
+        self.results[seconds] = round(time.perf_counter() - self.started, 2)
         if trainer.is_global_zero and self.folder is not None:
             write_atomically(self.folder / "results.json", json.dumps(self.results, indent=2) + "\n")
         # After fit (a run that only fits, such as a tune.py trial, shows up too) and again after test.
