@@ -10,7 +10,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from lightning import LightningDataModule
+from lightning import LightningDataModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from project.classifier import ImageClassifier
@@ -18,6 +18,18 @@ from project.data.contract import CONTRACT_LINKS, contract_of
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
+
+
+class ClassifierTrainer(Trainer):
+    """Lightning's Trainer with its batch limits typed int first: jsonargparse reads Lightning's `float | int` as
+    float first, so `--limit_val_batches 1` became 1.0, all batches, where Lightning's 1 is one batch."""
+
+    def __init__(self, *, limit_train_batches: int | float | None = None, limit_val_batches: int | float | None = None,
+                 limit_test_batches: int | float | None = None, limit_predict_batches: int | float | None = None,
+                 **kwargs) -> None:  # fmt: skip
+        super().__init__(limit_train_batches=limit_train_batches, limit_val_batches=limit_val_batches,
+                         limit_test_batches=limit_test_batches, limit_predict_batches=limit_predict_batches,
+                         **kwargs)  # fmt: skip
 
 
 class ClassifierCLI(LightningCLI):
@@ -32,8 +44,8 @@ class ClassifierCLI(LightningCLI):
         self.test_after_fit = test_after_fit
         # Any data module (subclass mode); ImageClassifier.configure_optimizers uses the optimizer and schedule
         # given as its arguments, so Lightning's automatic --optimizer/--lr_scheduler are off.
-        super().__init__(ImageClassifier, LightningDataModule, subclass_mode_data=True,
-                         auto_configure_optimizers=False, args=args, **kwargs)  # fmt: skip
+        super().__init__(ImageClassifier, LightningDataModule, subclass_mode_data=True, auto_configure_optimizers=False,
+                         args=args, **{"trainer_class": ClassifierTrainer, **kwargs})  # fmt: skip
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # The data contract, from the built data module into the model and into the net where it takes the option.

@@ -30,7 +30,6 @@ from project.run.help import help_text
 from project.run.last_checkpoint import LastCheckpoint
 from project.run.options import (
     PATH_KEYS,
-    ClassifierTrainer,
     check_devices,
     check_writable,
     expand,
@@ -56,7 +55,6 @@ class RunCLI(ClassifierCLI):
         raise_errors = {"exit_on_error": False}  # parse errors come back as exceptions, for main()'s one line
         try:
             super().__init__(args, test_after_fit, save_config_callback=KeepRunConfig, run=run,
-                             trainer_class=ClassifierTrainer,
                              parser_kwargs={**raise_errors, **{k: raise_errors for k in SUBCOMMANDS}})  # fmt: skip
         except BaseException as error:
             for folder in (self.claimed, self.claimed and self.claimed.parent):  # for a run that never started

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import torch
 from jsonargparse import ArgumentParser, Namespace
-from lightning import Trainer
 from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
 
 from project.errors import UserError
@@ -19,18 +18,6 @@ PATH_KEYS = ("trainer.default_root_dir", "ckpt_path", "data.init_args.data_dir",
 # Data modules known by their class name without being imported by the core (jsonargparse resolves a short name
 # only among the subclasses already imported).
 SHORT_NAMES = {"ImageFolderDataModule": "project.data.folder.ImageFolderDataModule"}
-
-
-class ClassifierTrainer(Trainer):
-    """Lightning's Trainer with its batch limits typed int first: jsonargparse reads Lightning's `float | int` as
-    float first, so `--limit_val_batches 1` became 1.0, all batches, where Lightning's 1 is one batch."""
-
-    def __init__(self, *, limit_train_batches: int | float | None = None, limit_val_batches: int | float | None = None,
-                 limit_test_batches: int | float | None = None, limit_predict_batches: int | float | None = None,
-                 **kwargs) -> None:  # fmt: skip
-        super().__init__(limit_train_batches=limit_train_batches, limit_val_batches=limit_val_batches,
-                         limit_test_batches=limit_test_batches, limit_predict_batches=limit_predict_batches,
-                         **kwargs)  # fmt: skip
 
 
 def with_trainer_prefix(args: list[str], trainer_options: set[str]) -> list[str]:
