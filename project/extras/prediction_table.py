@@ -16,8 +16,16 @@ COLUMNS = ("file", "predicted", "class", "confidence", "top3", "true")
 
 
 class PredictionTable(Callback):
-    """Prints file, predicted class, confidence and top-3 for every image, and writes predictions.csv.
-    Rows are matched to files by order: the predict loader does not shuffle."""
+    """Prints file, predicted class, confidence and top-3 for the first `rows` images, and writes every image's row
+    to predictions.csv. Rows are matched to files by order: the predict loader does not shuffle."""
+
+    def __init__(self, rows: int = 50) -> None:
+        """
+        Args:
+            rows: at most this many rows on the terminal (predict on a test set of 10,000: the file has them all)."""
+        if rows < 0:
+            raise ValueError(f"rows must be 0 or more, got {rows}")
+        self.rows = rows
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         # Each process would predict a share of the batches, and its rows would be misnamed. Every process stops
@@ -51,14 +59,19 @@ class PredictionTable(Callback):
                 "true": classes[label] if label >= 0 else "",
             })  # fmt: skip
         folder = trainer.log_dir or trainer.default_root_dir
-        _print_table(rows)
-        if not trainer.fast_dev_run:  # a smoke test writes nothing
+        _print_table(rows[: self.rows])
+        written = not trainer.fast_dev_run  # a smoke test writes nothing
+        if len(rows) > self.rows:
+            print(f"... {len(rows) - self.rows} more" + (" in predictions.csv" if written else ""))
+        if written:
             write_atomically(Path(folder) / "predictions.csv", _csv(rows))
             print(f"wrote {Path(folder) / 'predictions.csv'}")
 
 
 def _print_table(rows: list[dict[str, str]]) -> None:
     print()  # the progress bar leaves its line open
+    if not rows:
+        return
     shown = [c for c in COLUMNS if any(row[c] != "" for row in rows)]
     widths = {c: max(len(c), *(len(str(row[c])) for row in rows)) for c in shown}
     print("  ".join(c.ljust(widths[c]) for c in shown))

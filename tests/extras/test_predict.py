@@ -82,6 +82,16 @@ def test_predict_command_table_and_csv(mnist_dir, tmp_path):
         assert float(row["confidence"]) == pytest.approx(probabilities.max().item(), abs=1e-4)
         assert len(row["top3"].split("; ")) == 3
 
+    # More images than the terminal's table shows (its `rows`): the first ones and a count; the file has them all.
+    done = run_main("predict", "--ckpt_path", ckpt, "--data.predict_path", str(images),
+                    "--callbacks.prediction_table.rows", "2")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    table = lines[lines.index(header) + 1 :]
+    assert [line.split()[0].rsplit("/", 1)[1] for line in table[:2]] == ["a_dark_on_light.png", "b_rgb.jpg"]
+    assert table[2] == "... 1 more in predictions.csv"
+    assert len(list(csv.DictReader((run_folder(tmp_path / "train") / "predictions.csv").open()))) == 3
+
 
 def test_predict_path_missing_is_one_clear_line(trained, tmp_path):
     _, ckpt = copy_of_run(trained, tmp_path)
