@@ -55,17 +55,17 @@ class InMemoryImages(L.LightningDataModule):
 
     def train_dataloader(self) -> Iterable:
         loader = self._loader(self.train_set, shuffle=True)
-        if isinstance(loader, ResumableLoader):
-            loader.load_state_dict(self.resume)
+        if isinstance(loader, ResumableLoader):  # the first one after a resume (the fit's) finishes its epoch
+            loader.resume, self.resume = self.resume, {}
         return loader
 
     def state_dict(self) -> dict:
-        # The training loader's place in an unfinished epoch. Lightning keeps the loader's own state too, but does
-        # not give it back where the learning-rate schedule asked for the step count first (Lightning issue 20550):
-        # a data module's state is restored before that.
-        loader, trainer = self.trainer and self.trainer.train_dataloader, self.trainer
-        unfinished = isinstance(loader, ResumableLoader) and loader.served < trainer.num_training_batches
-        return {"train_loader": loader.state_dict()} if unfinished else {}
+        # Where the training loader is in an unfinished epoch (project/data/loaders.py: ResumableLoader). A data
+        # module's state is restored before the fit makes its training loader.
+        loader = self.trainer.train_dataloader if self.trainer is not None else None
+        if not isinstance(loader, ResumableLoader) or loader.served >= self.trainer.num_training_batches:
+            return {}
+        return {"train_loader": loader.state_dict()}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.resume = state_dict.get("train_loader", {})
@@ -93,10 +93,7 @@ class InMemoryImages(L.LightningDataModule):
         # (Batches of a per-image pipeline, project.extras.per_image, arrive as float, already normalized.)
         images, labels = batch
         images = self.normalize(images) if images.dtype == torch.uint8 else images
-        if self.trainer is None or not self.trainer.training:
-            return images, labels
-        self.resume = {}  # the resumed epoch is under way: a training loader made later starts an epoch of its own
-        if self.hparams.augment:
+        if self.hparams.augment and self.trainer is not None and self.trainer.training:
             hp = self.hparams
             images = random_affine(images, hp.rotation, hp.translate, tuple(hp.scale))
             if hp.flip and self.contract.mirrorable:

@@ -31,8 +31,8 @@ class IndexBatches(Sampler):
 
     def __init__(self, count: int, batch_size: int, shuffle: bool) -> None:
         self.count, self.batch_size, self.shuffle = count, batch_size, shuffle
-        self.drawn_from = torch.get_rng_state()  # the generator state this epoch's order was drawn from
-        self.start: tuple[torch.Tensor, int] | None = None  # a resumed epoch: (its drawn_from, batches done)
+        self.drawn_from: torch.Tensor | None = None  # the generator state this epoch's order was drawn from
+        self.start: tuple[torch.Tensor, int] | None = None  # set by ResumableLoader: (drawn_from, batches done)
 
     def __iter__(self):
         # A generator: the order is drawn at the first batch, not when a DataLoader merely calls iter() (which
@@ -49,19 +49,28 @@ class IndexBatches(Sampler):
 
 
 class ResumableLoader(DataLoader):
-    """A DataLoader with a state that checkpoints keep (state_dict, load_state_dict: Lightning's interface): the
-    epoch's order and how many of its batches were served. A run resumed mid-epoch (Ctrl-C, preemption) trains on
-    the rest of that epoch's batches in that order, so its weights are those of the run that never stopped."""
+    """A DataLoader whose place in its epoch a checkpoint keeps: the generator state the epoch's order was drawn
+    from and how many of its batches were served. A run resumed mid-epoch (Ctrl-C, preemption) trains on the rest of
+    that epoch's batches in that order, so its weights are those of the run that never stopped.
 
-    served = 0  # batches of this epoch handed out (Lightning fetches ahead from loaders without a length only)
-    resume: dict | None = None  # from load_state_dict: the epoch that the next iter() finishes
+    The data module carries this state (InMemoryImages.state_dict) and hands it to its next training loader
+    (`resume`). state_dict/load_state_dict are also Lightning's interface for a resumable loader: Lightning saves
+    state_dict too, but its own restore is left out (load_state_dict does nothing): it misses the state where the
+    learning-rate schedule asked for the step count first (Lightning issue 20550), and it does not know an epoch cut
+    short by limit_train_batches from one under way."""
+
+    # Class attributes, not __init__ arguments: Lightning re-creates a DataLoader from its __init__ arguments (DDP).
+    served = 0  # batches of this epoch handed out: those trained on (Lightning does not fetch ahead from a loader
+    resume: dict | None = None  # with a length); the state of an epoch that the next iter() finishes
 
     def __iter__(self):
         state, self.resume = self.resume or {}, None
         if isinstance(self.sampler, IndexBatches):
             self.sampler.start = (state["drawn_from"], state["served"]) if state else None
         self.served = state.get("served", 0)
-        with torch.random.fork_rng(devices=[], enabled=bool(state)):  # its seed was drawn as the epoch began
+        # A DataLoader without a generator of its own draws a seed from the global one as it starts an epoch; the
+        # stopped run drew this epoch's before its checkpoint saved the generator.
+        with torch.random.fork_rng(devices=[], enabled=bool(state)):
             batches = super().__iter__()
         for batch in batches:
             self.served += 1
@@ -74,7 +83,7 @@ class ResumableLoader(DataLoader):
         return {"drawn_from": self.sampler.drawn_from, "served": self.served}
 
     def load_state_dict(self, state: dict) -> None:
-        self.resume = state
+        pass  # the data module restores it: see the class's docstring
 
 
 def index_batches(dataset: TensorDataset, batch_size: int, shuffle: bool, num_workers: int, pin_memory: bool = False,
@@ -83,6 +92,9 @@ def index_batches(dataset: TensorDataset, batch_size: int, shuffle: bool, num_wo
     batches = IndexBatches(len(dataset), batch_size, shuffle)
     if world_size > 1 and not shuffle:
         batches = Shard(list(batches), rank, world_size)
-    # pin_memory: page-locked host memory, for faster, asynchronous copies to a GPU.
+    # pin_memory: page-locked host memory, for faster, asynchronous copies to a GPU. Worker processes take their
+    # seeds from a generator of their own (they draw nothing: a batch is a slice): a persistent worker pool starts
+    # once per process, and a resumed process must draw from the global generator what the stopped one drew.
     return ResumableLoader(dataset, sampler=batches, batch_size=None, num_workers=num_workers,
-                      persistent_workers=num_workers > 0, pin_memory=pin_memory)  # fmt: skip
+                           persistent_workers=num_workers > 0, pin_memory=pin_memory,
+                           generator=torch.Generator() if num_workers > 0 else None)  # fmt: skip

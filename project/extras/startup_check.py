@@ -22,7 +22,10 @@ class CheckNetAgainstData(Callback):
     run trains on the same numbers with the check as without it."""
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.check(trainer, pl_module, "train_dataloader")  # before the sanity check's validation steps
+        # Before the sanity check's validation steps. A validation batch where there is one: a new training loader
+        # would start worker processes, and take the place in its epoch that a resumed fit's own loader needs.
+        validates = is_overridden("val_dataloader", trainer.datamodule, L.LightningDataModule)
+        self.check(trainer, pl_module, "val_dataloader" if validates else "train_dataloader")
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.state.fn == "validate":  # not each validation of a fit

@@ -326,14 +326,19 @@ SLOW = pytest.mark.slow
 
 
 @pytest.mark.parametrize(
-    "data, stop",
+    "data, stop, step, options",
     [
-        ("mnist", "ctrl_c"),
-        pytest.param("image_folder", "ctrl_c", marks=SLOW),
-        pytest.param("mnist", "crash_after_a_step_checkpoint", marks=SLOW),
+        ("mnist", "ctrl_c", 5, []),
+        pytest.param("image_folder", "ctrl_c", 5, [], marks=SLOW),
+        pytest.param("mnist", "crash_after_a_step_checkpoint", 5, [], marks=SLOW),
+        pytest.param("mnist", "ctrl_c", 23, [], marks=SLOW, id="in the second epoch"),
+        pytest.param("mnist", "ctrl_c", 5, ["--config", "configs/schedules/constant.yaml"], marks=SLOW,
+                     id="a schedule that asks no step count"),
+        pytest.param("mnist", "ctrl_c", 5, ["--data.num_workers", "2"], marks=SLOW, id="worker processes"),
     ],
-)
-def test_a_mid_epoch_stop_then_resume_equals_an_uninterrupted_run(mnist_dir, tmp_path, capsys, data, stop, recwarn):
+)  # fmt: skip
+def test_a_mid_epoch_stop_then_resume_equals_an_uninterrupted_run(mnist_dir, tmp_path, capsys, recwarn, data, stop,
+                                                                  step, options):  # fmt: skip
     """Ctrl-C in the middle of an epoch saves last.ckpt after that step (a step checkpoint saves it every N steps);
     `--ckpt_path last` trains the rest of that epoch's batches in the order they had (the loader's state is in the
     checkpoint): bitwise the weights of the run that never stopped, on MNIST's data module and on a picture folder,
@@ -342,13 +347,13 @@ def test_a_mid_epoch_stop_then_resume_equals_an_uninterrupted_run(mnist_dir, tmp
     if data == "image_folder":
         pictures = write_image_folder(tmp_path / "pics", per_class=150)  # 13 steps an epoch
         source = ["--data", "ImageFolderDataModule", "--data.data_dir", str(pictures)]
-    args = [*source, *THREE_EPOCHS, "--max_epochs", "2", "--data.val_size", "40", "--limit_val_batches", "1"]
+    args = [*source, *THREE_EPOCHS, "--max_epochs", "2", "--data.val_size", "40", "--limit_val_batches", "1", *options]
     assert main([*args, "--default_root_dir", str(tmp_path / "whole")]) == 0
     stopped = ["--default_root_dir", str(tmp_path / "stopped")]
     if stop == "ctrl_c":
         with pytest.raises(SystemExit) as stopping:
-            main([*args, *stopped, "--trainer.callbacks+=tests.slow_stages.SignalAt", "--trainer.callbacks.step", "5",
-                  "--trainer.callbacks.signal", "SIGINT"])  # fmt: skip
+            main([*args, *stopped, "--trainer.callbacks+=tests.slow_stages.SignalAt", "--trainer.callbacks.step",
+                  str(step), "--trainer.callbacks.signal", "SIGINT"])  # fmt: skip
         assert stopping.value.code == 128 + signal.SIGINT
     else:
         assert main([*args, *stopped, "--callbacks.step_checkpoint", "StepCheckpoint",
@@ -356,13 +361,15 @@ def test_a_mid_epoch_stop_then_resume_equals_an_uninterrupted_run(mnist_dir, tmp
                      "--trainer.callbacks.step", "7"]) == 2  # fmt: skip
     folder = run_folder(tmp_path / "stopped")
     saved = torch.load(folder / "checkpoints" / "last.ckpt", weights_only=True)
-    assert (saved["epoch"], saved["global_step"]) == (0, 5)  # in the middle of the first epoch (of 13 or 18 steps)
+    epoch, done = divmod(step, 18 if data == "mnist" else 13)  # the epoch, and its batches done
+    assert (saved["epoch"], saved["global_step"]) == (epoch, step) and done  # in the middle of an epoch
     capsys.readouterr()
     recwarn.clear()
     assert main([*args, *stopped, "--ckpt_path", "last", "--enable_progress_bar", "true"]) == 0
     assert not [w for w in recwarn if "not resumable" in str(w.message)]  # Lightning's warning
     bar = "".join(capsys.readouterr()).replace("\r", "\n")  # the bar goes to stdout
-    assert re.search(r"^Epoch 0: .* 6/1[38] ", bar, re.M) and not re.search(r"\d/\?.*v_num", bar), bar
+    assert re.search(rf"^Epoch {epoch}: .* {done + 1}/1[38] ", bar, re.M), bar
+    assert not re.search(r"\d/\?.*v_num", bar), bar
     weights = torch.load(folder / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     reference = torch.load(run_folder(tmp_path / "whole") / "checkpoints" / "last.ckpt", weights_only=True)
     assert weights.keys() == reference["state_dict"].keys()
