@@ -45,7 +45,7 @@ class ClassifierCLI(LightningCLI):
         # Any data module (subclass mode); ImageClassifier.configure_optimizers uses the optimizer and schedule
         # given as its arguments, so Lightning's automatic --optimizer/--lr_scheduler are off.
         super().__init__(ImageClassifier, LightningDataModule, subclass_mode_data=True, auto_configure_optimizers=False,
-                         args=args, **{"trainer_class": ClassifierTrainer, **kwargs})  # fmt: skip
+                         args=args, trainer_class=ClassifierTrainer, **kwargs)  # fmt: skip
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # The data contract, from the built data module into the model and into the net where it takes the option.

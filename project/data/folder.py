@@ -76,17 +76,19 @@ class ImageFolderDataModule(InMemoryImages):
                 raise ValueError(f"data_dir {self.root} has no {split}/ folder: it needs train/ and test/ (and "
                                  "optionally val/), each with one folder of images per class")  # fmt: skip
         self.files = {split: image_files(self.root / split) for split in ("train", "val", "test")}
-        self.classes = sorted({name for name, _ in self.files["train"]})
+        # The classes a trained model's contract names (test/ classes it has not are refused below), else train/'s.
+        self.classes = list(contract["classes"]) if contract else sorted({name for name, _ in self.files["train"]})
         if not self.classes:
             raise ValueError(f"data_dir: {self.root / 'train'} has no images in class folders; put each class's "
                              "images in a folder of its own: train/<class>/<image>")  # fmt: skip
         if len(self.classes) == 1:
             raise ValueError(f"data_dir: {self.root / 'train'} holds one class ({self.classes[0]}); a classifier needs "
                              "two or more: add a folder of images for each other class")  # fmt: skip
-        for split in ("val", "test"):
+        for split in ("train", "val", "test"):  # train/ too where the classes are a trained model's
             if extra := sorted({name for name, _ in self.files[split]} - set(self.classes)):
-                raise ValueError(f"data_dir: {split}/ has classes that train/ does not: {', '.join(extra)}; every "
-                                 f"{split} class must be a training class")  # fmt: skip
+                which = "the checkpoint was not trained on" if contract else "that train/ does not"
+                raise ValueError(f"data_dir: {split}/ has classes {which}: {', '.join(extra)}; every {split} class "
+                                 "must be a training class")  # fmt: skip
         (width, height), depth = self.size_and_channels  # before any decoding: the pictures must fit in memory
         count = sum(map(len, self.files.values()))
         need, have = count * depth * height * width, memory_available()
@@ -145,7 +147,7 @@ class ImageFolderDataModule(InMemoryImages):
         size, channels = self.size_and_channels
         listing = [(split, str(path.relative_to(self.root)), path.stat().st_size, path.stat().st_mtime_ns)
                    for split in self.files for _, path in self.files[split]]  # fmt: skip
-        # "CHW": each image channels-first in memory too (caches of before held them channels-last: decoded again)
+        # "CHW": the layout of the cached images, channels first in memory (a cache of another layout: decoded again)
         key = hashlib.sha256(json.dumps([listing, size, channels, "CHW"]).encode()).hexdigest()[:16]
         user_cache = Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache") / "image-folders"
         folder = Path(os.path.expandvars(self.hparams.cache_dir or user_cache)).expanduser()

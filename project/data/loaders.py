@@ -68,9 +68,11 @@ class ResumableLoader(DataLoader):
         if isinstance(self.sampler, IndexBatches):
             self.sampler.start = (state["drawn_from"], state["served"]) if state else None
         self.served = state.get("served", 0)
-        # A DataLoader without a generator of its own draws a seed from the global one as it starts an epoch; the
+        # A DataLoader without worker processes draws a seed from the global generator as it starts an epoch; the
         # stopped run drew this epoch's before its checkpoint saved the generator.
         with torch.random.fork_rng(devices=[], enabled=bool(state)):
+            if self.num_workers > 0:  # the same draw (workers take theirs from a generator of their own): the same
+                torch.empty((), dtype=torch.int64).random_()  # numbers follow with and without workers
             batches = super().__iter__()
         for batch in batches:
             self.served += 1

@@ -29,7 +29,8 @@ class RunSummary(Callback):
         self.results: dict[str, Any] = {"metrics": {}}
         self.folder: Path | None = None
         self.trainer: L.Trainer | None = None
-        self.fitted = False  # a fit ran in this process: its wall time is the run's (a later test has its own)
+        self.fitted = False  # a fit ran in this process: the run's wall time is this process's
+        self.test_started = self.started
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.trainer = trainer
@@ -81,15 +82,19 @@ class RunSummary(Callback):
         self.fitted = True
         self._record(trainer)
 
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.test_started = time.perf_counter()
+
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.results["test_wall_seconds"] = round(time.perf_counter() - self.test_started, 2)
         self.results["tested_checkpoint"] = trainer.ckpt_path
         self._record(trainer)
 
     def _record(self, trainer: L.Trainer) -> None:
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         self.results["metrics"].update(metrics)
-        seconds = "wall_seconds" if self.fitted else "test_wall_seconds"
-        self.results[seconds] = round(time.perf_counter() - self.started, 2)
+        if self.fitted:  # a later test of the run (train.py test) keeps the fit's and adds test_wall_seconds
+            self.results["wall_seconds"] = round(time.perf_counter() - self.started, 2)
         if trainer.is_global_zero and self.folder is not None:
             write_atomically(self.folder / "results.json", json.dumps(self.results, indent=2) + "\n")
         # After fit (a run that only fits, such as a tune.py trial, shows up too) and again after test.

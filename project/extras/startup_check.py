@@ -14,6 +14,8 @@ from torch import Tensor, nn
 from project.data.contract import DataContract
 from project.errors import UserError
 
+KEEP_BATCH = "keep the batch dimension (x.flatten(1), not x.flatten())"  # the fix of a net that loses it
+
 
 class CheckNetAgainstData(Callback):
     """The first batch of the stage's loader, moved as a step moves it (the data module's hooks: MNIST's
@@ -67,8 +69,8 @@ class CheckNetAgainstData(Callback):
             with torch.no_grad(), trainer.precision_plugin.forward_context():
                 scores = net.eval()(images)
         except Exception as error:
-            fix = (f"keep the batch dimension (x.flatten(1), not x.flatten()) and size the layers from `input_shape` "
-                   f"in its __init__ (the CLI links it from the data contract: {shape(size)})")  # fmt: skip
+            fix = (f"{KEEP_BATCH} and size the layers from `input_shape` in its __init__ (the CLI links it from the "
+                   f"data contract: {shape(size)})")  # fmt: skip
             if "view size is not compatible" in str(error):  # x.view(len(x), -1) on channels-last images
                 fix = "flatten with x.flatten(1) or x.reshape(len(x), -1): the images are channels-last in memory"
             raise UserError(f"{type(net).__name__} failed on {describe(images)}: {type(error).__name__}: {error}; "
@@ -78,8 +80,8 @@ class CheckNetAgainstData(Callback):
                 module.train(training)
         if not isinstance(scores, Tensor) or scores.ndim != 2 or len(scores) != len(images):
             raise UserError(f"{type(net).__name__} returns {describe(scores)} for {len(images)} images; a net returns "
-                            f"(N, classes) scores, here {len(images)}x{classes}: keep the batch dimension "
-                            "(x.flatten(1), not x.flatten()) and return the scores alone")  # fmt: skip
+                            f"(N, classes) scores, here {len(images)}x{classes}: {KEEP_BATCH} and return the scores "
+                            "alone")  # fmt: skip
         if scores.shape[1] != classes:
             raise UserError(f"{type(net).__name__} returns {scores.shape[1]} scores per image; the data has "
                             f"{classes} classes: take `num_classes` in its __init__ (the CLI links it from the data "

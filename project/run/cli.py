@@ -132,8 +132,8 @@ class RunCLI(ClassifierCLI):
             config.ckpt_path = str(run / "checkpoints" / "last.ckpt")
         self.checkpoint = resume.read_checkpoint(Path(config.ckpt_path))  # one line now, not a page later
         data, contract = config.get("data.init_args") or {}, self.checkpoint.get("hyper_parameters", {}).get("contract")
-        if self.config.subcommand == "predict" and contract and "contract" in data:  # ImageFolderDataModule's
-            data.contract = contract  # predict needs what the checkpoint keeps, not the training pictures (gone?)
+        if self.config.subcommand == "predict" and contract and "contract" in data:  # a data module that takes it
+            data.contract = contract  # predicts as the model was trained: the training pictures may be gone
         self.run_folder = resume.run_folder_of(Path(config.ckpt_path))
         if self.run_folder is not None and self.config.subcommand == "fit" and rank_zero_only.rank == 0:
             self.lock = resume.lock_run(self.run_folder)

@@ -80,9 +80,9 @@ def explain_failure(error: Exception, then: str = "run again") -> str:
         return str(error)
     cause = next((e for e in (error, error.__cause__, error.__context__) if isinstance(e, OSError)), None)
     if cause is not None and cause.errno == errno.ENOENT and cause.filename:  # a folder gone while in use
-        folder = os.path.dirname(os.fsdecode(cause.filename))
-        if folder and not os.path.isdir(folder):
-            return f"cannot use {os.fsdecode(cause.filename)}: its folder was removed or moved while in use; {then}"
+        file = os.fsdecode(cause.filename)
+        if os.path.dirname(file) and not os.path.isdir(os.path.dirname(file)):
+            return f"cannot use {file}: its folder does not exist (removed while in use?); {then}"
     if cause is not None and cause.errno in (*DISK_FAULTS, *PATH_FAULTS):
         where, path = f" ({os.fsdecode(cause.filename)})" if cause.filename else "", cause.errno in PATH_FAULTS
         verb, fix = ("use", "pass another path") if path else ("write", "free space or make the folder writable")

@@ -41,12 +41,21 @@ def ctrl_c_held():
     """Ctrl-C held until the block (the imports of torch and Lightning) is done, then raised as KeyboardInterrupt:
     one raised inside a library's import can be caught by that library's own fallbacks and leave a module
     half-imported, and the next import fails with a page of unrelated errors."""
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:  # ignored (a background job): left so
+        yield
+        return
     held: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+
+    def hold(signum: int, frame) -> None:
+        if held:  # pressed again: at once (an import that hangs on a network file system)
+            raise KeyboardInterrupt
+        held.append(signum)
+
+    signal.signal(signal.SIGINT, hold)
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     if held:
         raise KeyboardInterrupt
 

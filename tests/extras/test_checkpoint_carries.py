@@ -151,3 +151,13 @@ def test_predict_with_ckpt_path_last_after_the_training_data_is_deleted(run, tmp
     written = (run.ckpt.parents[1] / "predictions.csv").read_text().splitlines()
     assert [row.split(",")[0] for row in written[1:]] == [str(p) for p in sorted(run.pictures.iterdir())]
     (run.ckpt.parents[1] / "predictions.csv").unlink()
+
+
+@pytest.mark.parametrize("run", ["image folder"], indirect=True)
+def test_predict_on_a_test_set_with_a_class_the_checkpoint_lacks_is_one_line(run, tmp_path):
+    """The classes are the checkpoint's: a class folder added since (sorted first, so every label would shift)."""
+    data = run.ckpt.parents[4] / "changed"  # beside the run's logs (predict writes nothing into tmp_path)
+    write_image_folder(data)
+    shutil.copytree(data / "test" / "green bar", data / "test" / "aaa new")
+    fails(run, ["--data.data_dir", str(data)], tmp_path, "error: --data.data_dir: test/ has classes the checkpoint was "
+          "not trained on: aaa new; every test class must be a training class")  # fmt: skip
