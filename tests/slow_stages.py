@@ -40,7 +40,8 @@ class SlowFirstValidation:
 
     def __iter__(self):
         for batch in self.loader:
-            if not self.trainer.sanity_checking and self.trainer.current_epoch == 0:
+            # The fit's validation (not its sanity check, nor the start-up check's batch as the fit starts).
+            if self.trainer.validating and not self.trainer.sanity_checking and self.trainer.current_epoch == 0:
                 mark("validating", 5)
             yield batch
 
