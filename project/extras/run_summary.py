@@ -52,8 +52,13 @@ class RunSummary(Callback):
                     path.replace(path.with_name("results.damaged.json"))
                     print(f"note: {path} cannot be read: moved to results.damaged.json, written anew", file=sys.stderr)
             self.results = {**saved, **self.results, "metrics": metrics}
-        if trainer.is_global_zero:
+        if trainer.is_global_zero and stage != "fit":
             print(f"run folder: {folder}", file=sys.stderr)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Once the fit's checks have passed: a fit that fails before its first step leaves no folder to name.
+        if trainer.is_global_zero and self.folder is not None:
+            print(f"run folder: {self.folder}", file=sys.stderr)
 
     def state_dict(self) -> dict[str, Any]:
         # The metrics so far, in every checkpoint of a fit: a run resumed with nothing left to train (stopped in
