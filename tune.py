@@ -43,18 +43,22 @@ import time
 import warnings
 from pathlib import Path
 
-import optuna
-import sqlalchemy
 import yaml
 from lightning import Trainer
-from optuna_integration import PyTorchLightningPruningCallback
 
 from project.errors import UserError
 from project.files import write_atomically
 from project.run.cli import RunCLI
-from project.run.errors import explain_failure, fail
+from project.run.errors import explain_failure, fail, missing_extra
 from project.run.options import expand
 from project.run.signals import DISK_FAULTS, Stopped, stop_now
+
+try:  # the [tune] extra: a plain `pip install -e .` trains, and tune.py says what it needs
+    import optuna
+    import sqlalchemy
+    from optuna_integration import PyTorchLightningPruningCallback
+except ModuleNotFoundError as missing:
+    sys.exit(fail(missing_extra(missing, "tune")))
 
 HEARTBEAT = 20  # seconds
 CONNECT_SECONDS = 5  # the longest wait for a database server's answer to a connection

@@ -9,14 +9,21 @@ with TensorBoard's own event reader; runs that wrote no HPARAMS summary (pruned 
 
 import argparse
 import math
+import sys
 from pathlib import Path
 
-import matplotlib
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
-from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData  # noqa: E402
+from project.run.errors import fail, missing_extra
+
+try:  # the [pictures] extra
+    import matplotlib
+
+    matplotlib.use("Agg")  # draw to memory, never to a window
+    import matplotlib.pyplot as plt
+except ModuleNotFoundError as missing:
+    sys.exit(fail(missing_extra(missing, "pictures")))
 
 
 def read_sessions(folder: Path, metric: str) -> list[tuple[dict, float]]:

@@ -4,18 +4,25 @@ is not in trainer.callbacks and costs nothing):
 --callbacks.input_grid null   --callbacks.test_pictures.worst 32   --callbacks.histograms WeightHistograms
 """
 
+import sys
+
 import lightning as L
-import matplotlib
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import grad_norm
+from torchmetrics.classification import MulticlassConfusionMatrix
+from torchvision.utils import make_grid
 
-matplotlib.use("Agg")  # draw to memory, never to a window
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from lightning.pytorch.callbacks import Callback  # noqa: E402
-from lightning.pytorch.utilities import grad_norm  # noqa: E402
-from torchmetrics.classification import MulticlassConfusionMatrix  # noqa: E402
-from torchvision.utils import make_grid  # noqa: E402
+from project.extras.atomic import tensorboard
+from project.run.errors import missing_extra
 
-from project.extras.atomic import tensorboard  # noqa: E402
+try:  # the [pictures] extra: without matplotlib a run trains and tests as well, with no figures (a note says so)
+    import matplotlib
+
+    matplotlib.use("Agg")  # draw to memory, never to a window
+    import matplotlib.pyplot as plt
+except ModuleNotFoundError as missing:
+    plt, NO_FIGURES = None, f"note: no test figures: {missing_extra(missing, 'pictures')}"
 
 
 def class_names(pl_module: L.LightningModule, count: int) -> list[str]:
@@ -83,6 +90,9 @@ class TestPictures(Callback):
         per_class = matrix.diag() / matrix.sum(dim=1).clamp_min(1)
         for name, accuracy in zip(names, per_class.tolist(), strict=True):
             writer.add_scalar(f"test/acc_class/{name}", accuracy, trainer.global_step)
+        if plt is None:
+            print(NO_FIGURES, file=sys.stderr)
+            return
         writer.add_figure("test/confusion_matrix", confusion_figure(matrix, names), trainer.global_step)
         if self.mistakes:
             figure = mistakes_figure(self.mistakes, names, pl_module.hparams.get("contract"))
