@@ -16,6 +16,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from tests.engines import Postgres, Slurm, postgres_missing, slurm_missing
+from tests.forkserver import forked
 from tests.idx_files import write_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,16 +77,14 @@ def trained(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     return root, done
 
 
-def run_cli(*args: str, cwd: Path = REPO, env: dict | None = None) -> subprocess.CompletedProcess:
-    """`python train.py ARGS` in a subprocess, as a user would type it."""
-    return subprocess.run(
-        [sys.executable, str(REPO / "train.py"), *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, **(env or {})},
-    )
+def run_cli(*args: str, cwd: Path = REPO, env: dict | None = None, fresh: bool = False) -> subprocess.CompletedProcess:
+    """`python train.py ARGS` as a process of its own, as a user would type it: forked from this test process's
+    fork server, which imported the libraries once (tests/forkserver.py); `fresh`: in a new interpreter, for what
+    only one shows (a warning raised while the libraries import)."""
+    command, env = [str(REPO / "train.py"), *args], {**os.environ, **(env or {})}
+    if fresh:
+        return subprocess.run([sys.executable, *command], cwd=cwd, capture_output=True, text=True, timeout=300, env=env)
+    return forked(command, cwd, env)
 
 
 def run_main(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:

@@ -33,6 +33,7 @@ from tests.conftest import (
     run_main,
 )
 from tests.faults.injectors import fill
+from tests.forkserver import forked
 
 QUICK = [*FAST_TRAINER, "--max_epochs", "2"]  # 3 steps an epoch: steps 0-5, checkpoints after steps 3 and 6
 
@@ -598,8 +599,8 @@ def test_a_stop_while_predicting_or_evaluating_a_checkpoint_ends_after_the_batch
 
 
 def lr_find(*args: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "project.extras.lr_find", *args, "--enable_progress_bar", "false"]
-    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    """`python -m project.extras.lr_find ARGS` as a process of its own (forked: tests/forkserver.py)."""
+    return forked(["-m", "project.extras.lr_find", *args, "--enable_progress_bar", "false"], REPO, dict(os.environ))
 
 
 @pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM", "SIGHUP"])

@@ -1,0 +1,141 @@
+"""Processes of their own without the imports: a fork server for the tests that run `python train.py` (or
+another of the template's entry points) as a user would.
+
+Importing torch and Lightning takes 5 s a process here, and the tests start over a hundred. One server per test
+process imports them once; each command is then a child forked from it, a real process: its own pid, stdin,
+stdout and stderr, signal handlers, exit status, atexit handlers and threads, its cwd and environment (its
+PYTHONPATH on sys.path) and fresh random seeds. It runs the entry point as `python` does (`__main__`, sys.argv).
+What only a new interpreter shows, a signal while the libraries load or a warning raised while they import (the
+server's imports raised it already), needs `run_cli(..., fresh=True)`: a new `python` process.
+"""
+
+import atexit
+import json
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+# What a run imports, brought in once: the run layer, every extra (configs/train.yaml names them by class path),
+# the tests' injected callbacks, and what a run imports on first use (pictures, images, event files).
+PRELOAD = """
+import matplotlib.pyplot, PIL.Image, numpy, torch, torch.utils.tensorboard
+import project.run.cli, tests.faults.injectors, tests.slow_stages
+for module in sorted(__import__("pathlib").Path("project/extras").glob("*.py")):
+    __import__(f"project.extras.{module.stem}")
+"""
+SERVER = """
+import json, os, random, runpy, select, socket, struct, sys
+sys.path[0] = os.getcwd()  # as `python train.py` has it: the script's folder first
+exec(sys.argv[2])
+import numpy, torch
+
+listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+listener.bind(sys.argv[1])
+listener.listen(64)
+print("ready", flush=True)
+children = {}  # pid -> the connection that waits for its exit status
+while True:
+    if select.select([listener], [], [], 0.02)[0]:
+        connection, _ = listener.accept()
+        message, fds, _, _ = socket.recv_fds(connection, 1 << 20, 3)
+        request = json.loads(message)
+        pid = os.fork()
+        if pid == 0:  # the child: becomes `python ARGS` in the request's folder and environment
+            listener.close()
+            for other in [connection, *children.values()]:
+                other.close()
+            for target, fd in enumerate(fds):
+                os.dup2(fd, target)
+                os.close(fd)
+            os.chdir(request["cwd"])
+            paths = [os.path.abspath(p) for p in request["env"].get("PYTHONPATH", "").split(os.pathsep) if p]
+            sys.path[1:1] = [p for p in paths if p not in sys.path]
+            os.environ.clear()
+            os.environ.update(request["env"])
+            random.seed(), numpy.random.seed(), torch.seed()  # a new process draws other numbers
+            args = request["args"]
+            if args[0] == "-m":
+                sys.argv, sys.path[0] = args[1:], os.getcwd()
+                runpy.run_module(args[1], run_name="__main__", alter_sys=True)
+            else:
+                sys.argv = args
+                sys.path[0] = os.path.dirname(os.path.abspath(args[0]))
+                runpy.run_path(args[0], run_name="__main__")
+            sys.exit(0)  # the end of a script that does not exit itself; SystemExit goes up to the interpreter
+        for fd in fds:
+            os.close(fd)
+        connection.send(struct.pack("i", pid))
+        children[pid] = connection
+    while children:
+        pid, status = os.waitpid(-1, os.WNOHANG)
+        if pid == 0:
+            break
+        connection = children.pop(pid)
+        connection.send(struct.pack("i", os.waitstatus_to_exitcode(status)))
+        connection.close()
+"""
+
+
+class ForkServer:
+    """The server of this test process, started on first use and ended at its exit."""
+
+    def __init__(self) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="forkserver-"))
+        self.socket = str(self.folder / "socket")
+        self.process = subprocess.Popen([sys.executable, "-c", SERVER, self.socket, PRELOAD], cwd=REPO,
+                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)  # fmt: skip
+        atexit.register(self.close)
+        if self.process.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"the fork server did not start (status {self.process.wait()})")
+
+    def close(self) -> None:
+        self.process.kill()
+        self.process.wait()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def run(self, args: list[str], cwd: Path, env: dict, timeout: float) -> subprocess.CompletedProcess:
+        """What subprocess.run([python, *args], capture_output=True, text=True) gives."""
+        out, err = os.pipe(), os.pipe()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as connection, open(os.devnull) as null:
+            connection.connect(self.socket)
+            request = json.dumps({"args": [str(a) for a in args], "cwd": str(cwd), "env": dict(env)}).encode()
+            socket.send_fds(connection, [request], [null.fileno(), out[1], err[1]])
+            os.close(out[1]), os.close(err[1])
+            (pid,) = struct.unpack("i", connection.recv(4))
+            texts = ["", ""]
+
+            def read(index: int, fd: int) -> None:
+                with open(fd, encoding="utf-8", errors="replace") as pipe:
+                    texts[index] = pipe.read()
+
+            readers = [threading.Thread(target=read, args=(i, p[0])) for i, p in enumerate((out, err))]
+            for reader in readers:
+                reader.start()
+            connection.settimeout(timeout)
+            try:
+                (status,) = struct.unpack("i", connection.recv(4))
+            except TimeoutError:
+                os.kill(pid, signal.SIGKILL)
+                raise subprocess.TimeoutExpired(args, timeout) from None
+            for reader in readers:
+                reader.join()
+        return subprocess.CompletedProcess([sys.executable, *args], status, *texts)
+
+
+_server: ForkServer | None = None
+
+
+def forked(args: list[str], cwd: Path, env: dict, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python ARGS` (a script and its arguments, or -m MODULE ...) as a child of this test process's server."""
+    global _server
+    if _server is None or _server.process.poll() is not None:
+        _server = ForkServer()
+    return _server.run(args, cwd, env, timeout)
