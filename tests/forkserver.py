@@ -6,7 +6,8 @@ process imports them once; each command is then a child forked from it, a real p
 stdout and stderr, signal handlers, exit status, atexit handlers and threads, its cwd and environment (its
 PYTHONPATH on sys.path) and fresh random seeds. It runs the entry point as `python` does (`__main__`, sys.argv).
 What only a new interpreter shows, a signal while the libraries load or a warning raised while they import (the
-server's imports raised it already), needs `run_cli(..., fresh=True)`: a new `python` process.
+server's imports raised it already), needs `run_cli(..., fresh=True)`: a new `python` process. With
+TESTS_FRESH_PROCESSES=1 every command gets one.
 """
 
 import atexit
@@ -134,8 +135,12 @@ _server: ForkServer | None = None
 
 
 def forked(args: list[str], cwd: Path, env: dict, timeout: float = 300) -> subprocess.CompletedProcess:
-    """`python ARGS` (a script and its arguments, or -m MODULE ...) as a child of this test process's server."""
+    """`python ARGS` (a script and its arguments, or -m MODULE ...) as a child of this test process's server; in a
+    new interpreter where TESTS_FRESH_PROCESSES=1 (to compare, or to rule the server out)."""
     global _server
+    if os.environ.get("TESTS_FRESH_PROCESSES") == "1":
+        command = [sys.executable, *map(str, args)]
+        return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if _server is None or _server.process.poll() is not None:
         _server = ForkServer()
     return _server.run(args, cwd, env, timeout)
