@@ -33,7 +33,7 @@ for module in sorted(__import__("pathlib").Path("project/extras").glob("*.py")):
     __import__(f"project.extras.{module.stem}")
 """
 SERVER = """
-import json, os, random, runpy, select, socket, struct, sys
+import contextlib, json, os, random, runpy, select, socket, struct, sys
 sys.path[0] = os.getcwd()  # as `python train.py` has it: the script's folder first
 exec(sys.argv[2])
 import numpy, torch
@@ -73,15 +73,15 @@ while True:
             sys.exit(0)  # the end of a script that does not exit itself; SystemExit goes up to the interpreter
         for fd in fds:
             os.close(fd)
-        connection.send(struct.pack("i", pid))
+        with contextlib.suppress(OSError):
+            connection.send(struct.pack("i", pid))
         children[pid] = connection
     while children:
         pid, status = os.waitpid(-1, os.WNOHANG)
         if pid == 0:
             break
-        connection = children.pop(pid)
-        connection.send(struct.pack("i", os.waitstatus_to_exitcode(status)))
-        connection.close()
+        with children.pop(pid) as connection, contextlib.suppress(OSError):  # a client gone (its timeout): no one
+            connection.send(struct.pack("i", os.waitstatus_to_exitcode(status)))
 """
 
 

@@ -1,0 +1,64 @@
+"""The fork server's processes (tests/forkserver.py) end as new interpreters do: the same exit status, output,
+atexit handlers, signals, folder, environment, sys.argv and sys.path, compared with `python SCRIPT` itself. The
+script imports what the server imported (train.py does): their import-time effects (project.run.signals' one-line
+Ctrl-C) are in both."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.forkserver import forked
+
+SCRIPT = """
+import atexit, os, random, signal, sys
+import project.run.signals
+import helper  # from PYTHONPATH
+atexit.register(lambda: print("atexit ran", flush=True))
+print(__name__, sys.argv[1:], os.getcwd(), os.environ["MARK"], sys.path[0] == os.path.dirname(__file__), helper.X)
+print("to stderr", file=sys.stderr)
+how = sys.argv[1]
+if how == "exit":
+    sys.exit(3)
+if how == "raise":
+    raise RuntimeError("broke")
+if how == "signal":
+    os.kill(os.getpid(), signal.SIGTERM)
+if how == "interrupt":
+    raise KeyboardInterrupt
+print(random.random())  # a new process draws other numbers
+"""
+
+
+@pytest.mark.parametrize("how", ["end", "exit", "raise", "signal", "interrupt"])
+def test_a_forked_process_ends_as_a_new_interpreter_does(tmp_path, how):
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "helper.py").write_text("X = 42\n")
+    (tmp_path / "script.py").write_text(SCRIPT)
+    (tmp_path / "work").mkdir()
+    env = {**os.environ, "MARK": "é", "PYTHONPATH": str(tmp_path / "lib")}
+    args, cwd = [str(tmp_path / "script.py"), how], tmp_path / "work"
+    fresh = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+    runs = [forked(args, cwd, env), forked(args, cwd, env)]
+    for run in runs:
+        assert run.returncode == fresh.returncode
+        if how == "end":  # all but the random number
+            assert run.stdout.splitlines()[::2] == fresh.stdout.splitlines()[::2]
+        else:
+            assert run.stdout == fresh.stdout
+        # A traceback shows the server's frames above the script's: its last line is the same.
+        assert run.stderr.splitlines()[:1] + run.stderr.splitlines()[-1:] == (
+            fresh.stderr.splitlines()[:1] + fresh.stderr.splitlines()[-1:]
+        )
+    assert fresh.stdout.startswith(f"__main__ ['{how}'] {cwd} é True 42\n")
+    assert ("atexit ran" in fresh.stdout) == (how != "signal")
+    if how == "end":
+        assert runs[0].stdout != runs[1].stdout  # their own random seeds
+
+
+def test_a_forked_process_that_runs_too_long_is_killed(tmp_path):
+    (tmp_path / "sleep.py").write_text("import time\ntime.sleep(60)\n")
+    with pytest.raises(subprocess.TimeoutExpired):
+        forked([str(tmp_path / "sleep.py")], tmp_path, dict(os.environ), timeout=1)
+    assert forked(["-m", "platform"], tmp_path, dict(os.environ)).returncode == 0  # the server serves on
