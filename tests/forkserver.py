@@ -25,16 +25,17 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 # What a run imports, brought in once: the run layer, every extra (configs/train.yaml names them by class path),
-# the tests' injected callbacks, and what a run imports on first use (pictures, images, event files).
+# tune.py's libraries, the tests' injected callbacks, and what a run imports on first use (pictures, images, events).
 PRELOAD = """
-import matplotlib.pyplot, PIL.Image, numpy, torch, torch.utils.tensorboard
+import matplotlib.pyplot, PIL.Image, numpy, optuna, optuna_integration, sqlalchemy, torch, torch.utils.tensorboard
 import project.run.cli, tests.faults.injectors, tests.slow_stages
 for module in sorted(__import__("pathlib").Path("project/extras").glob("*.py")):
     __import__(f"project.extras.{module.stem}")
 """
 SERVER = """
-import contextlib, json, os, random, runpy, select, socket, struct, sys
+import contextlib, json, os, random, runpy, select, signal, socket, struct, sys
 sys.path[0] = os.getcwd()  # as `python train.py` has it: the script's folder first
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, also where the tests ignore Ctrl-C
 exec(sys.argv[2])
 import numpy, torch
 

@@ -16,6 +16,7 @@ import tune
 from tests.conftest import FAST_RUN, REPO
 from tests.faults.injectors import fill
 from tests.faults.test_faults import default_ctrl_c, one_error_line
+from tests.forkserver import forked
 
 pytestmark = pytest.mark.slow  # each trains one to three tune.py trials in processes of their own
 
@@ -37,7 +38,8 @@ def at_step(step: int, stop: str) -> list[str]:
 
 
 def tune_py(*args: str) -> subprocess.CompletedProcess:
-    done = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300, preexec_fn=default_ctrl_c)
+    """`python tune.py ...` (args as command() gives them) as a process of its own (forked: tests/forkserver.py)."""
+    done = forked(list(args[1:]), REPO, dict(os.environ))
     assert "Traceback" not in done.stderr + done.stdout, done.stderr
     return done
 
