@@ -28,7 +28,7 @@ from project.classifier import ImageClassifier  # noqa: E402
 from project.data import DATASETS  # noqa: E402
 from project.errors import UserError  # noqa: E402
 from project.extras.atomic import verify, write_together  # noqa: E402
-from project.run.errors import explain_failure, fail  # noqa: E402
+from project.run.errors import explain_failure, fail, missing_extra  # noqa: E402
 from project.run.options import expand  # noqa: E402
 from project.run.resume import read_checkpoint, run_folder_of  # noqa: E402
 from project.run.signals import EARLY_STOPS, STOP_SIGNALS, Stopped, stop_now  # noqa: E402
@@ -83,8 +83,8 @@ def export_onnx(net: torch.nn.Module, images: torch.Tensor, expected: torch.Tens
     try:
         import onnx  # noqa: F401
         import onnxscript  # noqa: F401
-    except ImportError:
-        print('skipped ONNX: install the extra with pip install -e ".[onnx]"', file=sys.stderr)
+    except ModuleNotFoundError as missing:
+        print(f"note: no ONNX file: {missing_extra(missing, 'onnx')}", file=sys.stderr)
         return None
     program = torch.onnx.export(net, (images,), input_names=["images"], output_names=["logits"],
                                 dynamic_shapes=batch_dimension(), dynamo=True, verbose=False)  # fmt: skip

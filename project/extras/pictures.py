@@ -63,6 +63,10 @@ class TestPictures(Callback):
     def __init__(self, worst: int = 16) -> None:
         self.worst = worst
 
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if plt is None and stage == "test" and trainer.is_global_zero:  # before the test's progress bar starts
+            print(NO_FIGURES, file=sys.stderr)
+
     def on_test_epoch_start(self, trainer, pl_module) -> None:
         classes = len(class_names(pl_module, pl_module.hparams.get("num_classes", 10)))
         self.confusion = MulticlassConfusionMatrix(classes).to(pl_module.device)
@@ -91,7 +95,6 @@ class TestPictures(Callback):
         for name, accuracy in zip(names, per_class.tolist(), strict=True):
             writer.add_scalar(f"test/acc_class/{name}", accuracy, trainer.global_step)
         if plt is None:
-            print(NO_FIGURES, file=sys.stderr)
             return
         writer.add_figure("test/confusion_matrix", confusion_figure(matrix, names), trainer.global_step)
         if self.mistakes:

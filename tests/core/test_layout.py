@@ -122,8 +122,8 @@ def closure(extras: tuple[str, ...] = ()) -> set[str]:
 @pytest.mark.slow
 def test_training_needs_the_six_packages_and_an_extra_names_its_group(mnist_dir, tmp_path):
     """The template's dependencies are the design's five and jsonargparse. In an environment without what only
-    the optional groups bring, train.py fits and tests, with a note for the figures it leaves out; tune.py and
-    lr_find say in one line which group to install."""
+    the optional groups bring, train.py fits and tests, with a note for the figures it leaves out, export writes
+    torch.export's file with a note for ONNX's, and tune.py and lr_find say in one line which group to install."""
     required = importlib.metadata.requires("mnist-lightning-template")
     names = {Requirement(dependency).name for dependency in required if "extra ==" not in dependency}
     assert names == {"torch", "torchvision", "lightning", "torchmetrics", "tensorboard", "jsonargparse"}
@@ -143,10 +143,17 @@ def test_training_needs_the_six_packages_and_an_extra_names_its_group(mnist_dir,
     assert done.returncode == 0, done.stderr
     assert "test/acc" in done.stdout
     extra = '(".[dev]" has every extra)'
-    assert f'note: no test figures: matplotlib is not installed: pip install -e ".[pictures]" {extra}' in done.stderr
+    note = f'note: no test figures: matplotlib is not installed: pip install -e ".[pictures]" {extra}'
+    assert note in done.stderr.splitlines()
     other: dict = {}
     scalars, _ = read_events(run_folder(tmp_path / "logs"), other)
     assert "test/acc_class/0 - zero" in scalars and list(other["images"]) == ["train/inputs"]  # no figure
+    checkpoint = next((tmp_path / "logs").rglob("last.ckpt"))
+    command = [python, "-m", "project.extras.export", str(checkpoint), "--out", str(tmp_path / "export")]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0 and (tmp_path / "export" / "model.pt2").is_file(), done.stderr
+    assert f'note: no ONNX file: onnx is not installed: pip install -e ".[onnx]" {extra}' in done.stderr.splitlines()
+    assert not (tmp_path / "export" / "model.onnx").exists()
     lines = {
         "tune.py": 'optuna is not installed: pip install -e ".[tune]"',
         "project.extras.lr_find": 'matplotlib is not installed: pip install -e ".[pictures]"',
