@@ -6,7 +6,6 @@ import logging
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from tests.engines import Postgres, Slurm, postgres_missing, slurm_missing
 from tests.forkserver import forked
+from tests.forkserver import fresh as new_interpreter
 from tests.idx_files import write_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -82,9 +82,7 @@ def run_cli(*args: str, cwd: Path = REPO, env: dict | None = None, fresh: bool =
     fork server, which imported the libraries once (tests/forkserver.py); `fresh`: in a new interpreter, for what
     only one shows (a warning raised while the libraries import)."""
     command, env = [str(REPO / "train.py"), *args], {**os.environ, **(env or {})}
-    if fresh:
-        return subprocess.run([sys.executable, *command], cwd=cwd, capture_output=True, text=True, timeout=300, env=env)
-    return forked(command, cwd, env)
+    return new_interpreter(command, cwd, env) if fresh else forked(command, cwd, env)
 
 
 def run_main(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:

@@ -6,8 +6,10 @@ process imports them once; each command is then a child forked from it, a real p
 stdout and stderr, signal handlers, exit status, atexit handlers and threads, its cwd and environment (its
 PYTHONPATH on sys.path) and fresh random seeds. It runs the entry point as `python` does (`__main__`, sys.argv).
 What only a new interpreter shows, a signal while the libraries load or a warning raised while they import (the
-server's imports raised it already), needs `run_cli(..., fresh=True)`: a new `python` process. With
-TESTS_FRESH_PROCESSES=1 every command gets one.
+server's imports raised it already), needs `run_cli(..., fresh=True)`: a new `python` process. So does what is
+read as an interpreter starts or a library imports: a request whose PYTHON* (but PYTHONPATH), OMP_NUM_THREADS or
+MPLBACKEND differ from the server's gets a new interpreter by itself. The children share the server's string-hash
+seed (a set's order is the same in each). With TESTS_FRESH_PROCESSES=1 every command gets a new interpreter.
 """
 
 import atexit
@@ -24,6 +26,7 @@ import threading
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+AT_START = ("OMP_NUM_THREADS", "MPLBACKEND")  # read as torch's thread pool and matplotlib start
 # What a run imports, brought in once: the run layer, every extra (configs/train.yaml names them by class path),
 # tune.py's libraries, the tests' injected callbacks, and what a run imports on first use (pictures, images, events).
 PRELOAD = """
@@ -38,6 +41,7 @@ sys.path[0] = os.getcwd()  # as `python train.py` has it: the script's folder fi
 signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, also where the tests ignore Ctrl-C
 exec(sys.argv[2])
 import numpy, torch
+assert not torch.cuda.is_initialized()  # a forked child could not use CUDA
 
 listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
 listener.bind(sys.argv[1])
@@ -47,8 +51,12 @@ children = {}  # pid -> the connection that waits for its exit status
 while True:
     if select.select([listener], [], [], 0.02)[0]:
         connection, _ = listener.accept()
-        message, fds, _, _ = socket.recv_fds(connection, 1 << 20, 3)
-        request = json.loads(message)
+        try:
+            message, fds, _, _ = socket.recv_fds(connection, 1 << 20, 3)
+            request = json.loads(message)
+        except (OSError, ValueError):  # a client gone before its request: the others are served on
+            connection.close()
+            continue
         pid = os.fork()
         if pid == 0:  # the child: becomes `python ARGS` in the request's folder and environment
             listener.close()
@@ -66,6 +74,7 @@ while True:
             args = request["args"]
             if args[0] == "-m":
                 sys.argv, sys.path[0] = args[1:], os.getcwd()
+                sys.modules.pop(args[1], None)  # preloaded: `python -m` runs it afresh, as __main__ only
                 runpy.run_module(args[1], run_name="__main__", alter_sys=True)
             else:
                 sys.argv = args
@@ -86,17 +95,26 @@ while True:
 """
 
 
+def read_at_start(env) -> dict:
+    """The variables an interpreter or a library reads once, as it starts: PYTHON* but PYTHONPATH (a child puts
+    that on sys.path), and AT_START's."""
+    return {k: v for k, v in env.items() if k.startswith("PYTHON") and k != "PYTHONPATH" or k in AT_START}
+
+
 class ForkServer:
     """The server of this test process, started on first use and ended at its exit."""
 
     def __init__(self) -> None:
         self.folder = Path(tempfile.mkdtemp(prefix="forkserver-"))
         self.socket = str(self.folder / "socket")
-        self.process = subprocess.Popen([sys.executable, "-c", SERVER, self.socket, PRELOAD], cwd=REPO,
-                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)  # fmt: skip
+        self.started = read_at_start(os.environ)
+        with open(self.folder / "stderr", "w") as errors:  # the server's own: why it did not start
+            self.process = subprocess.Popen([sys.executable, "-c", SERVER, self.socket, PRELOAD], cwd=REPO,
+                                            stdout=subprocess.PIPE, stderr=errors, text=True)  # fmt: skip
         atexit.register(self.close)
         if self.process.stdout.readline().strip() != "ready":
-            raise RuntimeError(f"the fork server did not start (status {self.process.wait()})")
+            self.process.wait()
+            raise RuntimeError(f"the fork server did not start: {(self.folder / 'stderr').read_text()[-2000:]}")
 
     def close(self) -> None:
         self.process.kill()
@@ -111,7 +129,10 @@ class ForkServer:
             request = json.dumps({"args": [str(a) for a in args], "cwd": str(cwd), "env": dict(env)}).encode()
             socket.send_fds(connection, [request], [null.fileno(), out[1], err[1]])
             os.close(out[1]), os.close(err[1])
-            (pid,) = struct.unpack("i", connection.recv(4))
+            reply = connection.recv(4)
+            if len(reply) != 4:
+                raise RuntimeError(f"the fork server ended without starting {args}")
+            (pid,) = struct.unpack("i", reply)
             texts = ["", ""]
 
             def read(index: int, fd: int) -> None:
@@ -123,25 +144,36 @@ class ForkServer:
                 reader.start()
             connection.settimeout(timeout)
             try:
-                (status,) = struct.unpack("i", connection.recv(4))
+                reply = connection.recv(4)
             except TimeoutError:
                 os.kill(pid, signal.SIGKILL)
-                raise subprocess.TimeoutExpired(args, timeout) from None
+                reply = b""
             for reader in readers:
                 reader.join()
-        return subprocess.CompletedProcess([sys.executable, *args], status, *texts)
+        if len(reply) != 4:
+            raise subprocess.TimeoutExpired(args, timeout, *texts)
+        return subprocess.CompletedProcess([sys.executable, *args], struct.unpack("i", reply)[0], *texts)
 
 
 _server: ForkServer | None = None
+_starting = threading.Lock()  # two threads of a test (two runs at once) share one server
 
 
 def forked(args: list[str], cwd: Path, env: dict, timeout: float = 300) -> subprocess.CompletedProcess:
     """`python ARGS` (a script and its arguments, or -m MODULE ...) as a child of this test process's server; in a
-    new interpreter where TESTS_FRESH_PROCESSES=1 (to compare, or to rule the server out)."""
+    new interpreter where TESTS_FRESH_PROCESSES=1 (to compare, or to rule the server out), or where env sets what
+    only a new interpreter reads."""
     global _server
-    if os.environ.get("TESTS_FRESH_PROCESSES") == "1":
-        command = [sys.executable, *map(str, args)]
-        return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    if _server is None or _server.process.poll() is not None:
-        _server = ForkServer()
+    with _starting:
+        if os.environ.get("TESTS_FRESH_PROCESSES") != "1" and (_server is None or _server.process.poll() is not None):
+            _server = ForkServer()
+    if _server is None or read_at_start(env) != _server.started:
+        return fresh(args, cwd, env, timeout)
     return _server.run(args, cwd, env, timeout)
+
+
+def fresh(args: list[str], cwd: Path, env: dict, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python ARGS` in a new interpreter, Ctrl-C taken as in a terminal (also where the tests ignore it)."""
+    command = [sys.executable, *map(str, args)]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip

@@ -1,5 +1,6 @@
 """The fork server's processes (tests/forkserver.py) end as new interpreters do: the same exit status, output,
-atexit handlers, signals, folder, environment, sys.argv and sys.path, compared with `python SCRIPT` itself. The
+atexit handlers, a SIGTERM and a KeyboardInterrupt, folder, environment, sys.argv and sys.path, compared with
+`python SCRIPT` itself. The
 script imports what the server imported (train.py does): their import-time effects (project.run.signals' one-line
 Ctrl-C) are in both."""
 
@@ -9,7 +10,11 @@ import sys
 
 import pytest
 
+from tests import forkserver
+from tests.conftest import REPO
 from tests.forkserver import forked
+
+pytestmark = pytest.mark.skipif(os.environ.get("TESTS_FRESH_PROCESSES") == "1", reason="no fork server to compare")
 
 SCRIPT = """
 import atexit, os, random, signal, sys
@@ -43,7 +48,7 @@ def test_a_forked_process_ends_as_a_new_interpreter_does(tmp_path, how):
     runs = [forked(args, cwd, env), forked(args, cwd, env)]
     for run in runs:
         assert run.returncode == fresh.returncode
-        if how == "end":  # all but the random number
+        if how == "end":  # the lines but the random number (the second of three)
             assert run.stdout.splitlines()[::2] == fresh.stdout.splitlines()[::2]
         else:
             assert run.stdout == fresh.stdout
@@ -59,6 +64,27 @@ def test_a_forked_process_ends_as_a_new_interpreter_does(tmp_path, how):
 
 def test_a_forked_process_that_runs_too_long_is_killed(tmp_path):
     (tmp_path / "sleep.py").write_text("import time\ntime.sleep(60)\n")
+    forked(["-m", "platform"], tmp_path, dict(os.environ))
+    server = forkserver._server.process
     with pytest.raises(subprocess.TimeoutExpired):
         forked([str(tmp_path / "sleep.py")], tmp_path, dict(os.environ), timeout=1)
-    assert forked(["-m", "platform"], tmp_path, dict(os.environ)).returncode == 0  # the server serves on
+    assert forked(["-m", "platform"], tmp_path, dict(os.environ)).returncode == 0
+    assert forkserver._server.process is server and server.poll() is None  # the same server serves on
+
+
+def test_what_only_a_new_interpreter_reads_gets_one(tmp_path):
+    """PYTHONHASHSEED is read as the interpreter starts: a request that sets it runs in a new one."""
+    (tmp_path / "hash.py").write_text("print(hash('template'))\n")
+    env = {**os.environ, "PYTHONHASHSEED": "7"}
+    fresh = subprocess.run([sys.executable, str(tmp_path / "hash.py")], env=env, capture_output=True, text=True)
+    assert forked([str(tmp_path / "hash.py")], tmp_path, env).stdout == fresh.stdout
+
+
+def test_a_preloaded_module_run_with_m_runs_as_main_only(tmp_path):
+    """`-m project.extras.lr_find`: the server imported it already; the child runs it afresh as __main__, without
+    runpy's warning about a module found in sys.modules, and prints what a new interpreter prints."""
+    args = ["-m", "project.extras.lr_find", "--num_training", "3"]  # refused before any work: one line, exit 2
+    fresh = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=120)
+    run = forked(args, REPO, dict(os.environ))
+    assert (run.returncode, run.stdout, run.stderr) == (fresh.returncode, fresh.stdout, fresh.stderr)
+    assert fresh.returncode == 2 and fresh.stderr.startswith("error: --num_training takes a number of steps")

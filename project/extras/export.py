@@ -83,7 +83,7 @@ def export_onnx(net: torch.nn.Module, images: torch.Tensor, expected: torch.Tens
     try:
         import onnx  # noqa: F401
         import onnxscript  # noqa: F401
-    except ModuleNotFoundError as missing:
+    except ImportError as missing:  # not installed, or an install that does not import
         print(f"note: no ONNX file: {missing_extra(missing, 'onnx')}", file=sys.stderr)
         return None
     program = torch.onnx.export(net, (images,), input_names=["images"], output_names=["logits"],

@@ -108,13 +108,13 @@ def closure(extras: tuple[str, ...] = ()) -> set[str]:
     """The installed distributions that the template needs, with these extras of its own, by their requirements."""
     seen, todo = set(), [("mnist-lightning-template", extras)]
     while todo:
-        name, extras = todo.pop()
-        if (name := name.lower().replace("_", "-"), extras) in seen:
+        name, wanted = todo.pop()
+        if (name := name.lower().replace("_", "-"), wanted) in seen:
             continue
-        seen.add((name, extras))
+        seen.add((name, wanted))
         for requirement in map(Requirement, importlib.metadata.requires(name) or []):
             marker = requirement.marker
-            if marker is None or any(marker.evaluate({"extra": extra}) for extra in (*extras, "")):
+            if marker is None or any(marker.evaluate({"extra": extra}) for extra in (*wanted, "")):
                 todo.append((requirement.name, tuple(requirement.extras)))
     return {name for name, _ in seen}
 

@@ -38,7 +38,9 @@ def at_step(step: int, stop: str) -> list[str]:
 
 
 def tune_py(*args: str) -> subprocess.CompletedProcess:
-    """`python tune.py ...` (args as command() gives them) as a process of its own (forked: tests/forkserver.py)."""
+    """`python tune.py ...` as a process of its own (forked: tests/forkserver.py); args as command() gives them,
+    the interpreter first."""
+    assert args[0] == sys.executable
     done = forked(list(args[1:]), REPO, dict(os.environ))
     assert "Traceback" not in done.stderr + done.stdout, done.stderr
     return done
