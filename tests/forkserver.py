@@ -172,6 +172,11 @@ def forked(args: list[str], cwd: Path, env: dict, timeout: float = 300) -> subpr
     return _server.run(args, cwd, env, timeout)
 
 
+def server() -> subprocess.Popen | None:
+    """The server process of this test process, once started (None before, or with TESTS_FRESH_PROCESSES=1)."""
+    return _server.process if _server is not None else None
+
+
 def fresh(args: list[str], cwd: Path, env: dict, timeout: float = 300) -> subprocess.CompletedProcess:
     """`python ARGS` in a new interpreter, Ctrl-C taken as in a terminal (also where the tests ignore it)."""
     command = [sys.executable, *map(str, args)]

@@ -65,11 +65,11 @@ def test_a_forked_process_ends_as_a_new_interpreter_does(tmp_path, how):
 def test_a_forked_process_that_runs_too_long_is_killed(tmp_path):
     (tmp_path / "sleep.py").write_text("import time\ntime.sleep(60)\n")
     forked(["-m", "platform"], tmp_path, dict(os.environ))
-    server = forkserver._server.process
+    first = forkserver.server()
     with pytest.raises(subprocess.TimeoutExpired):
         forked([str(tmp_path / "sleep.py")], tmp_path, dict(os.environ), timeout=1)
     assert forked(["-m", "platform"], tmp_path, dict(os.environ)).returncode == 0
-    assert forkserver._server.process is server and server.poll() is None  # the same server serves on
+    assert forkserver.server() is first and first.poll() is None  # the same server serves on
 
 
 def test_what_only_a_new_interpreter_reads_gets_one(tmp_path):

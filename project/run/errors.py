@@ -25,7 +25,7 @@ def fail(message: str) -> int:
     return 2
 
 
-def missing_extra(error: ModuleNotFoundError, extra: str) -> str:
+def missing_extra(error: ImportError, extra: str) -> str:
     """What to install where an optional dependency is missing: the extra of pyproject.toml that brings it."""
     return f'{error.name} is not installed: pip install -e ".[{extra}]" (".[dev]" has every extra)'
 
