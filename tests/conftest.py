@@ -28,11 +28,15 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # torch spreads over every core and their threads keep taking the cores from each other.
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
-# A run of a few batches: enough to exercise every stage and write every file, in seconds.
+# A run of a few batches: enough to exercise every stage and write every file, in seconds. Without the two test
+# figures: matplotlib draws them in 0.4 s, a third of such a run (measured here); the tests that read them, or
+# whose fault meets them, put them back with FIGURES.
 FAST_RUN = (
     "--max_epochs 1 --limit_train_batches 3 --limit_val_batches 1 --limit_test_batches 2 --log_every_n_steps 1 "
-    "--enable_progress_bar false --enable_model_summary false --data.batch_size 32 --data.val_size 100"
+    "--enable_progress_bar false --enable_model_summary false --data.batch_size 32 --data.val_size 100 "
+    "--callbacks.test_pictures null"
 ).split()
+FIGURES = ["--callbacks.test_pictures", "TestPictures"]
 # The default recipe's CNN narrowed (same layers, fewer channels): the same code paths at a fraction of the
 # compute. Only for the CNN: where a config or flag before it names another net, use FAST_RUN alone.
 NARROW_CNN = "--model.net.channels [4,8,16] --model.net.hidden 16".split()
@@ -72,7 +76,9 @@ def trained(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     """One default run (fit, then test) on synthetic data, in this process, shared by the tests that read it."""
     root = tmp_path_factory.mktemp("run")
     write_dataset(root / "data" / "MNIST" / "raw")
-    done = run_main("--data.data_dir", str(root / "data"), "--default_root_dir", str(root / "logs"), *FAST_TRAINER)
+    done = run_main(
+        "--data.data_dir", str(root / "data"), "--default_root_dir", str(root / "logs"), *FAST_TRAINER, *FIGURES
+    )
     assert done.returncode == 0, done.stderr
     return root, done
 

@@ -88,3 +88,20 @@ def test_a_preloaded_module_run_with_m_runs_as_main_only(tmp_path):
     run = forked(args, REPO, dict(os.environ))
     assert (run.returncode, run.stdout, run.stderr) == (fresh.returncode, fresh.stdout, fresh.stderr)
     assert fresh.returncode == 2 and fresh.stderr.startswith("error: --num_training takes a number of steps")
+
+
+def test_a_forked_process_waits_for_its_threads_then_runs_atexit_and_keeps_unflushed_output(tmp_path):
+    """The end of a child is the interpreter's, less the modules' teardown: a thread still running (not a daemon)
+    is waited for, atexit's handlers run after it, and output still in the buffers is written."""
+    (tmp_path / "threads.py").write_text(
+        "import atexit, sys, threading, time\n"
+        "atexit.register(lambda: print('atexit', flush=True))\n"
+        "threading.Thread(target=lambda: (time.sleep(0.5), print('thread'))).start()\n"
+        "sys.stdout.write('unflushed ')\n"
+        "sys.exit('a message')\n"
+    )
+    args = [str(tmp_path / "threads.py")]
+    fresh = subprocess.run([sys.executable, *args], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    run = forked(args, tmp_path, dict(os.environ))
+    assert (run.returncode, run.stdout, run.stderr) == (fresh.returncode, fresh.stdout, fresh.stderr)
+    assert (fresh.returncode, fresh.stdout, fresh.stderr) == (1, "unflushed thread\natexit\n", "a message\n")

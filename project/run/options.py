@@ -44,6 +44,9 @@ def fresh_classes(parser: ArgumentParser, bases: list[str], args: list[str], con
     base's AdamW weight_decay, a fork's data module MNIST's val_size). Where that happened, the arguments are
     read again one layer at a time (a --config file, a flag), and a layer that switches a class starts it
     afresh: what it gets is its own defaults and what this layer and the later ones say."""
+    switches = {"--config", "--model", *(f"--{key}{end}" for key in CLASS_KEYS for end in ("", ".class_path"))}
+    if not switches & {word.split("=")[0] for word in args}:  # no word can switch a class: no second parse
+        return {}
     base = parser.parse_args(bases)
     if all(class_path(config, key) in (None, class_path(base, key)) for key in CLASS_KEYS):
         return {}

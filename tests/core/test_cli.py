@@ -11,6 +11,7 @@ from project.run.cli import main
 from tests.conftest import (
     FAST_RUN,
     FAST_TRAINER,
+    FIGURES,
     NARROW_CNN,
     copy_of_run,
     read_events,
@@ -44,7 +45,9 @@ def test_fit_then_test_leaves_a_complete_run_folder(trained):
 
 def test_the_console_names_the_run_folder_and_has_no_warning_of_the_templates_making(mnist_dir, tmp_path):
     # A new interpreter: the warnings raised while the libraries import are part of what the user reads.
-    done = run_cli("--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path), *FAST_TRAINER, fresh=True)
+    done = run_cli(
+        "--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path), *FAST_TRAINER, *FIGURES, fresh=True
+    )
     assert done.returncode == 0, done.stderr
     lines = done.stderr.splitlines()
     named = [line for line in lines if line.startswith("run folder: ")]

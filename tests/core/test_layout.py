@@ -14,7 +14,7 @@ import yaml
 from packaging.requirements import Requirement
 
 from project.cli import ClassifierCLI
-from tests.conftest import FAST_TRAINER, REPO, read_events, run_folder
+from tests.conftest import FAST_TRAINER, FIGURES, REPO, read_events, run_folder
 
 PROBE = """
 import json, sys
@@ -47,7 +47,7 @@ def test_the_core_is_at_most_1000_lines_and_runs_without_the_other_layers():
     assert sum(files.values()) <= 1000, f"the core is {sum(files.values())} lines in {len(files)} files"
 
 
-@pytest.mark.xfail(reason="core + run layer are 2,078 lines (limit 1,500): see the note of issue 28", strict=True)
+@pytest.mark.xfail(reason="core + run layer are 2,086 lines (limit 1,500): see the note of issue 28", strict=True)
 def test_core_and_run_layer_are_at_most_1500_lines():
     files = imported(f"project.run.cli, {DEFAULTS}")
     assert [f for f in files if layer(f) == 2] == [], "the run layer imports an extra"
@@ -138,7 +138,7 @@ def test_training_needs_the_six_packages_and_an_extra_names_its_group(mnist_dir,
         if entry.name not in hidden:
             (site / entry.name).symlink_to(entry)
     python = str(tmp_path / "env" / "bin" / "python")
-    options = ["--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path / "logs"), *FAST_TRAINER]
+    options = ["--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path / "logs"), *FAST_TRAINER, *FIGURES]
     done = subprocess.run([python, "train.py", *options], cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "test/acc" in done.stdout

@@ -10,7 +10,7 @@ from PIL import Image
 
 from project.extras.export import main as export
 from project.run.cli import RunCLI
-from tests.conftest import FAST_TRAINER, run_main
+from tests.conftest import FAST_TRAINER, FIGURES, run_main
 
 REGISTRY = yaml.safe_load(RunCLI.base_configs[-1].read_text())["callbacks"]
 ON = [name for name, entry in REGISTRY.items() if entry]
@@ -20,8 +20,8 @@ ON = [name for name, entry in REGISTRY.items() if entry]
 @pytest.mark.parametrize("name", ON)
 def test_without_a_callback_a_run_fits_tests_resumes_knows_it_is_finished_predicts_exports(name, mnist_dir, tmp_path):
     logs = tmp_path / "logs"
-    args = ["--data.data_dir", str(mnist_dir), "--default_root_dir", str(logs), *FAST_TRAINER, "--max_epochs", "2",
-            f"--callbacks.{name}", "null"]  # fmt: skip
+    args = ["--data.data_dir", str(mnist_dir), "--default_root_dir", str(logs), *FAST_TRAINER, *FIGURES,
+            "--max_epochs", "2", f"--callbacks.{name}", "null"]  # fmt: skip
     crash = ["--trainer.callbacks+=tests.slow_stages.FailAt", "--trainer.callbacks.step", "4"]  # in epoch 2 of 2
     crashed = run_main(*args, *crash)
     assert crashed.returncode == 2 and "crashed after step 4" in crashed.stderr

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import FAST_TRAINER, read_events, results, run_folder, run_main
+from tests.conftest import FAST_TRAINER, FIGURES, read_events, results, run_folder, run_main
 
 
 def picture(events: list) -> Image.Image:
@@ -14,7 +14,7 @@ def picture(events: list) -> Image.Image:
 
 
 def test_default_pictures(mnist_dir, tmp_path):
-    done = run_main("--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path), *FAST_TRAINER,
+    done = run_main("--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path), *FAST_TRAINER, *FIGURES,
                    "--limit_test_batches", "1.0")  # fmt: skip
     assert done.returncode == 0, done.stderr
     other: dict = {}

@@ -24,6 +24,7 @@ from project.run import signals
 from tests.conftest import (
     FAST_RUN,
     FAST_TRAINER,
+    FIGURES,
     REPO,
     copy_of_run,
     read_events,
@@ -83,7 +84,7 @@ def test_a_run_folder_removed_mid_run_is_one_line_with_no_note_of_the_writer_thr
 def test_a_disk_that_fills_in_the_test_after_fit_leaves_no_empty_event_file(mnist_dir, small_disk):
     """The test opens an event file of its own; on a full disk it stays empty (no room for its header) and goes.
     Once there is room, `--ckpt_path last` tests the fitted run."""
-    args = ["--data.data_dir", str(mnist_dir), "--default_root_dir", str(small_disk / "logs"), *QUICK]
+    args = ["--data.data_dir", str(mnist_dir), "--default_root_dir", str(small_disk / "logs"), *QUICK, *FIGURES]
     filled = ["--trainer.callbacks+=tests.faults.injectors.FillDiskAtTest", "--trainer.callbacks.folder",
               str(small_disk)]  # fmt: skip
     done = run_cli(*args, *filled)
