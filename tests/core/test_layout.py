@@ -3,6 +3,7 @@ the run layer around it (project/run/: train.py is core + run layer, at most 1,5
 (project/extras/, wired in by configs/train.yaml). Imports run one way: extras -> run layer -> core."""
 
 import ast
+import functools
 import importlib.metadata
 import json
 import subprocess
@@ -19,20 +20,25 @@ from tests.conftest import FAST_TRAINER, FIGURES, REPO, read_events, run_folder
 PROBE = """
 import json, sys
 from pathlib import Path
-import {modules}
 root = Path.cwd() / "project"
-files = sorted({{str(Path(m.__file__).resolve().relative_to(root.parent)) for m in list(sys.modules.values())
-                if getattr(m, "__file__", None) and Path(m.__file__).resolve().is_relative_to(root)}})
-print(json.dumps(files))
+for modules in sys.argv[1:]:  # in turn: each set adds to what the sets before it imported
+    for name in modules.split(", "):
+        __import__(name)
+    loaded = [Path(m.__file__).resolve() for m in list(sys.modules.values()) if getattr(m, "__file__", None)]
+    print(json.dumps(sorted({str(path.relative_to(root.parent)) for path in loaded if path.is_relative_to(root)})))
 """
-DEFAULTS = "project.data.mnist, project.models.cnn"  # the default data module and net
+CORE = "project.cli, project.data.mnist, project.models.cnn"  # the core's CLI, the default data module and net
+RUN = "project.run.cli"  # train.py's CLI: the core and the run layer
 
 
-def imported(modules: str) -> dict[str, int]:
-    """The project's files that importing `modules` loads (in a fresh interpreter), with their line counts."""
-    done = subprocess.run([sys.executable, "-c", PROBE.format(modules=modules)], cwd=REPO, capture_output=True,
-                          text=True, check=True)  # fmt: skip
-    return {file: len((REPO / file).read_text().splitlines()) for file in json.loads(done.stdout)}
+@functools.cache
+def imported(*module_sets: str) -> list[dict[str, int]]:
+    """For each set of modules, imported in turn in one fresh interpreter, the project's files loaded so far with
+    their line counts."""
+    done = subprocess.run([sys.executable, "-c", PROBE, *module_sets], cwd=REPO, capture_output=True, text=True,
+                          check=True)  # fmt: skip
+    counts = [json.loads(line) for line in done.stdout.splitlines()]
+    return [{file: len((REPO / file).read_text().splitlines()) for file in files} for files in counts]
 
 
 def layer(file: str) -> int:
@@ -41,7 +47,7 @@ def layer(file: str) -> int:
 
 
 def test_the_core_is_at_most_1000_lines_and_runs_without_the_other_layers():
-    files = imported(f"project.cli, {DEFAULTS}")
+    files = imported(CORE, RUN)[0]
     assert [f for f in files if layer(f)] == [], "the core imports the run layer or an extra"
     assert files["project/cli.py"] <= 150, f"the core's CLI is {files['project/cli.py']} lines"
     assert sum(files.values()) <= 1000, f"the core is {sum(files.values())} lines in {len(files)} files"
@@ -49,7 +55,7 @@ def test_the_core_is_at_most_1000_lines_and_runs_without_the_other_layers():
 
 @pytest.mark.xfail(reason="core + run layer are 2,086 lines (limit 1,500): see the note of issue 28", strict=True)
 def test_core_and_run_layer_are_at_most_1500_lines():
-    files = imported(f"project.run.cli, {DEFAULTS}")
+    files = imported(CORE, RUN)[1]
     assert [f for f in files if layer(f) == 2] == [], "the run layer imports an extra"
     assert sum(files.values()) <= 1500, f"core and run layer are {sum(files.values())} lines in {len(files)} files"
 
