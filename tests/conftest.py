@@ -29,8 +29,8 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
 # A run of a few batches: enough to exercise every stage and write every file, in seconds. Without the two test
-# figures: matplotlib draws them in 0.4 s, a third of such a run (measured here); the tests that read them, or
-# whose fault meets them, put them back with FIGURES.
+# figures: matplotlib draws them in 0.5-0.6 s, 40% of such a run (measured here, in this process and forked); the
+# tests that read them, or whose fault meets them, put them back with FIGURES.
 FAST_RUN = (
     "--max_epochs 1 --limit_train_batches 3 --limit_val_batches 1 --limit_test_batches 2 --log_every_n_steps 1 "
     "--enable_progress_bar false --enable_model_summary false --data.batch_size 32 --data.val_size 100 "
