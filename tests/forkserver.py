@@ -37,7 +37,7 @@ for module in sorted(__import__("pathlib").Path("project/extras").glob("*.py")):
     __import__(f"project.extras.{module.stem}")
 """
 SERVER = """
-import atexit, contextlib, gc, json, os, random, runpy, select, signal, socket, struct, sys, threading
+import atexit, contextlib, gc, json, os, random, runpy, select, signal, socket, struct, sys, threading, types
 sys.path[0] = os.getcwd()  # as `python train.py` has it: the script's folder first
 signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, also where the tests ignore Ctrl-C
 exec(sys.argv[2])
@@ -106,6 +106,10 @@ while True:
             os.environ.update(request["env"])
             random.seed(), numpy.random.seed(), torch.seed()  # a new process draws other numbers
             args = request["args"]
+            if args[0] == "-c":  # the code in a new __main__, as `python -c CODE ARGS` runs it
+                sys.argv, sys.path[0], main = ["-c", *args[2:]], "", types.ModuleType("__main__")
+                sys.modules["__main__"] = main
+                run_and_end(lambda: exec(compile(args[1], "<string>", "exec"), main.__dict__))
             if args[0] == "-m":
                 sys.argv, sys.path[0] = args[1:], os.getcwd()
                 sys.modules.pop(args[1], None)  # preloaded: `python -m` runs it afresh, as __main__ only
@@ -192,9 +196,9 @@ _starting = threading.Lock()  # two threads of a test (two runs at once) share o
 
 
 def forked(args: list[str], cwd: Path, env: dict, timeout: float = 300) -> subprocess.CompletedProcess:
-    """`python ARGS` (a script and its arguments, or -m MODULE ...) as a child of this test process's server; in a
-    new interpreter where TESTS_FRESH_PROCESSES=1 (to compare, or to rule the server out), or where env sets what
-    only a new interpreter reads."""
+    """`python ARGS` (a script and its arguments, -m MODULE ..., or -c CODE ...) as a child of this test process's
+    server; in a new interpreter where TESTS_FRESH_PROCESSES=1 (to compare, or to rule the server out), or where env
+    sets what only a new interpreter reads."""
     global _server
     with _starting:
         if os.environ.get("TESTS_FRESH_PROCESSES") != "1" and (_server is None or _server.process.poll() is not None):

@@ -105,3 +105,14 @@ def test_a_forked_process_waits_for_its_threads_then_runs_atexit_and_keeps_unflu
     run = forked(args, tmp_path, dict(os.environ))
     assert (run.returncode, run.stdout, run.stderr) == (fresh.returncode, fresh.stdout, fresh.stderr)
     assert (fresh.returncode, fresh.stdout, fresh.stderr) == (1, "unflushed thread\natexit\n", "a message\n")
+
+
+def test_code_run_with_c_runs_in_a_new_main_as_python_c_does(tmp_path):
+    code = (
+        "import sys, pickle\nclass Mark: pass\nprint(__name__, sys.argv, repr(sys.path[0]), bool(pickle.dumps(Mark())))"
+    )
+    args = ["-c", code, "one", "two"]
+    fresh = subprocess.run([sys.executable, *args], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    run = forked(args, tmp_path, dict(os.environ))
+    assert (run.returncode, run.stdout, run.stderr) == (fresh.returncode, fresh.stdout, fresh.stderr)
+    assert fresh.stdout == "__main__ ['-c', 'one', 'two'] '' True\n"

@@ -3,7 +3,7 @@ that is never written (read-only, shared)."""
 
 import os
 import subprocess
-import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +13,7 @@ import yaml
 from PIL import Image
 
 from project.data.folder import ImageFolderDataModule
+from tests.forkserver import forked
 from tests.image_folders import CLASSES, write_image_folder
 
 
@@ -181,10 +182,9 @@ def test_two_runs_decoding_one_folder_at_once_share_one_cache(tmp_path):
             f"cache_dir={str(cache)!r}); dm.setup('fit'); print(len(dm.train_set) + len(dm.val_set))")  # fmt: skip
     from tests.conftest import REPO
 
-    runs = [subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True)
-            for _ in range(2)]  # fmt: skip
-    assert [run.communicate(timeout=120)[0].strip() for run in runs] == ["72", "72"]
-    assert [run.returncode for run in runs] == [0, 0]
+    with ThreadPoolExecutor(2) as pool:  # two processes at once, forked from the test process's server
+        runs = list(pool.map(lambda _: forked(["-c", code], REPO, dict(os.environ), timeout=120), range(2)))
+    assert [(run.stdout.strip(), run.returncode) for run in runs] == [("72", 0), ("72", 0)], runs
     (cached,) = cache.iterdir()
     assert cached.suffix == ".pt"
     assert torch.load(cached, weights_only=True)["splits"]["train"][0].shape == (72, 3, 20, 24)
