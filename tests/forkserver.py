@@ -5,7 +5,8 @@ Importing torch and Lightning takes 5 s a process here, and the tests start over
 process imports them once; each command is then a child forked from it, a real process: its own pid, stdin,
 stdout and stderr, signal handlers, exit status, atexit handlers and threads, its cwd and environment (its
 PYTHONPATH on sys.path) and fresh random seeds. It runs the entry point as `python` does (`__main__`, sys.argv)
-and ends as `python` ends, less the teardown of every module (nothing a script sees, a third of a second each).
+and ends as `python` ends, less the teardown of every module (a third of a second each): an object's `__del__`
+that only that teardown would run does not run, so a test of it uses a new interpreter.
 What only a new interpreter shows, a signal while the libraries load or a warning raised while they import (the
 server's imports raised it already), needs `run_cli(..., fresh=True)`: a new `python` process. So does what is
 read as an interpreter starts or a library imports: a request whose PYTHON* (but PYTHONPATH), OMP_NUM_THREADS or
@@ -50,10 +51,11 @@ gc.freeze()
 
 def run_and_end(run):
     # Runs the script, then ends the process as the interpreter ends one, but for its teardown of every module
-    # (0.35 s here, with nothing a script sees): the exit status of SystemExit or of an uncaught exception, shown by
-    # sys.excepthook; non-daemon threads joined, atexit's handlers run, the streams flushed; an uncaught Ctrl-C ends
-    # by SIGINT. threading._shutdown and atexit._run_exitfuncs are private: the interpreter's own steps, which
-    # multiprocessing's forked children take too; the server refuses to start where they are gone.
+    # (0.35 s here; a __del__ that only the teardown would run does not run): the exit status of SystemExit or of
+    # an uncaught exception, shown by sys.excepthook; non-daemon threads joined, atexit's handlers run, the streams
+    # flushed; an uncaught Ctrl-C ends by SIGINT. threading._shutdown and atexit._run_exitfuncs are private: the
+    # interpreter's own steps, which multiprocessing's forked children take too; the server refuses to start where
+    # they are gone.
     status, interrupted = 0, False
     try:
         run()

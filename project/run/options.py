@@ -44,16 +44,17 @@ def fresh_classes(parser: ArgumentParser, bases: list[str], args: list[str], con
     base's AdamW weight_decay, a fork's data module MNIST's val_size). Where that happened, the arguments are
     read again one layer at a time (a --config file, a flag), and a layer that switches a class starts it
     afresh: what it gets is its own defaults and what this layer and the later ones say."""
-    switches = {"--config", "--model", *(f"--{key}{end}" for key in CLASS_KEYS for end in ("", ".class_path"))}
-    if not switches & {word.split("=")[0] for word in args}:  # no word can switch a class: no second parse
-        return {}
+    switches = ["--config", "-c", "--model", *(f"--{key}{end}" for key in CLASS_KEYS for end in ("", ".class_path"))]
+    names = {word.split("=")[0] for word in args if word.startswith("-")}
+    if not any(switch.startswith(name) for switch in switches for name in names):  # none, even abbreviated, can
+        return {}  # switch a class: no second parse
     base = parser.parse_args(bases)
     if all(class_path(config, key) in (None, class_path(base, key)) for key in CLASS_KEYS):
         return {}
     layers: list[list[str]] = []
     for word in args:  # a layer: an option with its values and the options inside it (--x X --x.y 1)
         head = layers[-1][0].split("=")[0].rstrip("+") if layers else ""  # --trainer.callbacks+=X too
-        if word.startswith("--") and not word.startswith(f"{head}."):
+        if not layers or word == "-c" or word.startswith("--") and not word.startswith(f"{head}."):
             layers.append([word])
         else:
             layers[-1].append(word)

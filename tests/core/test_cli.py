@@ -368,3 +368,13 @@ def test_an_epoch_shorter_than_the_logging_interval_still_logs_a_curve(mnist_dir
     assert done.returncode == 0, done.stderr
     assert "logging interval" not in done.stderr
     assert sorted(scalars_by_step(run_folder(tmp_path), "train/loss")) == [3, 7]
+
+
+@pytest.mark.parametrize("flag", ["--config", "-c", "--conf"])
+def test_a_config_that_switches_the_optimizer_gives_it_its_own_defaults_however_it_is_named(flag):
+    """configs/optimizers/sgd.yaml after the base's AdamW: SGD's own weight decay (0), not AdamW's, with the
+    option written in full, short, or abbreviated as argparse allows."""
+    done = run_main(flag, "configs/optimizers/sgd.yaml", "--print_config")
+    assert done.returncode == 0, done.stderr
+    optimizer = yaml.safe_load(done.stdout)["model"]["optimizer"]
+    assert optimizer["class_path"] == "torch.optim.SGD" and optimizer["init_args"]["weight_decay"] == 0

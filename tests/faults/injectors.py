@@ -6,6 +6,7 @@ import errno
 import os
 import signal as signal_module
 import subprocess
+import sys
 from pathlib import Path
 
 from lightning.pytorch.callbacks import Callback
@@ -126,20 +127,23 @@ class SignalAfterTheRun(Callback):
         if self.when == "at_exit":
             atexit.register(os.kill, os.getpid(), getattr(signal_module, self.signal))
         else:
-            LEFT_FOR_SHUTDOWN.append(SignalWhenCollected(getattr(signal_module, self.signal)))
+            # Held by __main__ alone, whose globals Python clears as it shuts down (a module of the libraries' may
+            # be kept alive past that, and its objects never collected).
+            vars(sys.modules["__main__"]).setdefault("left_for_shutdown", []).append(
+                SignalWhenCollected(getattr(signal_module, self.signal))
+            )
 
 
 class SignalWhenCollected:
-    """Sends `signum` to its own process when it is collected (os.kill kept: the os module may be gone by then)."""
+    """Sends `signum` to its own process when it is collected, and says so on stderr (what it needs kept: the os
+    module may be gone by then)."""
 
     def __init__(self, signum: int) -> None:
-        self.kill, self.pid, self.signum = os.kill, os.getpid(), signum
+        self.kill, self.write, self.pid, self.signum = os.kill, os.write, os.getpid(), signum
 
     def __del__(self) -> None:
+        self.write(2, b"signalled at shutdown\n")
         self.kill(self.pid, self.signum)
-
-
-LEFT_FOR_SHUTDOWN: list[SignalWhenCollected] = []  # cleared with this module, as Python shuts down
 
 
 class SignalBeforeTheTest(MNISTDataModule):
