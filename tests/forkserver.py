@@ -77,7 +77,9 @@ def run_and_end(run):
     os._exit(status)
 
 
-assert callable(getattr(threading, "_shutdown", None)) and callable(getattr(atexit, "_run_exitfuncs", None))
+assert callable(getattr(threading, "_shutdown", None)) and callable(getattr(atexit, "_run_exitfuncs", None)), (
+    "this Python has no threading._shutdown or atexit._run_exitfuncs: run_and_end needs another way to end a child"
+)
 
 listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
 listener.bind(sys.argv[1])

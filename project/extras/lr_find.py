@@ -21,8 +21,9 @@ from lightning.pytorch.tuner import Tuner
 from project.cli import SUBCOMMANDS
 from project.errors import UserError
 from project.extras.atomic import tensorboard, write_atomically
+from project.extras.pictures import NO_MATPLOTLIB  # and matplotlib set to draw to memory
 from project.run.cli import RunCLI
-from project.run.errors import explain_failure, fail, missing_extra, option_error
+from project.run.errors import explain_failure, fail, option_error
 from project.run.signals import Stopped
 
 MIN_STEPS = 13  # Lightning's suggestion leaves out the first 10 steps and the last, and needs two points between
@@ -31,11 +32,8 @@ MIN_STEPS = 13  # Lightning's suggestion leaves out the first 10 steps and the l
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     debug, argv = "--debug" in argv, [word for word in argv if word != "--debug"]
-    try:  # the plot's: the [pictures] extra, checked before the minutes of the range test
-        import matplotlib
-    except ModuleNotFoundError as missing:
-        return fail(missing_extra(missing, "pictures"))
-    matplotlib.use("Agg")  # draw to memory, never to a window
+    if NO_MATPLOTLIB:  # the plot's: the [pictures] extra, checked before the minutes of the range test
+        return fail(NO_MATPLOTLIB)
     steps, cli = 100, None
     # --num_training=5 as --num_training 5
     argv = [part for word in argv for part in (word.split("=", 1) if word.startswith("--num_training=") else [word])]

@@ -21,8 +21,10 @@ try:  # the [pictures] extra: without matplotlib a run trains and tests as well,
 
     matplotlib.use("Agg")  # draw to memory, never to a window
     import matplotlib.pyplot as plt
+
+    NO_MATPLOTLIB = None
 except ModuleNotFoundError as missing:
-    plt, NO_FIGURES = None, f"note: no test figures: {missing_extra(missing, 'pictures')}"
+    plt, NO_MATPLOTLIB = None, missing_extra(missing, "pictures")  # what to install, for the callers of plt too
 
 
 def class_names(pl_module: L.LightningModule, count: int) -> list[str]:
@@ -65,7 +67,7 @@ class TestPictures(Callback):
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         if plt is None and stage == "test" and trainer.is_global_zero:  # before the test's progress bar starts
-            print(NO_FIGURES, file=sys.stderr)
+            print(f"note: no test figures: {NO_MATPLOTLIB}", file=sys.stderr)
 
     def on_test_epoch_start(self, trainer, pl_module) -> None:
         classes = len(class_names(pl_module, pl_module.hparams.get("num_classes", 10)))
