@@ -15,15 +15,11 @@ from pathlib import Path
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
-from project.run.errors import fail, missing_extra
+from project.extras.pictures import NO_MATPLOTLIB, plt  # pyplot drawing to memory, or what to install
+from project.run.errors import fail
 
-try:  # the [pictures] extra
-    import matplotlib
-
-    matplotlib.use("Agg")  # draw to memory, never to a window
-    import matplotlib.pyplot as plt
-except ModuleNotFoundError as missing:
-    sys.exit(fail(missing_extra(missing, "pictures")))
+if NO_MATPLOTLIB:  # the [pictures] extra
+    sys.exit(fail(NO_MATPLOTLIB))
 
 
 def read_sessions(folder: Path, metric: str) -> list[tuple[dict, float]]:

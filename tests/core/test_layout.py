@@ -129,7 +129,8 @@ def closure(extras: tuple[str, ...] = ()) -> set[str]:
 def test_training_needs_the_six_packages_and_an_extra_names_its_group(mnist_dir, tmp_path):
     """The template's dependencies are the design's five and jsonargparse. In an environment without what only
     the optional groups bring, train.py fits and tests, with a note for the figures it leaves out, export writes
-    torch.export's file with a note for ONNX's, and tune.py and lr_find say in one line which group to install."""
+    torch.export's file with a note for ONNX's, and tune.py, lr_find and
+    docs/hparams_view.py say in one line which group to install."""
     required = importlib.metadata.requires("mnist-lightning-template")
     names = {Requirement(dependency).name for dependency in required if "extra ==" not in dependency}
     assert names == {"torch", "torchvision", "lightning", "torchmetrics", "tensorboard", "jsonargparse"}
@@ -163,6 +164,7 @@ def test_training_needs_the_six_packages_and_an_extra_names_its_group(mnist_dir,
     lines = {
         "tune.py": 'optuna is not installed: pip install -e ".[tune]"',
         "project.extras.lr_find": 'matplotlib is not installed: pip install -e ".[pictures]"',
+        "docs/hparams_view.py": 'matplotlib is not installed: pip install -e ".[pictures]"',
     }
     for command, line in lines.items():
         command = [command] if command.endswith(".py") else ["-m", command]
