@@ -14,7 +14,6 @@ import torch
 import yaml
 from jsonargparse import Namespace
 from lightning import Trainer
-from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import Callback, Checkpoint, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -34,6 +33,7 @@ from project.run.options import (
     check_writable,
     expand,
     fresh_classes,
+    launched_by_slurm,
     with_trainer_prefix,
 )
 from project.run.parse_errors import explain
@@ -109,7 +109,7 @@ class RunCLI(ClassifierCLI):
             raise UserError(explain(str(error), options, keys)) from error
         if shown:  # --help or --print_config: printed once the whole config is known, then nothing runs
             helps = {"-h", "--help"} & set(shown)
-            print(help_text(sub_config) if helps else sub.dump(sub_config, skip_none=False), end="")
+            print(help_text(sub_config) if helps else sub.dump(sub_config, skip_unset=False), end="")
             raise SystemExit(0)
         self.config = config
         if head:
@@ -208,7 +208,7 @@ class RunCLI(ClassifierCLI):
             trainer = super().instantiate_trainer(**kwargs)
         except (TypeError, ValueError) as error:  # Lightning's check of a Trainer option (--devices -1 on the CPU)
             raise UserError(f"a Trainer option: {error}") from error
-        hand_over_early_stops(lightning_requeues=SLURMEnvironment.detect())
+        hand_over_early_stops(lightning_requeues=launched_by_slurm())
         return trainer
 
     def best_checkpoint(self) -> str | None:
@@ -255,7 +255,7 @@ class KeepRunConfig(SaveConfigCallback):
     def setup(self, trainer: Trainer, pl_module, stage: str) -> None:
         path = Path(trainer.log_dir) / self.config_filename  # log_dir on every process: a collective call
         if not trainer.strategy.broadcast(trainer.is_global_zero and path.is_file()) and trainer.is_global_zero:
-            write_atomically(path, self.parser.dump(self.config, skip_none=False))  # whole or not at all
+            write_atomically(path, self.parser.dump(self.config, skip_unset=False))  # whole or not at all
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -125,10 +125,16 @@ def check_writable(folder: Path, run: bool = False) -> None:
         raise UserError(f"cannot write logs to {folder}: {existing} {why}; {fix}")
 
 
+def launched_by_slurm() -> bool:
+    """SLURMEnvironment.detect() without its hint that srun goes unused, which it repeats at every call where srun
+    is installed (the Trainer gives it once). The same rule as Lightning's: a SLURM task, not an interactive shell."""
+    return "SLURM_NTASKS" in os.environ and SLURMEnvironment.job_name() not in ("bash", "interactive")
+
+
 def check_devices(accelerator, devices, num_nodes: int = 1) -> None:
     """A GPU that is not there, more CPU processes than cores (which would only slow DDP down), or several
     machines with nothing that starts the others (Lightning would wait for them forever): one line."""
-    launched = SLURMEnvironment.detect() or TorchElasticEnvironment.detect() or "NODE_RANK" in os.environ
+    launched = launched_by_slurm() or TorchElasticEnvironment.detect() or "NODE_RANK" in os.environ
     if num_nodes > 1 and not launched:
         raise UserError(f"--num_nodes {num_nodes}: nothing starts the other machines (no SLURM job, no torchrun); "
                         "launch each machine's process with srun or torchrun (docs/scaling.md)")  # fmt: skip
