@@ -41,7 +41,9 @@ def explain(message: str, options: list[str], keys: list[str]) -> str:
             return f"unknown option {flags[0]}: {entry}"
         if flags:
             return f"unknown option {flags[0]}{closest(flags[0], options)}; `python train.py --help` lists them all"
-        return f"unexpected argument {match[1]!r}: options start with --, and a subcommand (fit, test, ...) comes first"
+        typo = closest(match[1].split()[0], list(SUBCOMMANDS))  # train.py tset: did you mean test?
+        first_word = "options start with --, and a subcommand (fit, test, ...) comes first"
+        return f"unexpected argument {match[1]!r}: {first_word}{typo}"
     if match := re.search(r"does not accept option '([^']+)'", first):
         if entry := not_in_registry(match[1], keys):  # the entry's key, not its deepest (callbacks.x.init_args.y)
             return f"unknown key {'.'.join(match[1].split('.')[:2])!r} in a config file: {entry}"
@@ -85,13 +87,19 @@ def explain_key_error(key: str, detail: str) -> str:
         key = f"{key}.{nested[1]}"
     given_class = re.search(r"class_path(?: |=)'([^']+)'", detail)  # "given class_path 'x'" or "class_path='x'"
     lines = [line for line in lines if line and not any(noise in line for noise in NOISE) and "Parser key" not in line]
-    if number := re.search(r"Expected a <class '(float|int)'>", detail):
-        # A number that does not parse (lr: float | Tensor would otherwise read as "no class named ...").
+    if number := re.search(r"Expected a <class '(float|int)'>(?:\. Got value: (.*))?", detail):
+        # A number that does not parse (lr: float | Tensor would otherwise read as "no class named ..."); the value
+        # as given, or the item of a list that is no number ([4,a]: a).
         given = re.search(r"Given value: (.*?)(?:\. Got value:|$)", detail, re.M)
         value = given[1].strip() if given else "the value"
         value = nested[1] if (nested := re.search(r"NestedArg\(key='[^']*', val='([^']*)'\)", value)) else value
+        value = number[2].strip() if number[2] and "NestedArg" in value else value
         kind = "a number" if number[1] == "float" else "a whole number"
         return f"--{key}: {value!r} is not {kind}"
+    if re.search(r"Expected a <class '(collections\.abc\.Sequence|list|tuple)'>", detail):  # channels: Sequence[int]
+        given = re.search(r"Got value: (.*)", detail)
+        value = given[1].strip() if given else "x"
+        return f"--{key}: {value} is not a list; write a list in brackets, such as [{value}]"
     for line in lines:
         if match := re.match(r"Expected a dot import path string: (.+)", line):
             names = class_choices(key)

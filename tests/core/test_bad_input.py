@@ -232,6 +232,12 @@ CASES = [
         ),  # fmt: skip
         "holds train/ and test/ folders, not MNIST's IDX files: a folder of pictures is read by ImageFolderDataModule",
     ),
+    ("misspelt subcommand", lambda t, d: ["tset"], "unexpected argument 'tset'"),
+    (
+        "a number where a list goes",
+        lambda t, d: ["--model.net.channels", "32"],
+        "--model.net.channels: 32 is not a list",
+    ),
 ]
 
 
@@ -263,6 +269,7 @@ class NanAfter(MLP):
         return super().forward(images) * (float("nan") if self.training else 1.0)
 """
 MESSAGES = {
+    "misspelt subcommand": "did you mean test?",
     "--ckpt_path to a missing file": "no such file",
     "--ckpt_path to a file that is not a checkpoint": "is not a PyTorch checkpoint",
 }
@@ -348,6 +355,12 @@ def test_each_parse_error_wording_is_still_recognized(tmp_path):
         "'momentun'; did you mean momentum?",
         ("--model.optimizer.learning_rate", "0.1"): "--model.optimizer: unknown option 'learning_rate' (AdamW takes "
         "lr, betas, eps, weight_decay,",
+        ("tset",): "unexpected argument 'tset': options start with --, and a subcommand (fit, test, ...) comes "
+        "first; did you mean test?",
+        ("--model.net.channels", "32"): "--model.net.channels: 32 is not a list; write a list in brackets, such as "
+        "[32]",
+        ("--model.net", "MLP", "--model.net.hidden_sizes", "512"): "--model.net.hidden_sizes: 512 is not a list",
+        ("--model.net.channels", "[4,a]"): "--model.net.channels: 'a' is not a whole number",
         ("--data", "ImageFolderDatamodule"): "--data: no class named 'ImageFolderDatamodule'; did you mean "
         "ImageFolderDataModule?; choose one of ImageFolderDataModule, MNISTDataModule or give a full import path",
     }
