@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -43,11 +44,18 @@ NARROW_CNN = "--model.net.channels [4,8,16] --model.net.hidden 16".split()
 FAST_TRAINER = FAST_RUN + NARROW_CNN
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput"):  # pytest's own process, not one of xdist's (they inherit its clock)
+        os.environ["TESTS_SESSION_STARTED"] = str(time.time())  # for tests/test_fast_tier.py
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Longest first: the SLURM tests (they wait on the cluster's clock), then the other slow ones, then the rest.
     Tests go to the processes in this order, a couple at a time (--maxschedchunk 1 in pyproject.toml), so the long
-    ones start early and run beside many short ones, and the processes end together."""
-    items.sort(key=lambda item: ("slurm" not in item.fixturenames, item.get_closest_marker("slow") is None))
+    ones start early and run beside many short ones, and the processes end together. The fast tier's stopwatch
+    (tests/test_fast_tier.py) comes last of all."""
+    items.sort(key=lambda item: ("slurm" not in item.fixturenames, item.get_closest_marker("slow") is None,
+                                 item.path.name == "test_fast_tier.py"))  # fmt: skip
 
 
 @pytest.fixture
