@@ -3,17 +3,20 @@ will use and the first sentence of the option's documentation."""
 
 import inspect
 import json
+import textwrap
 
 import docstring_parser
 from jsonargparse import Namespace
 from lightning import Trainer
 
 from project.classifier import ImageClassifier
+from project.data.contract import CONTRACT_LINKS
 from project.run.options import CLASS_KEYS, import_class, own_parameters
 
 DESCRIPTION = """Train and test an image classifier. Without a subcommand: fit, then test the best checkpoint.
 `python train.py fit|validate|test|predict [options]` runs one Lightning stage. Trainer options work flat
 (--max_epochs 3) and prefixed (--trainer.max_epochs 3). An error prints one line; --debug shows its traceback."""
+LINKED = {target.replace(".init_args", "") for target in CONTRACT_LINKS}  # set from the built data module
 
 
 def help_text(config: Namespace) -> str:
@@ -34,8 +37,11 @@ def help_text(config: Namespace) -> str:
         for name, parameter in own_parameters(cls).items():
             if name not in skip and parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY):
                 shown = json.dumps(values.get(name, parameter.default), default=as_text)
-                option = f"  --{key}.{name} {shown}" if key else f"  --{name} {shown}"
-                lines.append(f"{option:<50} {first_sentences.get(name, '')}"[:118].rstrip())
+                shown = "(the data's)" if f"{key}.{name}" in LINKED else shown  # not known before the data is read
+                option = f"{f'  --{key}.{name}' if key else f'  --{name}'} {shown}"
+                room = max(117 - max(len(option), 50), 20)  # lines of at most 118 characters, cut at a word
+                about = textwrap.shorten(first_sentences.get(name, ""), room, placeholder=" ...")
+                lines.append(f"{option:<50} {about}".rstrip())
     off = [name for name, value in vars(config.callbacks).items() if value is None]
     lines += ["", f"Callbacks that are off (--callbacks.NAME CLASS puts one in): {', '.join(off)}", ""]
     return "\n".join(lines)

@@ -162,6 +162,11 @@ def test_help_shows_the_values_the_run_will_use_for_the_classes_it_is_built_from
     ):
         assert line in done.stdout, line
     assert "torch.nn.Identity" not in done.stdout and len(done.stdout.splitlines()) < 400
+    # What the data module sets is not shown as the base's 10 classes of 1x28x28 (a picture folder has its own).
+    assert "--model.net.input_shape (the data's)" in done.stdout and "--model.num_classes (the data's)" in done.stdout
+    # Each line within 118 characters; a long description is cut after a whole word.
+    lines = done.stdout.splitlines()
+    assert max(map(len, lines)) <= 118 and any(line.endswith(" ...") for line in lines)
     assert "--model.net.hidden_sizes" not in done.stdout  # the MLP is not in this run
     assert run_main("test", "--help").stdout == done.stdout
     mlp = run_main("--config", "configs/mlp.yaml", "--model.optimizer", "SGD", "--help").stdout
