@@ -2,10 +2,12 @@
 after configs/base.yaml, flat Trainer flags, paths expanded, one folder per run (logs/<data set>_<net>/version_N)
 that resume and test write into, `--ckpt_path last`, checks before any work, --help, and one line for every error."""
 
+import functools
 import os
 import re
 import signal
 import sys
+import warnings
 from argparse import ArgumentError
 from pathlib import Path
 from typing import Optional
@@ -200,6 +202,9 @@ class RunCLI(ClassifierCLI):
         callbacks.append(LogEveryEpoch())
         kwargs["callbacks"] = [c for c in callbacks if (checkpoints or not isinstance(c, Checkpoint))
                                and (logged or not isinstance(c, LearningRateMonitor))]  # fmt: skip
+        if self.run_folder is not None and self.subcommand == "fit":  # a resume: checkpoints/ holds the run's own
+            for callback in (c for c in kwargs["callbacks"] if isinstance(c, ModelCheckpoint)):
+                callback.setup = functools.partial(without_folder_warning, callback.setup)
         plugins = list(config.trainer.plugins) if isinstance(config.trainer.plugins, list) else [config.trainer.plugins]
         kwargs["plugins"] = [plugin for plugin in plugins if plugin is not None]
         if self.logger is not None:
@@ -213,6 +218,17 @@ class RunCLI(ClassifierCLI):
 
     def best_checkpoint(self) -> str | None:
         return resume.best_checkpoint(self.trainer.checkpoint_callback)
+
+
+def without_folder_warning(setup, *args, **kwargs) -> None:
+    """ModelCheckpoint.setup without Lightning's warning that the checkpoint folder is not empty, for a resumed run:
+    it goes on in its own run folder, whose checkpoints/ holds its checkpoints by design. Lightning has no switch for
+    it; the filter takes the warning's category and module, and setup raises no other warning."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", category=UserWarning, module=r"lightning\.pytorch\.callbacks\.model_checkpoint"
+        )
+        setup(*args, **kwargs)
 
 
 def with_required_shown(parser: LightningArgumentParser, head: list[str], args: list[str]) -> list[str]:

@@ -271,6 +271,8 @@ def test_one_run_one_folder_with_a_relative_logs_folder(mnist_dir, tmp_path, mon
     assert summary["best_checkpoint"].startswith(str(run / "checkpoints" / "epoch="))  # relative, as started
     assert len(list((run / "checkpoints").glob("epoch=*.ckpt"))) == 1  # one best checkpoint, the stale one gone
     assert not [w for w in recwarn if "dirpath" in str(w.message)]
+    # It goes on in its own folder: Lightning's warning that the checkpoint folder is not empty is not for it.
+    assert not [w for w in recwarn if "exists and is not empty" in str(w.message)]
 
     # test and predict of the run's checkpoint: its data options from config.yaml, its folder, no new version.
     checkpoint = str(run / "checkpoints" / "last.ckpt")
@@ -282,6 +284,18 @@ def test_one_run_one_folder_with_a_relative_logs_folder(mnist_dir, tmp_path, mon
     assert {"val/acc_best", "test/acc"} <= summary["metrics"].keys() and summary["tested_checkpoint"] == checkpoint
     _, experiment = read_events(run)  # the fit's HPARAMS summary, which TensorBoard shows, names test/acc too
     assert {"val/acc_best", "test/acc"} <= {m.name.tag for m in experiment.metric_infos}
+
+
+def test_a_new_run_into_a_checkpoint_folder_in_use_is_still_warned(mnist_dir, tmp_path, recwarn):
+    """Lightning's warning that a checkpoint folder is not empty is left out for a resume only: two new runs given
+    one folder of best checkpoints (a fork's dirpath) still get it, the second one."""
+    args = ["--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path / "logs"), *THREE_EPOCHS,
+            "--limit_train_batches", "2", "--limit_val_batches", "1", "--max_epochs", "1", "--limit_test_batches", "1",
+            "--callbacks.best_checkpoint.dirpath", str(tmp_path / "shared")]  # fmt: skip
+    assert main(args) == 0
+    assert not [w for w in recwarn if "exists and is not empty" in str(w.message)]
+    assert main(args) == 0
+    assert [w for w in recwarn if "exists and is not empty" in str(w.message)]
 
 
 @pytest.mark.slow
