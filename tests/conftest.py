@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -42,11 +41,6 @@ FIGURES = ["--callbacks.test_pictures", "TestPictures"]
 # compute. Only for the CNN: where a config or flag before it names another net, use FAST_RUN alone.
 NARROW_CNN = "--model.net.channels [4,8,16] --model.net.hidden 16".split()
 FAST_TRAINER = FAST_RUN + NARROW_CNN
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    if not hasattr(config, "workerinput"):  # pytest's own process, not one of xdist's (they inherit its clock)
-        os.environ["TESTS_SESSION_STARTED"] = str(time.time())  # for tests/test_fast_tier.py
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

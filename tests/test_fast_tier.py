@@ -15,9 +15,15 @@ LIMIT_SECONDS = 60
 )
 def test_the_fast_tier_takes_at_most_a_minute(request):
     config = request.config
-    whole_tier = config.option.markexpr == "not slow" and not config.option.keyword
-    if not whole_tier or config.args_source != pytest.Config.ArgsSource.TESTPATHS:
-        pytest.skip('measures the whole fast tier only: pytest -m "not slow", without paths or -k')
+    narrowed = [
+        config.getoption(name, None) for name in ("keyword", "ignore", "ignore_glob", "deselect", "lf", "stepwise")
+    ]
+    if (
+        config.option.markexpr != "not slow"
+        or any(narrowed)
+        or config.args_source != pytest.Config.ArgsSource.TESTPATHS
+    ):
+        pytest.skip('measures the whole fast tier only: pytest -m "not slow", without paths, -k, --ignore, ...')
     took = time.time() - float(os.environ["TESTS_SESSION_STARTED"])  # at least: the other process may be at work
     assert took <= LIMIT_SECONDS, (
         f"the fast tier took {took:.0f} s so far (limit {LIMIT_SECONDS} s, {os.cpu_count()} cores)"

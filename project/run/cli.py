@@ -108,7 +108,8 @@ class RunCLI(ClassifierCLI):
                     sub_config[key] = expand(value)
         except (ArgumentError, UnicodeDecodeError) as error:
             options = [f"--{key}" for key in keys] + [f"--{name}" for name in flat]
-            raise UserError(explain(str(error), options, keys)) from error
+            first_word = args[1] if self.test_after_fit and len(args) > 1 else None  # main() put "fit" first
+            raise UserError(explain(str(error), options, keys, first_word)) from error
         if shown:  # --help or --print_config: printed once the whole config is known, then nothing runs
             helps = {"-h", "--help"} & set(shown)
             print(help_text(sub_config) if helps else sub.dump(sub_config, skip_unset=False), end="")
@@ -203,8 +204,10 @@ class RunCLI(ClassifierCLI):
         kwargs["callbacks"] = [c for c in callbacks if (checkpoints or not isinstance(c, Checkpoint))
                                and (logged or not isinstance(c, LearningRateMonitor))]  # fmt: skip
         if self.run_folder is not None and self.subcommand == "fit":  # a resume: checkpoints/ holds the run's own
-            for callback in (c for c in kwargs["callbacks"] if isinstance(c, ModelCheckpoint)):
-                callback.setup = functools.partial(without_folder_warning, callback.setup)
+            own = self.run_folder.resolve()  # a callback's dirpath, where set, is a real path (None: the run's)
+            for callback in kwargs["callbacks"]:
+                if isinstance(callback, ModelCheckpoint) and Path(callback.dirpath or own).is_relative_to(own):
+                    callback.setup = functools.partial(without_folder_warning, callback.setup)
         plugins = list(config.trainer.plugins) if isinstance(config.trainer.plugins, list) else [config.trainer.plugins]
         kwargs["plugins"] = [plugin for plugin in plugins if plugin is not None]
         if self.logger is not None:
@@ -221,9 +224,9 @@ class RunCLI(ClassifierCLI):
 
 
 def without_folder_warning(setup, *args, **kwargs) -> None:
-    """ModelCheckpoint.setup without Lightning's warning that the checkpoint folder is not empty, for a resumed run:
-    it goes on in its own run folder, whose checkpoints/ holds its checkpoints by design. Lightning has no switch for
-    it; the filter takes the warning's category and module, and setup raises no other warning."""
+    """ModelCheckpoint.setup without Lightning's warning that the checkpoint folder is not empty, for a resumed run
+    whose checkpoints go into its own run folder: its checkpoints/ holds them by design. Lightning has no switch for
+    it; the filter takes the warning's category and module, and setup raises no other warning (Lightning 2.6)."""
     with warnings.catch_warnings():
         warnings.filterwarnings(
             "ignore", category=UserWarning, module=r"lightning\.pytorch\.callbacks\.model_checkpoint"

@@ -3,6 +3,7 @@ will use and the first sentence of the option's documentation."""
 
 import inspect
 import json
+import re
 import textwrap
 
 import docstring_parser
@@ -16,6 +17,8 @@ from project.run.options import CLASS_KEYS, import_class, own_parameters
 DESCRIPTION = """Train and test an image classifier. Without a subcommand: fit, then test the best checkpoint.
 `python train.py fit|validate|test|predict [options]` runs one Lightning stage. Trainer options work flat
 (--max_epochs 3) and prefixed (--trainer.max_epochs 3). An error prints one line; --debug shows its traceback."""
+FIRST_SENTENCE = re.compile(r"(?<!e\.g)(?<!i\.e)\. ")  # up to its first full stop, not an "e.g."
+WIDTH = 118  # of a line, but where an option's value alone is longer
 LINKED = {target.replace(".init_args", "") for target in CONTRACT_LINKS}  # set from the built data module
 
 
@@ -33,14 +36,16 @@ def help_text(config: Namespace) -> str:
         lines += ["", f"{title}:"]
         docs = [doc for klass in reversed(cls.__mro__) for doc in docstring_parser.parse(  # the nearest class's wins
             f"{inspect.getdoc(klass) or ''}\n\n{inspect.getdoc(klass.__init__) or ''}").params]  # fmt: skip
-        first_sentences = {doc.arg_name: (doc.description or "").split(". ")[0].replace("\n", " ") for doc in docs}
+        first_sentences = {
+            doc.arg_name: FIRST_SENTENCE.split(doc.description or "")[0].replace("\n", " ") for doc in docs
+        }
         for name, parameter in own_parameters(cls).items():
             if name not in skip and parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY):
                 shown = json.dumps(values.get(name, parameter.default), default=as_text)
                 shown = "(the data's)" if f"{key}.{name}" in LINKED else shown  # not known before the data is read
                 option = f"{f'  --{key}.{name}' if key else f'  --{name}'} {shown}"
-                room = max(117 - max(len(option), 50), 20)  # lines of at most 118 characters, cut at a word
-                about = textwrap.shorten(first_sentences.get(name, ""), room, placeholder=" ...")
+                room = WIDTH - 1 - max(len(option), 50)  # the description cut at a word, or left out for a long value
+                about = textwrap.shorten(first_sentences.get(name, ""), room, placeholder=" ...") if room >= 20 else ""
                 lines.append(f"{option:<50} {about}".rstrip())
     off = [name for name, value in vars(config.callbacks).items() if value is None]
     lines += ["", f"Callbacks that are off (--callbacks.NAME CLASS puts one in): {', '.join(off)}", ""]

@@ -22,10 +22,11 @@ NOISE = ("Does not validate against any of the Union subtypes", "Subtypes:", "Er
          "Problem with given class_path")  # fmt: skip
 
 
-def explain(message: str, options: list[str], keys: list[str]) -> str:
+def explain(message: str, options: list[str], keys: list[str], first_word: str | None = None) -> str:
     """One line for a parse error: what is wrong, and the closest valid name where there is one.
 
-    `options` are the command line's option strings (--max_epochs), `keys` the config keys (trainer.max_epochs).
+    `options` are the command line's option strings (--max_epochs), `keys` the config keys (trainer.max_epochs),
+    `first_word` the command line's first word where it named no subcommand (a misspelt one: tset).
     jsonargparse reports errors as English text only (no error codes or fields), so this reads its wording;
     tests/core/test_bad_input.py::test_each_parse_error_wording_is_still_recognized fails, naming this function,
     when a jsonargparse release words a case differently.
@@ -41,7 +42,7 @@ def explain(message: str, options: list[str], keys: list[str]) -> str:
             return f"unknown option {flags[0]}: {entry}"
         if flags:
             return f"unknown option {flags[0]}{closest(flags[0], options)}; `python train.py --help` lists them all"
-        typo = closest(match[1].split()[0], list(SUBCOMMANDS))  # train.py tset: did you mean test?
+        typo = closest(first_word, list(SUBCOMMANDS)) if match[1].split()[0] == first_word else ""
         first_word = "options start with --, and a subcommand (fit, test, ...) comes first"
         return f"unexpected argument {match[1]!r}: {first_word}{typo}"
     if match := re.search(r"does not accept option '([^']+)'", first):
@@ -87,19 +88,21 @@ def explain_key_error(key: str, detail: str) -> str:
         key = f"{key}.{nested[1]}"
     given_class = re.search(r"class_path(?: |=)'([^']+)'", detail)  # "given class_path 'x'" or "class_path='x'"
     lines = [line for line in lines if line and not any(noise in line for noise in NOISE) and "Parser key" not in line]
-    if number := re.search(r"Expected a <class '(float|int)'>(?:\. Got value: (.*))?", detail):
-        # A number that does not parse (lr: float | Tensor would otherwise read as "no class named ..."); the value
-        # as given, or the item of a list that is no number ([4,a]: a).
-        given = re.search(r"Given value: (.*?)(?:\. Got value:|$)", detail, re.M)
+    if number := re.search(r"Expected a <class '(float|int)'>", detail):
+        # A number that does not parse (lr: float | Tensor would otherwise read as "no class named ..."): the item
+        # that is none where a list holds it ([4,a]: a), else the value as given.
+        got = re.search(r"Expected a <class '(?:float|int)'>\. Got value: (.*?)(?:\. Got value:|$)", detail, re.M)
+        given = got or re.search(r"Given value: (.*?)(?:\. Got value:|$)", detail, re.M)
         value = given[1].strip() if given else "the value"
         value = nested[1] if (nested := re.search(r"NestedArg\(key='[^']*', val='([^']*)'\)", value)) else value
-        value = number[2].strip() if number[2] and "NestedArg" in value else value
         kind = "a number" if number[1] == "float" else "a whole number"
         return f"--{key}: {value!r} is not {kind}"
-    if re.search(r"Expected a <class '(collections\.abc\.Sequence|list|tuple)'>", detail):  # channels: Sequence[int]
-        given = re.search(r"Got value: (.*)", detail)
-        value = given[1].strip() if given else "x"
-        return f"--{key}: {value} is not a list; write a list in brackets, such as [{value}]"
+    if re.search(r"Expected a <class '(collections\.abc\.Sequence|list|tuple)'>", detail):  # channels: list[int]
+        given = re.search(r"Got value: (.*?)(?:\. Got value:|$)", detail, re.M) or re.search(
+            r"Given value: (.*)", detail
+        )
+        value = given[1].strip() if given else "the value"
+        return f"--{key}: {value} is not a list; write one in brackets, as `python train.py --help` shows it"
     for line in lines:
         if match := re.match(r"Expected a dot import path string: (.+)", line):
             names = class_choices(key)

@@ -297,7 +297,7 @@ def test_bad_input_gives_one_line_and_leaves_nothing(mistake, arguments, message
     monkeypatch.syspath_prepend(str(write(tmp_path / "nan_net.py", NAN_NET).parent))
     write(tmp_path / "plain_data.py", PLAIN_DATA)
     args = arguments(tmp_path, mnist_dir)
-    subcommand = args[:1] if args[:1] in (["test"], ["predict"]) else []
+    subcommand = args[:1] if args[:1] and not args[0].startswith("-") else []  # a first word (test, tset) first
     data_before = files(mnist_dir)
     logs = tmp_path / "logs"
     status = main([*subcommand, "--data.data_dir", str(mnist_dir), "--default_root_dir", str(logs),
@@ -357,18 +357,32 @@ def test_each_parse_error_wording_is_still_recognized(tmp_path):
         "lr, betas, eps, weight_decay,",
         ("tset",): "unexpected argument 'tset': options start with --, and a subcommand (fit, test, ...) comes "
         "first; did you mean test?",
-        ("--model.net.channels", "32"): "--model.net.channels: 32 is not a list; write a list in brackets, such as "
-        "[32]",
+        ("--model.net.channels", "32"): "--model.net.channels: 32 is not a list; write one in brackets, as `python "
+        "train.py --help` shows it",
+        ("--model.optimizer.betas", "0.9"): "--model.optimizer.betas: 0.9 is not a list; write one",  # a tuple
         ("--model.net", "MLP", "--model.net.hidden_sizes", "512"): "--model.net.hidden_sizes: 512 is not a list",
         ("--model.net.channels", "[4,a]"): "--model.net.channels: 'a' is not a whole number",
+        (
+            "--config",
+            str(
+                write(
+                    tmp_path / "item.yaml",
+                    "model:\n  net:\n    class_path: CNN\n    init_args:\n      channels: [4, a]\n",
+                )
+            ),
+        ): "--model.net.channels: 'a' is not a whole number",
         ("--data", "ImageFolderDatamodule"): "--data: no class named 'ImageFolderDatamodule'; did you mean "
         "ImageFolderDataModule?; choose one of ImageFolderDataModule, MNISTDataModule or give a full import path",
     }
     for args, expected in cases.items():
         with pytest.raises(UserError) as error:
-            RunCLI(["fit", *args])  # fails while parsing: runs nothing
+            RunCLI(["fit", *args], test_after_fit=True)  # as main() makes it of args; fails parsing: runs nothing
         changed = f"project.run.parse_errors.explain no longer recognizes jsonargparse's words for {args}"
         assert str(error.value).startswith(expected), f"{changed}: {error.value}"
+    with pytest.raises(UserError) as error:
+        RunCLI(["fit", "tset"])  # `train.py fit tset`: a subcommand came first, so tset is no misspelt one
+    assert str(error.value) == "unexpected argument 'tset': options start with --, and a subcommand (fit, test, ...) " \
+                               "comes first"  # fmt: skip
 
 
 def test_the_net_names_offered_are_those_of_project_models(monkeypatch):

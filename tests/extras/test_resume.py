@@ -286,16 +286,24 @@ def test_one_run_one_folder_with_a_relative_logs_folder(mnist_dir, tmp_path, mon
     assert {"val/acc_best", "test/acc"} <= {m.name.tag for m in experiment.metric_infos}
 
 
-def test_a_new_run_into_a_checkpoint_folder_in_use_is_still_warned(mnist_dir, tmp_path, recwarn):
-    """Lightning's warning that a checkpoint folder is not empty is left out for a resume only: two new runs given
-    one folder of best checkpoints (a fork's dirpath) still get it, the second one."""
+def test_a_resume_is_still_warned_of_a_checkpoint_folder_that_is_not_its_own(mnist_dir, tmp_path, recwarn):
+    """Lightning's warning that a checkpoint folder is not empty is left out for the resumed run's own folder only:
+    a fork's dirpath shared by two runs, holding the other run's best checkpoint, is still named."""
+    shared = tmp_path / "shared"
     args = ["--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path / "logs"), *THREE_EPOCHS,
             "--limit_train_batches", "2", "--limit_val_batches", "1", "--max_epochs", "1", "--limit_test_batches", "1",
-            "--callbacks.best_checkpoint.dirpath", str(tmp_path / "shared")]  # fmt: skip
-    assert main(args) == 0
+            "--callbacks.best_checkpoint.dirpath", str(shared)]  # fmt: skip
+    previous = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGUSR1)
+    with pytest.raises(SystemExit):  # stopped after its first step: last.ckpt in its own folder, nothing in shared/
+        main([*args, "--trainer.callbacks+=tests.slow_stages.SignalAt", "--trainer.callbacks.step", "1"])
+    signal.signal(signal.SIGTERM, previous[0])
+    signal.signal(signal.SIGUSR1, previous[1])
+    assert main([*args, "--model.net.dropout", "0.5"]) == 0  # another run: its best checkpoint into shared/
     assert not [w for w in recwarn if "exists and is not empty" in str(w.message)]
-    assert main(args) == 0
-    assert [w for w in recwarn if "exists and is not empty" in str(w.message)]
+
+    assert main([*args, "--ckpt_path", "last"]) == 0  # the first run goes on
+    warned = [str(w.message) for w in recwarn if "exists and is not empty" in str(w.message)]
+    assert warned and all(str(shared) in message for message in warned), warned
 
 
 @pytest.mark.slow
