@@ -47,7 +47,8 @@ class ImageFolderDataModule(InMemoryImages):
                 common size in train/, as shown (a photo's EXIF orientation turns it upright first).
             channels: 1 (grey) or 3 (colour); default: 3 if any training image has colour, else 1.
             mirrorable: a mirrored image keeps its class (augment then flips, eval_flip averages with the mirror).
-            val_size: without val/, the share of train/ (below 1) or the number of images held out for validation.
+            val_size: without val/, the share of train/ (below 1) or the number of images held out for validation,
+                of each class in proportion to its pictures.
             cache_dir: where the decoded images are kept (default: image-folders/ in $XDG_CACHE_HOME or ~/.cache);
                 nothing is written into data_dir, which may be read-only or shared by several runs.
             predict_path: an image file or a folder of them for `predict` (else it runs on the test set).
@@ -103,9 +104,9 @@ class ImageFolderDataModule(InMemoryImages):
     @cached_property
     def contract(self) -> DataContract:
         """Classes from the folder names; shape, mean and std from the decoded training images."""
-        images = self.load()["train"][0]
+        images, labels = self.load()["train"]
         if not self.files["val"]:  # the statistics of the images that train, not of the validation slice
-            images = self.split(images, torch.zeros(len(images)), self.val_count(len(images)))[0].tensors[0]
+            images = self.split(images, labels, self.val_count(len(images)), by_class=True)[0].tensors[0]
         mean = tuple(float(images[:, c].double().mean() / 255) for c in range(images.shape[1]))
         std = tuple(max(float(images[:, c].double().std() / 255), 1e-3) for c in range(images.shape[1]))
         return DataContract(tuple(self.classes), tuple(images.shape[1:]), mean, std, self.hparams.mirrorable)
@@ -123,7 +124,8 @@ class ImageFolderDataModule(InMemoryImages):
         if self.files["val"]:
             self.train_set, self.val_set = TensorDataset(*splits["train"]), TensorDataset(*splits["val"])
         else:
-            self.train_set, self.val_set = self.split(*splits["train"], self.val_count(len(splits["train"][0])))
+            count = self.val_count(len(splits["train"][0]))
+            self.train_set, self.val_set = self.split(*splits["train"], count, by_class=True)  # each class validates
         self.test_set = self.predict_set = TensorDataset(*splits["test"])
         self.predict_names = [str(path) for _, path in self.files["test"]]
 

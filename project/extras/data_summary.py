@@ -68,8 +68,9 @@ def small_classes(classes: list[str], train: list[int] | None, small: float) -> 
 
 
 def unvalidated(classes: list[str], counts: dict[str, list[int]]) -> list[str]:
-    """A note for each class with training pictures but none in validation (the slice is drawn at random, not per
-    class): val/acc, and so the best checkpoint, leave it out."""
+    """A note for each class with training pictures but none in validation (a class whose share of the slice is
+    under half a picture, or a data module that draws the slice at random): val/acc, and the best checkpoint, leave
+    it out."""
     train, val = counts.get("train"), counts.get("val")
     if not train or not val:
         return []

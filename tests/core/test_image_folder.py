@@ -50,6 +50,24 @@ def test_contract_is_the_folders_classes_shape_and_training_statistics(tmp_path)
     torch.testing.assert_close(normalized.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-4, rtol=0)
 
 
+def test_each_class_validates_in_proportion_to_its_pictures(tmp_path):
+    """Without val/, each class gives its share of the validation slice, whatever the split seed: a class of 8
+    pictures among 40 + 40 + 8 gives 1 of 9, the others 4 each (a random slice of 9 leaves such a class out 4 times
+    in 10). The classes' order within the slice stays random: another seed, other pictures."""
+    root = write_image_folder(tmp_path / "pictures", per_class=40)
+    small = root / "train" / sorted(CLASSES)[2]
+    for path in sorted(small.iterdir())[8:]:
+        path.unlink()
+    chosen = []
+    for seed in range(4):
+        dm = ImageFolderDataModule(str(root), cache_dir=str(tmp_path / "cache"), split_seed=seed)
+        dm.setup("fit")
+        assert torch.bincount(dm.val_set.tensors[1]).tolist() == [4, 4, 1]
+        assert torch.bincount(dm.train_set.tensors[1]).tolist() == [36, 36, 7]
+        chosen.append(dm.val_set.tensors[0].sum().item())
+    assert len(set(chosen)) == 4
+
+
 def test_a_val_folder_validates_and_options_set_size_and_channels(tmp_path):
     root = write_image_folder(tmp_path / "pictures", val=True)
     dm = ImageFolderDataModule(str(root), image_size=(16, 8), channels=1, cache_dir=str(tmp_path / "cache"))
