@@ -203,11 +203,13 @@ class RunCLI(ClassifierCLI):
         callbacks.append(LogEveryEpoch())
         kwargs["callbacks"] = [c for c in callbacks if (checkpoints or not isinstance(c, Checkpoint))
                                and (logged or not isinstance(c, LearningRateMonitor))]  # fmt: skip
-        if self.run_folder is not None and self.subcommand == "fit":  # a resume: checkpoints/ holds the run's own
+        if self.run_folder is not None:  # a resume or a later test: checkpoints/ holds the run's own
             own = self.run_folder.resolve()  # a callback's dirpath, where set, is a real path (None: the run's)
             for callback in kwargs["callbacks"]:
                 if isinstance(callback, ModelCheckpoint) and Path(callback.dirpath or own).is_relative_to(own):
-                    callback.setup = functools.partial(without_folder_warning, callback.setup)
+                    callback.load_state_dict = functools.partial(in_its_folder_now, callback, callback.load_state_dict)
+                    if self.subcommand == "fit":
+                        callback.setup = functools.partial(without_folder_warning, callback.setup)
         plugins = list(config.trainer.plugins) if isinstance(config.trainer.plugins, list) else [config.trainer.plugins]
         kwargs["plugins"] = [plugin for plugin in plugins if plugin is not None]
         if self.logger is not None:
@@ -221,6 +223,24 @@ class RunCLI(ClassifierCLI):
 
     def best_checkpoint(self) -> str | None:
         return resume.best_checkpoint(self.trainer.checkpoint_callback)
+
+
+def in_its_folder_now(callback: ModelCheckpoint, load_state_dict, state: dict) -> None:
+    """ModelCheckpoint.load_state_dict for the run's own checkpoints, with the paths they saved put in the folder
+    as it is named now. Lightning keeps the best score and the kept checkpoints only where the folder's name is
+    unchanged: a run saved as logs/... and resumed as /home/me/logs/..., from another directory, or after its folder
+    moved, would take its best from the resumed epochs alone and keep a second best checkpoint."""
+    saved, now = state.get("dirpath"), callback.dirpath
+    if saved and now and saved != now:
+
+        def moved(path: str) -> str:  # both names hold the same files; relpath is lexical, as the saved paths are
+            return os.path.join(now, os.path.relpath(path, saved)) if path else path
+
+        paths = {key: moved(state[key]) for key in ("best_model_path", "kth_best_model_path", "last_model_path")
+                 if key in state}  # fmt: skip
+        kept = {moved(path): score for path, score in state.get("best_k_models", {}).items()}
+        state = {**state, **paths, "dirpath": now, "best_k_models": kept}
+    load_state_dict(state)
 
 
 def without_folder_warning(setup, *args, **kwargs) -> None:

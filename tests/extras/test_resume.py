@@ -286,6 +286,42 @@ def test_one_run_one_folder_with_a_relative_logs_folder(mnist_dir, tmp_path, mon
     assert {"val/acc_best", "test/acc"} <= {m.name.tag for m in experiment.metric_infos}
 
 
+@pytest.mark.parametrize("named", ["absolute", "moved, from inside logs/"])
+def test_a_resume_under_another_name_of_its_folder_keeps_its_best_checkpoint(mnist_dir, tmp_path, monkeypatch,
+                                                                             recwarn, named):  # fmt: skip
+    """A run saved as logs/... resumed as /home/me/logs/..., or moved and resumed from another directory: the best
+    score and the kept best checkpoint carry on (Lightning keeps them only under the folder's saved name; it took
+    the best from the resumed epochs alone and kept a second best file)."""
+    monkeypatch.chdir(tmp_path)
+    common = [*THREE_EPOCHS, "--limit_train_batches", "3", "--limit_val_batches", "2", "--max_epochs", "3"]
+    previous = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGUSR1)
+    with pytest.raises(SystemExit):  # stopped in its second epoch: the first epoch's best checkpoint is kept
+        main(["--data.data_dir", str(mnist_dir), *common, "--trainer.callbacks+=tests.slow_stages.SignalAt",
+              "--trainer.callbacks.step", "4"])  # fmt: skip
+    signal.signal(signal.SIGTERM, previous[0])
+    signal.signal(signal.SIGUSR1, previous[1])
+    last = Path("logs/mnist_cnn/version_0/checkpoints/last.ckpt")
+    if named == "absolute":
+        last = last.resolve()
+    else:
+        shutil.move("logs", "moved/logs")
+        monkeypatch.chdir("moved/logs")
+        last = last.relative_to("logs")
+    assert main(["--data.data_dir", str(mnist_dir), *common, "--ckpt_path", str(last)]) == 0
+
+    assert not [w for w in recwarn if "dirpath" in str(w.message)]
+    best = list(last.parent.glob("epoch=*.ckpt"))
+    assert len(best) == 1  # the stale best deleted (or none better saved): not one per side of the stop
+    accuracy = list(scalars_by_step(last.parents[1], "val/acc").values())  # each epoch's, one before the stop
+    assert len(accuracy) == 3
+    epoch = accuracy.index(max(accuracy))  # the first of equals: a later one must beat it
+    assert best[0].name == f"epoch={epoch}-val_acc={accuracy[epoch]:.4f}.ckpt"
+    assert Path(json.loads((last.parents[1] / "results.json").read_text())["best_checkpoint"]) == best[0]
+    recwarn.clear()
+    assert main(["test", "--ckpt_path", str(last), "--limit_test_batches", "1"]) == 0  # a later test of it too
+    assert not [w for w in recwarn if "dirpath" in str(w.message)]
+
+
 def test_a_resume_is_still_warned_of_a_checkpoint_folder_that_is_not_its_own(mnist_dir, tmp_path, recwarn):
     """Lightning's warning that a checkpoint folder is not empty is left out for the resumed run's own folder only:
     a fork's dirpath shared by two runs, holding the other run's best checkpoint, is still named."""
