@@ -36,6 +36,7 @@ from project.run.options import (
     expand,
     fresh_classes,
     launched_by_slurm,
+    switched_after,
     with_trainer_prefix,
 )
 from project.run.parse_errors import explain
@@ -109,7 +110,12 @@ class RunCLI(ClassifierCLI):
         except (ArgumentError, UnicodeDecodeError) as error:
             options = [f"--{key}" for key in keys] + [f"--{name}" for name in flat]
             first_word = args[1] if self.test_after_fit and len(args) > 1 else None  # main() put "fit" first
-            raise UserError(explain(str(error), options, keys, first_word)) from error
+            line = explain(str(error), options, keys, first_word)
+            unknown = re.match(r"--([\w.]+): unknown option '(\w+)'", line)
+            if unknown and (switch := switched_after(args[len(head) :], unknown[1], unknown[2])):
+                line = (f"--{unknown[1]}.{unknown[2]} comes before {switch}: give a class's options after it (before "
+                        f"it they are read as the replaced class's, which has no {unknown[2]})")  # fmt: skip
+            raise UserError(line) from error
         if shown:  # --help or --print_config: printed once the whole config is known, then nothing runs
             helps = {"-h", "--help"} & set(shown)
             print(help_text(sub_config) if helps else sub.dump(sub_config, skip_unset=False), end="")

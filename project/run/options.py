@@ -4,6 +4,7 @@ with ~ and $VARS, short data module names, batch limits read as Lightning reads 
 import importlib
 import inspect
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -72,8 +73,17 @@ def fresh_classes(parser: ArgumentParser, bases: list[str], args: list[str], con
         new = parser.parse_args([*layer, *later], namespace=config.clone(), defaults=False)
         for key in CLASS_KEYS:
             if class_path(new, key) not in (None, class_path(config, key)):
-                # Flags before the switch carry over where the new class takes them (as jsonargparse's own rule).
+                # Flags before the switch carry over where the new class takes them (as jsonargparse's own rule);
+                # the others are left out, with a note (common flags, then --model.net MLP, is a way to write it).
                 accepted = set(own_parameters(import_class(class_path(new, key))))
+                for flag in (layer[0].split("=")[0] for layer in layers[:i] if layer[0].startswith(f"--{key}.")):
+                    if (name := flag.removeprefix(f"--{key}.").split(".")[0]) not in accepted | {"class_path"}:
+                        switch, short = " ".join(layer[:2]), class_path(new, key).rsplit(".", 1)[-1]
+                        print(
+                            f"note: {flag} is left out: it came before {switch}, and {short} has no option "
+                            f"{name!r} (`python train.py {switch} --help` lists its options)",
+                            file=sys.stderr,
+                        )
                 words = [*flags(key, layers[:i], accepted), *layer, *flags(key, layers[i + 1 :])]
                 start = config.clone()
                 start[key] = Namespace(class_path=class_path(new, key))
@@ -85,6 +95,16 @@ def fresh_classes(parser: ArgumentParser, bases: list[str], args: list[str], con
         own = {name: p.default for name, p in params if p.default is not p.empty}
         config[key].init_args = Namespace(**{**own, **vars(config[key].get("init_args") or Namespace())})
     return {key: config[key] for key in switched}
+
+
+def switched_after(args: list[str], key: str, name: str) -> str | None:
+    """The words that switch `key`'s class (--data ImageFolderDataModule) where they come after --key.name: an
+    option given before its class, which the parser read as the replaced class's."""
+    given = [i for i, word in enumerate(args) if word.split("=")[0] in (f"--{key}.{name}", f"--{key}.init_args.{name}")]
+    for i, word in enumerate(args[given[0] + 1 :] if given else [], start=given[0] + 1 if given else 0):
+        if word.split("=")[0] in (f"--{key}", f"--{key}.class_path"):
+            return " ".join(args[i : i + (1 if "=" in word else 2)])
+    return None
 
 
 def own_parameters(cls: type) -> dict[str, inspect.Parameter]:

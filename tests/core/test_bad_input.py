@@ -238,6 +238,11 @@ CASES = [
         lambda t, d: ["--model.net.channels", "32"],
         "--model.net.channels: 32 is not a list",
     ),
+    (
+        "an option before its class",
+        lambda t, d: ["--model.optimizer.momentum", "0.9", "--model.optimizer", "SGD"],
+        "--model.optimizer.momentum comes before --model.optimizer SGD: give a class's options after it",
+    ),
 ]
 
 
@@ -371,6 +376,8 @@ def test_each_parse_error_wording_is_still_recognized(tmp_path):
                 )
             ),
         ): "--model.net.channels: 'a' is not a whole number",
+        ("--data.image_size", "[8,8]", "--data", "ImageFolderDataModule", "--data.data_dir", "x"): "--data.image_size "
+        "comes before --data ImageFolderDataModule: give a class's options after it",
         ("--data", "ImageFolderDatamodule"): "--data: no class named 'ImageFolderDatamodule'; did you mean "
         "ImageFolderDataModule?; choose one of ImageFolderDataModule, MNISTDataModule or give a full import path",
     }
@@ -383,6 +390,28 @@ def test_each_parse_error_wording_is_still_recognized(tmp_path):
         RunCLI(["fit", "tset"])  # `train.py fit tset`: a subcommand came first, so tset is no misspelt one
     assert str(error.value) == "unexpected argument 'tset': options start with --, and a subcommand (fit, test, ...) " \
                                "comes first"  # fmt: skip
+
+
+def test_an_option_the_class_switched_to_has_not_is_left_out_with_a_note(capsys):
+    """Flags before a class switch carry over where the new class takes them; the others are named as left out
+    (they were dropped without a word), whether a flag or a config file switches."""
+    mlp = str(REPO / "configs" / "mlp.yaml")
+    cases = {
+        ("--model.optimizer.amsgrad", "true", "--model.optimizer.lr", "0.3", "--model.optimizer", "SGD"): (
+            "note: --model.optimizer.amsgrad is left out: it came before --model.optimizer SGD, and SGD has no option "
+            "'amsgrad' (`python train.py --model.optimizer SGD --help` lists its options)"
+        ),
+        ("--model.net.hidden", "64", "-c", mlp): f"note: --model.net.hidden is left out: it came before -c {mlp}, and "
+        "MLP has no option 'hidden'",
+    }
+    configs = []
+    for args, note in cases.items():
+        configs.append(RunCLI(list(args), run=False).config)
+        assert capsys.readouterr().err.startswith(note)
+    assert configs[0].model.optimizer.init_args.lr == 0.3  # what SGD takes carries on
+    assert configs[1].model.net.class_path == "project.models.MLP"
+    RunCLI(["--model.optimizer", "SGD", "--model.optimizer.lr", "0.3"], run=False)
+    assert "note:" not in capsys.readouterr().err
 
 
 def test_the_net_names_offered_are_those_of_project_models(monkeypatch):
