@@ -2,7 +2,9 @@
 milliseconds: one batch of the data through the net on the run's device, each mistake one line naming the class."""
 
 import contextlib
+import inspect
 import random
+import re
 
 import lightning as L
 import numpy as np
@@ -84,8 +86,17 @@ class CheckNetAgainstData(Callback):
                             "alone")  # fmt: skip
         if scores.shape[1] != classes:
             raise UserError(f"{type(net).__name__} returns {scores.shape[1]} scores per image; the data has "
-                            f"{classes} classes: take `num_classes` in its __init__ (the CLI links it from the data "
-                            "contract)")  # fmt: skip
+                            f"{classes} classes: {class_count_fix(type(net))}")  # fmt: skip
+
+
+def class_count_fix(net: type) -> str:
+    """What to change where a net's scores are not one per class: the CLI fills `num_classes` alone, by that name."""
+    takes = inspect.signature(net.__init__).parameters
+    if "num_classes" in takes:
+        return "it takes `num_classes`: size its last layer from it"
+    if other := next((name for name in takes if re.search("class|label", name)), None):  # n_classes, labels, ...
+        return f"rename its `{other}` to `num_classes`, the name the CLI links from the data contract"
+    return "take `num_classes` in its __init__ (the CLI links it from the data contract)"
 
 
 @contextlib.contextmanager

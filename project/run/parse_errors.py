@@ -6,6 +6,7 @@ import difflib
 import importlib
 import inspect
 import re
+from pathlib import Path
 
 import torch
 from lightning import LightningDataModule
@@ -120,6 +121,17 @@ def explain_key_error(key: str, detail: str) -> str:
             where, hint = SHORT_NAMES.get(match[2]), closest(match[2], class_choices(key))
             hint = f"; it is {where} (or by its short name, {match[2]})" if where else hint
             return f"--{key}: {match[1]} has no {match[2]}{hint}"
+        if match := re.search(r"No module named '([^']+)'", line):  # a fork's own class, not found by Python
+            return (
+                f"--{key}: no module named {match[1]!r}: a class of your own is named by its import path "
+                "(my_project.module.ClassName), from a module beside train.py or in a folder on PYTHONPATH"
+            )
+        file = re.match(r"(?:Invalid content in sub-config file|Unexpected import path format:) (\S+?\.py)\b", line)
+        if file:  # a file given, not a class
+            return f"--{key}: {file[1]} is a Python file; name a class in it by its import path " \
+                   f"({Path(file[1]).stem}.ClassName)"  # fmt: skip
+        if match := re.match(r"Unexpected import path format: (\S+)", line):
+            return f"--{key}: {match[1]} is no import path; name a class as module.ClassName (dots, no slashes)"
         if match := re.match(r"File does not exist: (.+)", line):
             return f"--{key}: file not found: {match[1]}"
     return f"--{key}: {lines[-1] if lines else ' '.join(detail.split())}"

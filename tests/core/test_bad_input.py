@@ -378,6 +378,15 @@ def test_each_parse_error_wording_is_still_recognized(tmp_path):
         ): "--model.net.channels: 'a' is not a whole number",
         ("--data.image_size", "[8,8]", "--data", "ImageFolderDataModule", "--data.data_dir", "x"): "--data.image_size "
         "comes before --data ImageFolderDataModule: give a class's options after it",
+        ("--model.net", "nomod.Good"): "--model.net: no module named 'nomod': a class of your own is named by its "
+        "import path (my_project.module.ClassName), from a module beside train.py or in a folder on PYTHONPATH",
+        ("--model.optimizer", "nomod.Fast"): "--model.optimizer: no module named 'nomod': a class of your own",
+        ("--model.net", str(write(tmp_path / "my_nets.py", "class Good(nn.Module):\n    def f(self, x: int):\n"))): (
+            f"--model.net: {tmp_path / 'my_nets.py'} is a Python file; name a class in it by its import path "
+            "(my_nets.ClassName)"
+        ),
+        ("--model.net", "nets/my_nets.py"): "--model.net: nets/my_nets.py is a Python file; name a class in it",
+        ("--model.net", "./my_nets.Good"): "--model.net: ./my_nets.Good is no import path; name a class as module",
         ("--data", "ImageFolderDatamodule"): "--data: no class named 'ImageFolderDatamodule'; did you mean "
         "ImageFolderDataModule?; choose one of ImageFolderDataModule, MNISTDataModule or give a full import path",
     }

@@ -62,6 +62,22 @@ def test_a_net_of_another_class_count_is_named_with_the_fix():
     )
 
 
+def test_a_net_that_names_its_class_count_otherwise_or_ignores_it_is_told_which():
+    class Labels(MyNet):
+        def __init__(self, n_classes: int = 7) -> None:
+            super().__init__(scores=n_classes)
+
+    class Ignores(MyNet):
+        def __init__(self, num_classes: int = 10) -> None:
+            super().__init__(scores=7)
+
+    assert line(Labels(), (IMAGES, LABELS)).endswith(
+        "the data has 10 classes: rename its `n_classes` to `num_classes`, the name the CLI links from the data "
+        "contract"
+    )
+    assert line(Ignores(), (IMAGES, LABELS)).endswith("it takes `num_classes`: size its last layer from it")
+
+
 @pytest.mark.parametrize(
     ("then", "returned"),
     [
