@@ -25,6 +25,13 @@ def fail(message: str) -> int:
     return 2
 
 
+def lost_a_peer(error: BaseException, rank: int) -> bool:
+    """An error of a process other than the first in a call of torch.distributed: another process ended (gloo's
+    "Connection closed by peer"), and process 0, which shares the terminal, names why in its own line."""
+    frames = traceback.extract_tb(error.__traceback__)
+    return rank != 0 and any(f"{os.sep}torch{os.sep}distributed{os.sep}" in frame.filename for frame in frames)
+
+
 def missing_extra(error: ImportError, extra: str) -> str:
     """What to install where an optional dependency is missing: the extra of pyproject.toml that brings it."""
     return f'{error.name} is not installed: pip install -e ".[{extra}]" (".[dev]" has every extra)'

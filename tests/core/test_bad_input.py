@@ -341,6 +341,20 @@ def test_a_real_process_prints_no_traceback_and_debug_shows_it(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.slow
+def test_a_mistake_found_by_process_0_of_two_is_one_line(tmp_path):
+    """Two processes (DDP on the CPU): process 0 meets the mistake as it prepares the data and ends; process 1,
+    waiting for it, loses its connection (gloo's "Connection closed by peer" was a second error line)."""
+    (tmp_path / "pics" / "train").mkdir(parents=True)
+    (tmp_path / "pics" / "test").mkdir()
+    done = run_cli("--accelerator", "cpu", "--devices", "2", "--data.data_dir", str(tmp_path / "pics"),
+                   "--default_root_dir", str(tmp_path / "logs"))  # fmt: skip
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    errors = [line for line in done.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and errors[0].startswith("error: --data.data_dir "), errors
+    assert "holds train/ and test/ folders" in errors[0] and done.stderr.strip().endswith(errors[0])
+
+
 def test_each_parse_error_wording_is_still_recognized(tmp_path):
     """jsonargparse words its errors in English only; project.run.parse_errors.explain reads that wording. Each
     case must still come out as the template's own line, not as jsonargparse's text passed through."""
