@@ -415,7 +415,7 @@ def test_each_parse_error_wording_is_still_recognized(tmp_path):
                                "comes first"  # fmt: skip
 
 
-def test_an_option_the_class_switched_to_has_not_is_left_out_with_a_note(capsys):
+def test_an_option_the_class_switched_to_has_not_is_left_out_with_a_note(capsys, tmp_path):
     """Flags before a class switch carry over where the new class takes them; the others are named as left out
     (they were dropped without a word), whether a flag or a config file switches."""
     mlp = str(REPO / "configs" / "mlp.yaml")
@@ -429,11 +429,11 @@ def test_an_option_the_class_switched_to_has_not_is_left_out_with_a_note(capsys)
     }
     configs = []
     for args, note in cases.items():
-        configs.append(RunCLI(list(args), run=False).config)
+        configs.append(RunCLI([*args, "--default_root_dir", str(tmp_path)], run=False).config)
         assert capsys.readouterr().err.startswith(note)
     assert configs[0].model.optimizer.init_args.lr == 0.3  # what SGD takes carries on
     assert configs[1].model.net.class_path == "project.models.MLP"
-    RunCLI(["--model.optimizer", "SGD", "--model.optimizer.lr", "0.3"], run=False)
+    RunCLI(["--model.optimizer", "SGD", "--model.optimizer.lr", "0.3", "--default_root_dir", str(tmp_path)], run=False)
     assert "note:" not in capsys.readouterr().err
 
 

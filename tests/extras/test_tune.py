@@ -181,7 +181,7 @@ def test_the_search_spaces_that_found_the_recipes_are_valid(name, tmp_path):
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(tune.space_recipe(trial, space)))
     recipe = ["--config", str(REPO / "configs" / f"{name}.yaml"), "--config", str(path)]
-    config = RunCLI(recipe, run=False).config
+    config = RunCLI([*recipe, "--default_root_dir", str(tmp_path)], run=False).config  # its run folder there
     config = {key.replace("data.init_args.", "data."): value for key, value in config.items()}  # flags' spelling
     assert trial.params and all(
         config[option] == (json.loads(value) if isinstance(value, str) and value.startswith("[") else value)
