@@ -147,7 +147,7 @@ class ImageClassifier(LightningModule):
     def evaluate(self, batch: tuple[Tensor, Tensor], stage: str, loss: MeanMetric, acc: MulticlassAccuracy) -> Tensor:
         images, labels = batch
         logits = self(images)
-        loss(self.criterion(logits, labels))
+        loss(self.criterion(logits, labels), len(labels))  # weighted: a mean over images, not over batches
         acc(logits, labels)
         self.log(f"{stage}/loss", loss, prog_bar=stage == "val")
         self.log(f"{stage}/acc", acc, prog_bar=stage == "val")

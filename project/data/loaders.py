@@ -8,14 +8,14 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler, TensorData
 
 
 class Shard(DistributedSampler):
-    """One process's share of an evaluation set under DDP: items rank, rank + W, ... with no padding, so that every
-    image is scored once. (Lightning's own DDP sampler repeats items until the processes have as many; it leaves a
-    DistributedSampler alone. Evaluation allows uneven processes: metrics are summed over them at the end.)"""
+    """One process's share of an evaluation set under DDP, as given: images rank, rank + W, ... with no padding, so
+    that every image is scored once. (Lightning's own DDP sampler repeats items until the processes have as many; it
+    leaves a DistributedSampler alone. Evaluation allows uneven processes: metrics are summed over them at the end.)"""
 
     def __init__(self, items: list, rank: int, world_size: int) -> None:
         # Given the rank and world size, DistributedSampler needs no process group; its padding is in __iter__.
         super().__init__(items, num_replicas=world_size, rank=rank, shuffle=False)
-        self.items = items[rank::world_size]
+        self.items = items
 
     def __iter__(self):
         return iter(self.items)
@@ -92,8 +92,8 @@ def index_batches(dataset: TensorDataset, batch_size: int, shuffle: bool, num_wo
                   rank: int = 0, world_size: int = 1) -> DataLoader:  # fmt: skip
     """The default: a DataLoader whose every item is a whole batch (batch_size=None: no collation, one slice)."""
     batches = IndexBatches(len(dataset), batch_size, shuffle)
-    if world_size > 1 and not shuffle:
-        batches = Shard(list(batches), rank, world_size)
+    if world_size > 1 and not shuffle:  # the images shared out, then batched: 100 images, 2 processes, 1 batch each
+        batches = Shard(list(torch.arange(rank, len(dataset), world_size).split(batch_size)), rank, world_size)
     # pin_memory: page-locked host memory, for faster, asynchronous copies to a GPU. Worker processes take their
     # seeds from a generator of their own (they draw nothing: a batch is a slice): a persistent worker pool starts
     # once per process, and a resumed process must draw from the global generator what the stopped one drew.

@@ -38,7 +38,9 @@ def per_sample_batches(
 ) -> DataLoader:
     """The classic DataLoader over per-sample transforms, for comparison and for transforms of your own."""
     images, labels = dataset.tensors
-    shard = Shard(list(range(len(images))), rank, world_size) if world_size > 1 and not shuffle else None
+    shard = (
+        Shard(list(range(rank, len(images), world_size)), rank, world_size) if world_size > 1 and not shuffle else None
+    )
     return DataLoader(
         PerSampleImages(images, labels, mean, std),
         batch_size=batch_size,

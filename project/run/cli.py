@@ -288,6 +288,7 @@ class LogEveryEpoch(Callback):
             steps, limit = len(trainer.datamodule.train_dataloader()), trainer.limit_train_batches
         except (AttributeError, TypeError):  # loaders given to fit() directly, or with no length: Lightning's rule
             return
+        steps = -(-steps // trainer.world_size)  # under DDP, Lightning's sampler gives each process its share
         steps = min(steps, limit) if isinstance(limit, int) else int(steps * limit)
         if trainer.log_every_n_steps > 0:  # 0: logging off
             trainer.log_every_n_steps = max(1, min(trainer.log_every_n_steps, steps))

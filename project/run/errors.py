@@ -26,10 +26,12 @@ def fail(message: str) -> int:
 
 
 def lost_a_peer(error: BaseException, rank: int) -> bool:
-    """An error of a process other than the first in a call of torch.distributed: another process ended (gloo's
-    "Connection closed by peer"), and process 0, which shares the terminal, names why in its own line."""
+    """An error in a call of torch.distributed because another process ended: that process names why in its own
+    line (they share the terminal). Process 0 stays quiet only where gloo says a peer closed the connection; any
+    other failure of a collective call is named by it."""
     frames = traceback.extract_tb(error.__traceback__)
-    return rank != 0 and any(f"{os.sep}torch{os.sep}distributed{os.sep}" in frame.filename for frame in frames)
+    collective = any(f"{os.sep}torch{os.sep}distributed{os.sep}" in frame.filename for frame in frames)
+    return collective and (rank != 0 or "closed by peer" in str(error))
 
 
 def missing_extra(error: ImportError, extra: str) -> str:

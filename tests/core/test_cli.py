@@ -367,15 +367,16 @@ def test_help_after_a_switched_class_shows_its_options_whatever_it_requires(tmp_
     assert refused.stderr.splitlines()[-1] == "error: --data: the following arguments are required: data_dir"
 
 
-def test_an_epoch_shorter_than_the_logging_interval_still_logs_a_curve(mnist_dir, tmp_path):
-    """4 steps an epoch (500 images in batches of 128) under the default log_every_n_steps 50: train/loss every 4
-    steps, not once a run (or never), and no warning from Lightning about it."""
+@pytest.mark.parametrize(("processes", "logged"), [(1, [3, 7]), pytest.param(2, [1, 3], marks=pytest.mark.slow)])
+def test_an_epoch_shorter_than_the_logging_interval_still_logs_a_curve(mnist_dir, tmp_path, processes, logged):
+    """4 steps an epoch (500 images in batches of 128; 2 in each of two DDP processes) under the default
+    log_every_n_steps 50: train/loss every epoch's last step, not once a run (or never), no warning from Lightning."""
     done = run_cli("--data.data_dir", str(mnist_dir), "--default_root_dir", str(tmp_path), *NARROW_CNN,
-                   "--max_epochs", "2", "--limit_val_batches", "1",
+                   "--max_epochs", "2", "--limit_val_batches", "1", "--devices", str(processes), "--accelerator", "cpu",
                    "--limit_test_batches", "1", "--enable_progress_bar", "false", "--data.val_size", "100")  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "logging interval" not in done.stderr
-    assert sorted(scalars_by_step(run_folder(tmp_path), "train/loss")) == [3, 7]
+    assert sorted(scalars_by_step(run_folder(tmp_path), "train/loss")) == logged
 
 
 # --conf: jsonargparse warns that abbreviations go in its version 5 (a DeprecationWarning, the user's to read).

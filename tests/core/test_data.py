@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch.utils.data import DistributedSampler
+from torch.utils.data import DistributedSampler, TensorDataset
 from torchvision.datasets import MNIST
 
 from project.data import DATASETS, MNISTDataModule
@@ -239,7 +239,8 @@ def test_on_device_and_the_per_image_pipeline_are_two_data_modules():
 
 @pytest.mark.parametrize("pipeline", ["tensor", "torchvision"])
 def test_evaluation_shards_cover_every_image_once(mnist_dir, pipeline):
-    """Under DDP each process takes every W-th batch (or image) of the test set, with no repeats or padding."""
+    """Under DDP each process takes every W-th image of the test set, in batches, with no repeats or padding; a set
+    of one batch gives each process a part (process 1 had no batch: Lightning's "zero length" error)."""
     dm = setup_module_for(mnist_dir, pipeline=pipeline)
     dm.setup("test")
     seen = []
@@ -250,6 +251,10 @@ def test_evaluation_shards_cover_every_image_once(mnist_dir, pipeline):
         assert isinstance(loader.sampler, DistributedSampler)  # so that Lightning does not replace it
         seen += [label for _, labels in loader for label in labels.tolist()]
     assert sorted(seen) == sorted(dm.test_set.tensors[1].tolist())
+    if pipeline == "tensor":
+        small = TensorDataset(*(tensor[:40] for tensor in dm.test_set.tensors))
+        shares = [index_batches(small, 128, False, 0, rank=rank, world_size=2) for rank in (0, 1)]
+        assert [[len(labels) for _, labels in loader] for loader in shares] == [[20], [20]]
 
 
 def test_training_leaves_out_a_last_batch_of_one_image_which_batch_norm_cannot_train_on(mnist_dir, tmp_path):

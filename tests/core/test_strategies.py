@@ -130,6 +130,18 @@ def test_label_smoothing():
     assert model.criterion(logits, labels).item() == pytest.approx(expected.item(), rel=1e-5)
 
 
+def test_the_evaluation_loss_is_a_mean_over_images_not_batches(mnist_dir):
+    """The 200 test images in batches of 128 and 72: the logged loss is that of the 200 at once (a mean of the two
+    batches' means counted the 72 as much as the 128, and two processes sharing the images differently disagreed)."""
+    model, dm = ImageClassifier(MLP(hidden_sizes=[16])), data(mnist_dir, batch_size=128)
+    logged = trainer().test(model, dm, verbose=False)[0]["test/loss"]
+    batches = [dm.on_after_batch_transfer(batch, 0) for batch in dm.test_dataloader()]  # normalized, as tested
+    assert [len(labels) for _, labels in batches] == [128, 72]
+    with torch.no_grad():
+        logits, labels = torch.cat([model(images) for images, _ in batches]), torch.cat([y for _, y in batches])
+    assert logged == pytest.approx(model.criterion(logits, labels).item(), rel=1e-6)
+
+
 def weights_after_one_step(mnist_dir, batch_size: int, accumulate: int) -> list[torch.Tensor]:
     L.seed_everything(3)
     model = ImageClassifier(MLP(hidden_sizes=[32]), optimizer=partial(torch.optim.SGD, lr=0.5))
