@@ -26,7 +26,7 @@ from project.cli import CONFIGS, SUBCOMMANDS, ClassifierCLI
 from project.errors import UserError
 from project.files import write_atomically
 from project.run import resume
-from project.run.errors import explain_failure, fail, lost_a_peer, option_error
+from project.run.errors import explain_failure, fail, in_torch_distributed, named_by_process_0, option_error
 from project.run.help import help_text
 from project.run.last_checkpoint import LastCheckpoint
 from project.run.options import (
@@ -326,8 +326,12 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:
         if debug:
             raise
-        if lost_a_peer(error, rank_zero_only.rank):
-            return 2  # a second line would name the broken connection, not the mistake
+        if named_by_process_0(error, rank_zero_only.rank):
+            return 2  # one line for the run, not one per process
+        if in_torch_distributed(error):  # the others stay quiet (above): process 0 says what it knows
+            return fail(f"the processes of this run lost contact ({type(error).__name__} in torch.distributed): "
+                        "another may have ended on an error only it met; run again with --debug to see each "
+                        "process's traceback")  # fmt: skip
         resumes = " (with --ckpt_path last, a run continues from its last saved checkpoint)" if args[0] == "fit" else ""
         return fail(explain_failure(error, then=f"run again{resumes}"))
     finally:  # under DDP, else gloo's threads may abort the process as Python exits (pytorch issue 190489)

@@ -25,13 +25,17 @@ def fail(message: str) -> int:
     return 2
 
 
-def lost_a_peer(error: BaseException, rank: int) -> bool:
-    """An error in a call of torch.distributed because another process ended: that process names why in its own
-    line (they share the terminal). Process 0 stays quiet only where gloo says a peer closed the connection; any
-    other failure of a collective call is named by it."""
+def named_by_process_0(error: BaseException, rank: int) -> bool:
+    """Under DDP, an error that process 0 names in its own line (the processes share the terminal): a mistake of
+    the user's, which every process meets alike, or a failed call of torch.distributed, which is another process's
+    end. One line, not one per process."""
+    return rank != 0 and (isinstance(error, UserError) or in_torch_distributed(error))
+
+
+def in_torch_distributed(error: BaseException) -> bool:
+    """An error raised in a call of torch.distributed: under DDP, mostly another process's end."""
     frames = traceback.extract_tb(error.__traceback__)
-    collective = any(f"{os.sep}torch{os.sep}distributed{os.sep}" in frame.filename for frame in frames)
-    return collective and (rank != 0 or "closed by peer" in str(error))
+    return any(f"{os.sep}torch{os.sep}distributed{os.sep}" in frame.filename for frame in frames)
 
 
 def missing_extra(error: ImportError, extra: str) -> str:

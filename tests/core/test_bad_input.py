@@ -341,18 +341,42 @@ def test_a_real_process_prints_no_traceback_and_debug_shows_it(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+ONE_PROCESS_FAILS = """
+import os
+from project.models import MLP
+
+class FailsInProcess1(MLP):
+    def forward(self, images):
+        if os.environ.get("LOCAL_RANK") == "1":
+            raise ValueError("only process 1 fails")
+        return super().forward(images)
+"""
+
+
 @pytest.mark.slow
-def test_a_mistake_found_by_process_0_of_two_is_one_line(tmp_path):
-    """Two processes (DDP on the CPU): process 0 meets the mistake as it prepares the data and ends; process 1,
-    waiting for it, loses its connection (gloo's "Connection closed by peer" was a second error line)."""
+@pytest.mark.parametrize("who", ["process 0", "process 1", "both"])
+def test_a_mistake_under_two_processes_is_one_line(mnist_dir, tmp_path, who):
+    """Two processes (DDP on the CPU). Process 0 alone meets a picture folder given to MNIST's module (it prepares
+    the data), process 1 alone a net that fails there only; the other, waiting for it, lost its connection and
+    printed gloo's "Connection closed by peer" as a second error line. Both meet a validation slice larger than the
+    data (600 images): each named it."""
     (tmp_path / "pics" / "train").mkdir(parents=True)
     (tmp_path / "pics" / "test").mkdir()
-    done = run_cli("--accelerator", "cpu", "--devices", "2", "--data.data_dir", str(tmp_path / "pics"),
-                   "--default_root_dir", str(tmp_path / "logs"))  # fmt: skip
+    write(tmp_path / "one_fails.py", ONE_PROCESS_FAILS)
+    mistake, expected = {
+        "process 0": (["--data.data_dir", str(tmp_path / "pics")], "holds train/ and test/ folders"),
+        "process 1": (
+            ["--data.data_dir", str(mnist_dir), "--data.val_size", "100", "--model.net", "one_fails.FailsInProcess1"],
+            "the processes of this run lost contact (RuntimeError in torch.distributed)",
+        ),  # fmt: skip
+        "both": (["--data.data_dir", str(mnist_dir)], "--data.val_size 5000 leaves no training images"),
+    }[who]
+    done = run_cli("--accelerator", "cpu", "--devices", "2", *mistake, "--default_root_dir", str(tmp_path / "logs"),
+                   env={"PYTHONPATH": str(tmp_path)})  # fmt: skip
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     errors = [line for line in done.stderr.splitlines() if "error" in line.lower()]
-    assert len(errors) == 1 and errors[0].startswith("error: --data.data_dir "), errors
-    assert "holds train/ and test/ folders" in errors[0] and done.stderr.strip().endswith(errors[0])
+    assert len(errors) == 1 and expected in errors[0], errors
+    assert done.stderr.strip().endswith(errors[0])
 
 
 def test_each_parse_error_wording_is_still_recognized(tmp_path):
