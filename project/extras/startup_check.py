@@ -2,7 +2,6 @@
 milliseconds: one batch of the data through the net on the run's device, each mistake one line naming the class."""
 
 import contextlib
-import inspect
 import random
 import re
 
@@ -15,6 +14,7 @@ from torch import Tensor, nn
 
 from project.data.contract import DataContract
 from project.errors import UserError
+from project.run.options import own_parameters
 
 KEEP_BATCH = "keep the batch dimension (x.flatten(1), not x.flatten())"  # the fix of a net that loses it
 
@@ -39,6 +39,22 @@ class CheckNetAgainstData(Callback):
         self.check(trainer, pl_module, "test_dataloader")
 
     def check(self, trainer: L.Trainer, pl_module: L.LightningModule, loader: str) -> None:
+        """Under DDP each process checks its own first batch; every process then ends with the first one's mistake,
+        so that process 0, which names the mistakes of a run (project/run/errors.py), names one only another met."""
+        try:
+            mistake = None
+            self.check_own_batch(trainer, pl_module, loader)
+        except UserError as error:
+            if trainer.world_size == 1:
+                raise
+            mistake = str(error)
+        if trainer.world_size > 1:
+            mistakes = [None] * trainer.world_size
+            torch.distributed.all_gather_object(mistakes, mistake)
+            if mistake := next(filter(None, mistakes), None):
+                raise UserError(mistake)
+
+    def check_own_batch(self, trainer: L.Trainer, pl_module: L.LightningModule, loader: str) -> None:
         data = trainer.datamodule
         if not isinstance(contract := getattr(data, "contract", None), DataContract):  # loaders given to fit()
             return
@@ -91,10 +107,11 @@ class CheckNetAgainstData(Callback):
 
 def class_count_fix(net: type) -> str:
     """What to change where a net's scores are not one per class: the CLI fills `num_classes` alone, by that name."""
-    takes = inspect.signature(net.__init__).parameters
+    takes = own_parameters(net)  # its parents' too, where it passes **kwargs on to them
     if "num_classes" in takes:
         return "it takes `num_classes`: size its last layer from it"
-    if other := next((name for name in takes if re.search("class|label", name)), None):  # n_classes, labels, ...
+    count = r"(n|num|number_of)_?(classes|labels|outputs?)|classes|outputs?"  # n_classes, num_labels, classes, ...
+    if other := next((name for name in takes if re.fullmatch(count, name)), None):
         return f"rename its `{other}` to `num_classes`, the name the CLI links from the data contract"
     return "take `num_classes` in its __init__ (the CLI links it from the data contract)"
 

@@ -21,6 +21,7 @@ from lightning.pytorch.cli import LightningArgumentParser, SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
+from torch.utils.data import DataLoader, DistributedSampler
 
 from project.cli import CONFIGS, SUBCOMMANDS, ClassifierCLI
 from project.errors import UserError
@@ -36,10 +37,9 @@ from project.run.options import (
     expand,
     fresh_classes,
     launched_by_slurm,
-    switched_after,
     with_trainer_prefix,
 )
-from project.run.parse_errors import explain
+from project.run.parse_errors import before_its_class, explain
 from project.run.signals import Stopped, hand_over_early_stops
 
 
@@ -111,11 +111,7 @@ class RunCLI(ClassifierCLI):
             options = [f"--{key}" for key in keys] + [f"--{name}" for name in flat]
             first_word = args[1] if self.test_after_fit and len(args) > 1 else None  # main() put "fit" first
             line = explain(str(error), options, keys, first_word)
-            unknown = re.match(r"--([\w.]+): unknown option '(\w+)'", line)
-            if unknown and (switch := switched_after(args[len(head) :], unknown[1], unknown[2])):
-                line = (f"--{unknown[1]}.{unknown[2]} comes before {switch}: give a class's options after it (before "
-                        f"it they are read as the replaced class's, which has no {unknown[2]})")  # fmt: skip
-            raise UserError(line) from error
+            raise UserError(before_its_class(line, args[len(head) :])) from error
         if shown:  # --help or --print_config: printed once the whole config is known, then nothing runs
             helps = {"-h", "--help"} & set(shown)
             print(help_text(sub_config) if helps else sub.dump(sub_config, skip_unset=False), end="")
@@ -245,7 +241,8 @@ def in_its_folder_now(callback: ModelCheckpoint, load_state_dict, state: dict) -
         paths = {key: moved(state[key]) for key in ("best_model_path", "kth_best_model_path", "last_model_path")
                  if key in state}  # fmt: skip
         kept = {moved(path): score for path, score in state.get("best_k_models", {}).items()}
-        state = {**state, **paths, "dirpath": now, "best_k_models": kept}
+        if all(Path(path).is_file() for path in kept):  # else they are in another folder: Lightning's rule holds
+            state = {**state, **paths, "dirpath": now, "best_k_models": kept}
     load_state_dict(state)
 
 
@@ -285,10 +282,12 @@ class LogEveryEpoch(Callback):
         if stage != "fit":
             return
         try:
-            steps, limit = len(trainer.datamodule.train_dataloader()), trainer.limit_train_batches
+            loader, limit = trainer.datamodule.train_dataloader(), trainer.limit_train_batches
+            steps = len(loader)
         except (AttributeError, TypeError):  # loaders given to fit() directly, or with no length: Lightning's rule
             return
-        steps = -(-steps // trainer.world_size)  # under DDP, Lightning's sampler gives each process its share
+        if isinstance(loader, DataLoader) and not isinstance(loader.sampler, DistributedSampler):
+            steps = -(-steps // trainer.world_size)  # under DDP, Lightning's sampler gives each process its share
         steps = min(steps, limit) if isinstance(limit, int) else int(steps * limit)
         if trainer.log_every_n_steps > 0:  # 0: logging off
             trainer.log_every_n_steps = max(1, min(trainer.log_every_n_steps, steps))
@@ -329,9 +328,9 @@ def main(argv: list[str] | None = None) -> int:
         if named_by_process_0(error, rank_zero_only.rank):
             return 2  # one line for the run, not one per process
         if in_torch_distributed(error):  # the others stay quiet (above): process 0 says what it knows
-            return fail(f"the processes of this run lost contact ({type(error).__name__} in torch.distributed): "
-                        "another may have ended on an error only it met; run again with --debug to see each "
-                        "process's traceback")  # fmt: skip
+            first = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+            return fail(f"the processes of this run lost contact ({type(error).__name__}: {first}); one may have "
+                        "ended on an error: run again with --debug to see each process's traceback")  # fmt: skip
         resumes = " (with --ckpt_path last, a run continues from its last saved checkpoint)" if args[0] == "fit" else ""
         return fail(explain_failure(error, then=f"run again{resumes}"))
     finally:  # under DDP, else gloo's threads may abort the process as Python exits (pytorch issue 190489)

@@ -4,12 +4,14 @@ with ~ and $VARS, short data module names, batch limits read as Lightning reads 
 import importlib
 import inspect
 import os
+import shlex
 import sys
 from pathlib import Path
 
 import torch
 from jsonargparse import ArgumentParser, Namespace
 from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from project.errors import UserError
 
@@ -60,14 +62,16 @@ def fresh_classes(parser: ArgumentParser, bases: list[str], args: list[str], con
         else:
             layers[-1].append(word)
 
+    def name_of(flag: str, key: str) -> str:  # --model.net.init_args.width, --model.net.width: width
+        return flag.split("=")[0].removeprefix(f"--{key}.").removeprefix("init_args.").split(".")[0]
+
     def flags(key: str, among: list[list[str]], accepted: set[str] | None = None) -> list[str]:
         """The words of the flags for a class's arguments (--key.name value) among these layers, in order."""
-        names = [layer[0].split("=")[0].removeprefix(f"--{key}.").split(".")[0] for layer in among]
-        chosen = [layer for layer, name in zip(among, names, strict=True) if layer[0].startswith(f"--{key}.")
-                  and (accepted is None or name in accepted)]  # fmt: skip
+        chosen = [layer for layer in among if layer[0].startswith(f"--{key}.")
+                  and (accepted is None or name_of(layer[0], key) in accepted)]  # fmt: skip
         return [word for layer in chosen for word in layer]
 
-    config = base
+    config, left_out = base, {}
     for i, layer in enumerate(layers):
         later = [word for key in CLASS_KEYS for word in flags(key, layers[i + 1 :])]  # a required one may come later
         new = parser.parse_args([*layer, *later], namespace=config.clone(), defaults=False)
@@ -76,19 +80,19 @@ def fresh_classes(parser: ArgumentParser, bases: list[str], args: list[str], con
                 # Flags before the switch carry over where the new class takes them (as jsonargparse's own rule);
                 # the others are left out, with a note (common flags, then --model.net MLP, is a way to write it).
                 accepted = set(own_parameters(import_class(class_path(new, key))))
-                for flag in (layer[0].split("=")[0] for layer in layers[:i] if layer[0].startswith(f"--{key}.")):
-                    if (name := flag.removeprefix(f"--{key}.").split(".")[0]) not in accepted | {"class_path"}:
-                        switch, short = " ".join(layer[:2]), class_path(new, key).rsplit(".", 1)[-1]
-                        print(
-                            f"note: {flag} is left out: it came before {switch}, and {short} has no option "
-                            f"{name!r} (`python train.py {switch} --help` lists its options)",
-                            file=sys.stderr,
-                        )
+                earlier = [layer[0].split("=")[0] for layer in layers[:i] if layer[0].startswith(f"--{key}.")]
+                left_out[key] = [(flag, name_of(flag, key), layer[:2], class_path(new, key)) for flag in earlier
+                                 if name_of(flag, key) not in accepted | {"class_path"}]  # fmt: skip
                 words = [*flags(key, layers[:i], accepted), *layer, *flags(key, layers[i + 1 :])]
                 start = config.clone()
                 start[key] = Namespace(class_path=class_path(new, key))
                 new[key] = parser.parse_args(words, namespace=start, defaults=False)[key]
         config = new
+    for flag, name, switch, path in (entry for entries in left_out.values() for entry in entries):
+        if rank_zero_only.rank == 0:  # as the class finally chosen takes them; once, not once per process
+            print(f"note: {flag} is left out: it came before {shlex.join(switch)}, and {path.rsplit('.', 1)[-1]} "
+                  f"has no option {name!r} (`python train.py {shlex.join(switch)} --help` lists its options)",
+                  file=sys.stderr)  # fmt: skip
     switched = [key for key in CLASS_KEYS if class_path(config, key) not in (None, class_path(base, key))]
     for key in switched:  # what was not given is the class's own default, written out as in config.yaml
         params = own_parameters(import_class(config[key].class_path)).items()
@@ -97,13 +101,17 @@ def fresh_classes(parser: ArgumentParser, bases: list[str], args: list[str], con
     return {key: config[key] for key in switched}
 
 
-def switched_after(args: list[str], key: str, name: str) -> str | None:
-    """The words that switch `key`'s class (--data ImageFolderDataModule) where they come after --key.name: an
-    option given before its class, which the parser read as the replaced class's."""
+def switched_after(args: list[str], key: str, name: str) -> tuple[str, str] | None:
+    """The words that switch `key`'s class (--data ImageFolderDataModule) where they come after --key.name, and
+    the class they name: an option given before its class, which the parser read as the replaced class's."""
     given = [i for i, word in enumerate(args) if word.split("=")[0] in (f"--{key}.{name}", f"--{key}.init_args.{name}")]
-    for i, word in enumerate(args[given[0] + 1 :] if given else [], start=given[0] + 1 if given else 0):
-        if word.split("=")[0] in (f"--{key}", f"--{key}.class_path"):
-            return " ".join(args[i : i + (1 if "=" in word else 2)])
+    if not given:
+        return None
+    for i in range(given[0] + 1, len(args)):
+        flag, equals, value = args[i].partition("=")
+        if flag in (f"--{key}", f"--{key}.class_path"):
+            value = value if equals else (args[i + 1] if i + 1 < len(args) else "")
+            return " ".join(args[i : i + (1 if equals else 2)]), value
     return None
 
 

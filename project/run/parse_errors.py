@@ -14,8 +14,13 @@ from torch import nn
 
 import project.data
 import project.models
+import project.optim
 from project.cli import SUBCOMMANDS
-from project.run.options import SHORT_NAMES
+from project.run.options import SHORT_NAMES, switched_after
+
+# Where a class key's short class names live (--model.optimizer SGD): the parser resolves them among these.
+CLASS_MODULES = {"model.optimizer": (torch.optim,), "model.scheduler": (torch.optim.lr_scheduler, project.optim),
+                 "model.net": (project.models,), "data": (project.data,)}  # fmt: skip
 
 # Lines of jsonargparse's messages that describe its search, not the user's mistake.
 NOISE = ("Does not validate against any of the Union subtypes", "Subtypes:", "Errors:", "Given value type:",
@@ -122,19 +127,46 @@ def explain_key_error(key: str, detail: str) -> str:
             hint = f"; it is {where} (or by its short name, {match[2]})" if where else hint
             return f"--{key}: {match[1]} has no {match[2]}{hint}"
         if match := re.search(r"No module named '([^']+)'", line):  # a fork's own class, not found by Python
+            given = re.search(r"Given value: (\S+)", detail)
+            if given and not given[1].startswith(match[1].split(".")[0]):  # its module imports one not installed
+                return f"--{key}: {given[1]} imports {match[1]!r}, which is not installed"
             return (
                 f"--{key}: no module named {match[1]!r}: a class of your own is named by its import path "
                 "(my_project.module.ClassName), from a module beside train.py or in a folder on PYTHONPATH"
             )
         file = re.match(r"(?:Invalid content in sub-config file|Unexpected import path format:) (\S+?\.py)\b", line)
-        if file:  # a file given, not a class
-            return f"--{key}: {file[1]} is a Python file; name a class in it by its import path " \
-                   f"({Path(file[1]).stem}.ClassName)"  # fmt: skip
+        if file:  # a file given, not a class: its import path from the folder train.py runs in
+            path = Path(file[1]).with_suffix("")
+            module = path.name if path.is_absolute() else ".".join(part for part in path.parts if part not in ".")
+            return f"--{key}: {file[1]} is a file; name a class in it by its import path ({module}.ClassName)"
         if match := re.match(r"Unexpected import path format: (\S+)", line):
             return f"--{key}: {match[1]} is no import path; name a class as module.ClassName (dots, no slashes)"
         if match := re.match(r"File does not exist: (.+)", line):
             return f"--{key}: file not found: {match[1]}"
     return f"--{key}: {lines[-1] if lines else ' '.join(detail.split())}"
+
+
+def before_its_class(line: str, args: list[str]) -> str:
+    """`line`, an unknown option of a class, said again where the option came before a switch of its class that
+    takes it (--model.optimizer.momentum 0.9 --model.optimizer SGD: read as AdamW's) or that has no such option
+    either (then its own suggestion: --model.optimizer.momentun ... SGD: did you mean momentum?)."""
+    unknown = re.match(r"--([\w.]+): unknown option '(\w+)'", line)
+    if not unknown or not (switch := switched_after(args, unknown[1], unknown[2])):
+        return line
+    key, name, (words, value) = unknown[1], unknown[2], switch
+    path = (
+        value
+        if "." in value
+        else SHORT_NAMES.get(value)
+        or next((f"{module.__name__}.{value}" for module in CLASS_MODULES.get(key, ()) if hasattr(module, value)), None)
+    )
+    takes = [p for p in init_parameters(path) or [] if p not in ("params", "optimizer", "total_steps")] if path else []
+    if not takes:  # a class that does not import: the parse after the user's fix names it
+        return line
+    if name in takes:
+        return (f"--{key}.{name} comes before {words}: give a class's options after it (before it they are read "
+                f"as the replaced class's, which has no {name})")  # fmt: skip
+    return f"--{key}.{name}: {value.rsplit('.', 1)[-1]} has no option {name!r}{closest(name, takes)}"
 
 
 def closest(name: str, candidates: list[str], cutoff: float = 0.6) -> str:

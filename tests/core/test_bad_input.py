@@ -357,9 +357,9 @@ class FailsInProcess1(MLP):
 @pytest.mark.parametrize("who", ["process 0", "process 1", "both"])
 def test_a_mistake_under_two_processes_is_one_line(mnist_dir, tmp_path, who):
     """Two processes (DDP on the CPU). Process 0 alone meets a picture folder given to MNIST's module (it prepares
-    the data), process 1 alone a net that fails there only; the other, waiting for it, lost its connection and
-    printed gloo's "Connection closed by peer" as a second error line. Both meet a validation slice larger than the
-    data (600 images): each named it."""
+    the data); process 1 alone a net that fails there only, which the start-up check hands to process 0 to name.
+    The other, waiting, lost its connection and printed gloo's "Connection closed by peer" as a second error line.
+    Both meet a validation slice larger than the data (600 images): each named it."""
     (tmp_path / "pics" / "train").mkdir(parents=True)
     (tmp_path / "pics" / "test").mkdir()
     write(tmp_path / "one_fails.py", ONE_PROCESS_FAILS)
@@ -367,7 +367,7 @@ def test_a_mistake_under_two_processes_is_one_line(mnist_dir, tmp_path, who):
         "process 0": (["--data.data_dir", str(tmp_path / "pics")], "holds train/ and test/ folders"),
         "process 1": (
             ["--data.data_dir", str(mnist_dir), "--data.val_size", "100", "--model.net", "one_fails.FailsInProcess1"],
-            "the processes of this run lost contact (RuntimeError in torch.distributed)",
+            "FailsInProcess1 failed on a float32 tensor of shape 2x1x28x28: ValueError: only process 1 fails",
         ),  # fmt: skip
         "both": (["--data.data_dir", str(mnist_dir)], "--data.val_size 5000 leaves no training images"),
     }[who]
@@ -379,9 +379,10 @@ def test_a_mistake_under_two_processes_is_one_line(mnist_dir, tmp_path, who):
     assert done.stderr.strip().endswith(errors[0])
 
 
-def test_each_parse_error_wording_is_still_recognized(tmp_path):
+def test_each_parse_error_wording_is_still_recognized(tmp_path, monkeypatch):
     """jsonargparse words its errors in English only; project.run.parse_errors.explain reads that wording. Each
     case must still come out as the template's own line, not as jsonargparse's text passed through."""
+    monkeypatch.syspath_prepend(str(tmp_path))  # a fork's module, needs.py, that imports what is not installed
     cases = {
         ("--max_epocs", "3"): "unknown option --max_epocs; did you mean --max_epochs?",
         ("--model.net", "LeNet"): "--model.net: no class named 'LeNet'; choose one of CNN, MLP or give a full",
@@ -420,11 +421,20 @@ def test_each_parse_error_wording_is_still_recognized(tmp_path):
         "import path (my_project.module.ClassName), from a module beside train.py or in a folder on PYTHONPATH",
         ("--model.optimizer", "nomod.Fast"): "--model.optimizer: no module named 'nomod': a class of your own",
         ("--model.net", str(write(tmp_path / "my_nets.py", "class Good(nn.Module):\n    def f(self, x: int):\n"))): (
-            f"--model.net: {tmp_path / 'my_nets.py'} is a Python file; name a class in it by its import path "
+            f"--model.net: {tmp_path / 'my_nets.py'} is a file; name a class in it by its import path "
             "(my_nets.ClassName)"
         ),
-        ("--model.net", "nets/my_nets.py"): "--model.net: nets/my_nets.py is a Python file; name a class in it",
+        ("--model.net", "nets/my_nets.py"): "--model.net: nets/my_nets.py is a file; name a class in it by its import "
+        "path (nets.my_nets.ClassName)",
+        ("--model.net", "tests.image_folders.NoSuchClass"): "--model.net: tests.image_folders has no NoSuchClass",
+        ("--model.net", str(write(tmp_path / "needs.py", "import timm_not_installed\n")) and "needs.Net"): (
+            "--model.net: needs.Net imports 'timm_not_installed', which is not installed"
+        ),
         ("--model.net", "./my_nets.Good"): "--model.net: ./my_nets.Good is no import path; name a class as module",
+        ("--model.optimizer.momentun", "0.9", "--model.optimizer", "SGD"): "--model.optimizer.momentun: SGD has no "
+        "option 'momentun'; did you mean momentum?",  # a misspelling before its class: the new class's suggestion
+        ("--model.net.hidden", "64", "--model.net.class_path", "MLP"): "--model.net.hidden: MLP has no option "
+        "'hidden'; did you mean hidden_sizes?",
         ("--data", "ImageFolderDatamodule"): "--data: no class named 'ImageFolderDatamodule'; did you mean "
         "ImageFolderDataModule?; choose one of ImageFolderDataModule, MNISTDataModule or give a full import path",
     }
@@ -457,6 +467,12 @@ def test_an_option_the_class_switched_to_has_not_is_left_out_with_a_note(capsys,
         assert capsys.readouterr().err.startswith(note)
     assert configs[0].model.optimizer.init_args.lr == 0.3  # what SGD takes carries on
     assert configs[1].model.net.class_path == "project.models.MLP"
+    # Decided against the class finally chosen (Adam takes amsgrad), and init_args spelt out is the same option.
+    args = ["--model.optimizer.amsgrad", "true", "--model.optimizer.init_args.lr", "0.3", "--model.optimizer", "SGD",
+            "--model.optimizer", "Adam", "--default_root_dir", str(tmp_path)]  # fmt: skip
+    optimizer = RunCLI(args, run=False).config.model.optimizer
+    assert optimizer.init_args.amsgrad is True and optimizer.init_args.lr == 0.3
+    assert "note:" not in capsys.readouterr().err
     RunCLI(["--model.optimizer", "SGD", "--model.optimizer.lr", "0.3", "--default_root_dir", str(tmp_path)], run=False)
     assert "note:" not in capsys.readouterr().err
 

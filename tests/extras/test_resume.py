@@ -322,6 +322,25 @@ def test_a_resume_under_another_name_of_its_folder_keeps_its_best_checkpoint(mni
     assert not [w for w in recwarn if "dirpath" in str(w.message)]
 
 
+def test_saved_checkpoint_paths_move_to_the_folder_only_where_their_files_are(tmp_path):
+    """in_its_folder_now: a run's best checkpoints, saved under another name of its folder, are found under the new
+    one; where the folder named now does not hold them (a checkpoint folder really elsewhere), the state is left to
+    Lightning's own rule (it tested a best checkpoint that was not there)."""
+    from types import SimpleNamespace
+
+    from project.run.cli import in_its_folder_now
+
+    now = tmp_path / "run" / "checkpoints"
+    now.mkdir(parents=True)
+    (now / "epoch=0.ckpt").touch()
+    loaded = []
+    for saved, expected in (("logs/run/checkpoints", str(now / "epoch=0.ckpt")), ("elsewhere", "elsewhere/x.ckpt")):
+        best = f"{saved}/epoch=0.ckpt" if saved.startswith("logs") else "elsewhere/x.ckpt"
+        state = {"dirpath": saved, "best_model_path": best, "best_k_models": {best: 0.5}, "best_model_score": 0.5}
+        in_its_folder_now(SimpleNamespace(dirpath=str(now)), loaded.append, state)
+        assert loaded[-1]["best_model_path"] == expected and list(loaded[-1]["best_k_models"]) == [expected]
+
+
 def test_a_resume_is_still_warned_of_a_checkpoint_folder_that_is_not_its_own(mnist_dir, tmp_path, recwarn):
     """Lightning's warning that a checkpoint folder is not empty is left out for the resumed run's own folder only:
     a fork's dirpath shared by two runs, holding the other run's best checkpoint, is still named."""

@@ -77,6 +77,13 @@ def test_a_net_that_names_its_class_count_otherwise_or_ignores_it_is_told_which(
     )
     assert line(Ignores(), (IMAGES, LABELS)).endswith("it takes `num_classes`: size its last layer from it")
 
+    class Dropouts(MyNet):  # names with "class" and "label" in them that are no class count
+        def __init__(self, classifier_dropout: float = 0.1, label_smoothing: float = 0.0) -> None:
+            super().__init__(scores=7)
+
+    assert line(Dropouts(), (IMAGES, LABELS)).endswith("take `num_classes` in its __init__ (the CLI links it from the "
+                                                         "data contract)")  # fmt: skip
+
 
 @pytest.mark.parametrize(
     ("then", "returned"),
