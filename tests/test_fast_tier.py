@@ -11,7 +11,7 @@ LIMIT_SECONDS = 60
 
 
 @pytest.mark.xfail(
-    reason="the fast tier took 141 s on the 2-core VM (2026-12-07; limit 60 s): see the note of issue 29"
+    reason="the fast tier took 133 s on the 2-core VM (2026-12-07; limit 60 s): see the note of issue 29"
 )
 def test_the_fast_tier_takes_at_most_a_minute(request):
     config = request.config
