@@ -1,6 +1,7 @@
 """What train.py's options mean beyond LightningCLI's: flat Trainer flags, a switched class's own defaults, paths
 with ~ and $VARS, short data module names, batch limits read as Lightning reads them, and checks of the devices."""
 
+import difflib
 import importlib
 import inspect
 import os
@@ -90,9 +91,10 @@ def fresh_classes(parser: ArgumentParser, bases: list[str], args: list[str], con
         config = new
     for flag, name, switch, path in (entry for entries in left_out.values() for entry in entries):
         if rank_zero_only.rank == 0:  # as the class finally chosen takes them; once, not once per process
+            near = difflib.get_close_matches(name, list(own_parameters(import_class(path))), n=1)
             print(f"note: {flag} is left out: it came before {shlex.join(switch)}, and {path.rsplit('.', 1)[-1]} "
-                  f"has no option {name!r} (`python train.py {shlex.join(switch)} --help` lists its options)",
-                  file=sys.stderr)  # fmt: skip
+                  f"has no option {name!r}{f' (did you mean {near[0]}?)' if near else ''}; `python train.py "
+                  f"{shlex.join(switch)} --help` lists its options", file=sys.stderr)  # fmt: skip
     switched = [key for key in CLASS_KEYS if class_path(config, key) not in (None, class_path(base, key))]
     for key in switched:  # what was not given is the class's own default, written out as in config.yaml
         params = own_parameters(import_class(config[key].class_path)).items()

@@ -138,7 +138,8 @@ def explain_key_error(key: str, detail: str) -> str:
         if file:  # a file given, not a class: its import path from the folder train.py runs in
             path = Path(file[1]).with_suffix("")
             module = path.name if path.is_absolute() else ".".join(part for part in path.parts if part not in ".")
-            return f"--{key}: {file[1]} is a file; name a class in it by its import path ({module}.ClassName)"
+            where = f", with {path.parent} on PYTHONPATH" if path.is_absolute() else ""
+            return f"--{key}: {file[1]} is a file; name a class in it by its import path ({module}.ClassName{where})"
         if match := re.match(r"Unexpected import path format: (\S+)", line):
             return f"--{key}: {match[1]} is no import path; name a class as module.ClassName (dots, no slashes)"
         if match := re.match(r"File does not exist: (.+)", line):

@@ -422,7 +422,7 @@ def test_each_parse_error_wording_is_still_recognized(tmp_path, monkeypatch):
         ("--model.optimizer", "nomod.Fast"): "--model.optimizer: no module named 'nomod': a class of your own",
         ("--model.net", str(write(tmp_path / "my_nets.py", "class Good(nn.Module):\n    def f(self, x: int):\n"))): (
             f"--model.net: {tmp_path / 'my_nets.py'} is a file; name a class in it by its import path "
-            "(my_nets.ClassName)"
+            f"(my_nets.ClassName, with {tmp_path} on PYTHONPATH)"
         ),
         ("--model.net", "nets/my_nets.py"): "--model.net: nets/my_nets.py is a file; name a class in it by its import "
         "path (nets.my_nets.ClassName)",
@@ -456,10 +456,10 @@ def test_an_option_the_class_switched_to_has_not_is_left_out_with_a_note(capsys,
     cases = {
         ("--model.optimizer.amsgrad", "true", "--model.optimizer.lr", "0.3", "--model.optimizer", "SGD"): (
             "note: --model.optimizer.amsgrad is left out: it came before --model.optimizer SGD, and SGD has no option "
-            "'amsgrad' (`python train.py --model.optimizer SGD --help` lists its options)"
+            "'amsgrad'; `python train.py --model.optimizer SGD --help` lists its options"
         ),
         ("--model.net.hidden", "64", "-c", mlp): f"note: --model.net.hidden is left out: it came before -c {mlp}, and "
-        "MLP has no option 'hidden'",
+        "MLP has no option 'hidden' (did you mean hidden_sizes?); `python train.py -c",
     }
     configs = []
     for args, note in cases.items():
