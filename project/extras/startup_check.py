@@ -41,8 +41,8 @@ class CheckNetAgainstData(Callback):
     def check(self, trainer: L.Trainer, pl_module: L.LightningModule, loader: str) -> None:
         """Under DDP each process checks its own first batch; every process then ends with the first one's mistake,
         so that process 0, which names the mistakes of a run (project/run/errors.py), names one only another met."""
+        mistake = None
         try:
-            mistake = None
             self.check_own_batch(trainer, pl_module, loader)
         except UserError as error:
             if trainer.world_size == 1:

@@ -328,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         if named_by_process_0(error, rank_zero_only.rank):
             return 2  # one line for the run, not one per process
         if in_torch_distributed(error):  # the others stay quiet (above): process 0 says what it knows
-            first = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+            first = (str(error).strip().splitlines() or [""])[0][:200]
             return fail(f"the processes of this run lost contact ({type(error).__name__}: {first}); one may have "
                         "ended on an error: run again with --debug to see each process's traceback")  # fmt: skip
         resumes = " (with --ckpt_path last, a run continues from its last saved checkpoint)" if args[0] == "fit" else ""

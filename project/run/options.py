@@ -82,16 +82,17 @@ def fresh_classes(parser: ArgumentParser, bases: list[str], args: list[str], con
                 # the others are left out, with a note (common flags, then --model.net MLP, is a way to write it).
                 accepted = set(own_parameters(import_class(class_path(new, key))))
                 earlier = [layer[0].split("=")[0] for layer in layers[:i] if layer[0].startswith(f"--{key}.")]
-                left_out[key] = [(flag, name_of(flag, key), layer[:2], class_path(new, key)) for flag in earlier
+                left_out[key] = [(flag, name_of(flag, key), layer[:2], class_path(new, key), accepted)
+                                 for flag in earlier
                                  if name_of(flag, key) not in accepted | {"class_path"}]  # fmt: skip
                 words = [*flags(key, layers[:i], accepted), *layer, *flags(key, layers[i + 1 :])]
                 start = config.clone()
                 start[key] = Namespace(class_path=class_path(new, key))
                 new[key] = parser.parse_args(words, namespace=start, defaults=False)[key]
         config = new
-    for flag, name, switch, path in (entry for entries in left_out.values() for entry in entries):
+    for flag, name, switch, path, accepted in (entry for entries in left_out.values() for entry in entries):
         if rank_zero_only.rank == 0:  # as the class finally chosen takes them; once, not once per process
-            near = difflib.get_close_matches(name, list(own_parameters(import_class(path))), n=1)
+            near = difflib.get_close_matches(name, sorted(accepted), n=1)
             print(f"note: {flag} is left out: it came before {shlex.join(switch)}, and {path.rsplit('.', 1)[-1]} "
                   f"has no option {name!r}{f' (did you mean {near[0]}?)' if near else ''}; `python train.py "
                   f"{shlex.join(switch)} --help` lists its options", file=sys.stderr)  # fmt: skip

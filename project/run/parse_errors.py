@@ -118,8 +118,7 @@ def explain_key_error(key: str, detail: str) -> str:
             choices = ", ".join(re.findall(r"'([^']*)'", match[1]))
             return f"--{key}: {match[2]!r} is not one of {choices}"
         if match := re.search(r"Option '([^']+)' is not accepted", line):  # a net's, an optimizer's, ...
-            filled = ("params", "optimizer", "total_steps")  # what the model gives an optimizer or a schedule
-            accepted = [p for p in init_parameters(given_class[1]) if p not in filled] if given_class else []
+            accepted = user_options(given_class[1]) if given_class else []
             takes = f" ({given_class[1].rsplit('.', 1)[-1]} takes {', '.join(accepted)})" if accepted else ""
             return f"--{key}: unknown option {match[1]!r}{closest(match[1], accepted) or takes}"
         if match := re.match(r"module '([\w.]+)' has no attribute '(\w+)'", line):  # a class_path one level off
@@ -161,7 +160,7 @@ def before_its_class(line: str, args: list[str]) -> str:
         else SHORT_NAMES.get(value)
         or next((f"{module.__name__}.{value}" for module in CLASS_MODULES.get(key, ()) if hasattr(module, value)), None)
     )
-    takes = [p for p in init_parameters(path) or [] if p not in ("params", "optimizer", "total_steps")] if path else []
+    takes = user_options(path) if path else []
     if not takes:  # a class that does not import: the parse after the user's fix names it
         return line
     if name in takes:
@@ -194,6 +193,11 @@ def class_choices(key: str) -> list[str]:
 
 def is_subclass(obj: object, base: type) -> bool:
     return inspect.isclass(obj) and issubclass(obj, base) and obj is not base and not obj.__name__.startswith("_")
+
+
+def user_options(class_path: str) -> list[str]:
+    """A class's arguments that a user sets: not those the model gives an optimizer or a schedule."""
+    return [p for p in init_parameters(class_path) or [] if p not in ("params", "optimizer", "total_steps")]
 
 
 def init_parameters(class_path: str) -> list[str]:
